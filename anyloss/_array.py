@@ -1,0 +1,150 @@
+"""Array-namespace plumbing: which library an array belongs to, and what it can do.
+
+Everything in :mod:`anyloss` that needs to know *which* array library it is
+talking to asks this module. It relies on ``array_api_compat`` for the
+questions and imports no array library itself; the few operations the standard
+lacks (stopping a gradient, telling a traced JAX value from a concrete one)
+are delegated lazily to :mod:`anyloss.backends`, which is only imported once
+an array of that library has been seen.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from types import ModuleType
+from typing import Any
+
+import array_api_compat as _compat
+
+__all__ = [
+    "namespace",
+    "library_name",
+    "is_eager",
+    "float_dtype",
+    "needs_float32_accumulation",
+    "stop_gradient",
+    "size",
+]
+
+_PYTHON_SCALARS = (bool, int, float, complex)
+
+
+def library_name(xp: ModuleType) -> str:
+    """Short name of the array library behind namespace ``xp``.
+
+    One of ``'numpy'``, ``'torch'``, ``'jax'``, ``'dask'``, ``'cupy'`` and
+    ``'array_api_strict'``; any other namespace is named by its module name.
+    """
+    for name, test in (
+        ("numpy", _compat.is_numpy_namespace),
+        ("torch", _compat.is_torch_namespace),
+        ("jax", _compat.is_jax_namespace),
+        ("dask", _compat.is_dask_namespace),
+        ("cupy", _compat.is_cupy_namespace),
+        ("array_api_strict", _compat.is_array_api_strict_namespace),
+    ):
+        if test(xp):
+            return name
+    return xp.__name__
+
+
+def namespace(func: str, arrays: Mapping[str, Any]) -> ModuleType:
+    """The array namespace shared by the named ``arrays`` of a call to ``func``.
+
+    ``arrays`` maps argument names to values; ``None`` values are optional
+    arguments that were not given and are skipped.
+
+    Raises
+    ------
+    TypeError
+        If a value is not an array (a list, a string, a Python number...), naming
+        the argument, or if the arrays come from two different libraries, naming
+        both.
+    """
+    found: dict[str, tuple[str, ModuleType]] = {}
+    for name, value in arrays.items():
+        if value is None:
+            continue
+        # NumPy scalars subclass Python's numbers but carry a dtype: they are arrays.
+        is_python_number = isinstance(value, _PYTHON_SCALARS) and not hasattr(value, "dtype")
+        if is_python_number or not _compat.is_array_api_obj(value):
+            raise TypeError(
+                f"{func}(): argument '{name}' must be an array, "
+                f"not {type(value).__name__}"
+            )
+        xp = _compat.array_namespace(value)
+        found.setdefault(library_name(xp), (name, xp))
+    if not found:
+        raise TypeError(f"{func}(): expected at least one array argument")
+    if len(found) > 1:
+        (lib_a, (arg_a, _)), (lib_b, (arg_b, _)) = list(found.items())[:2]
+        raise TypeError(
+            f"{func}(): all arrays must come from one array library, but "
+            f"'{arg_a}' is a {lib_a} array and '{arg_b}' is a {lib_b} array"
+        )
+    ((_, xp),) = found.values()
+    return xp
+
+
+def is_eager(x: Any) -> bool:
+    """Whether ``x`` holds concrete values that may be inspected on the host.
+
+    False for Dask arrays and for JAX values being traced (under ``jax.jit``,
+    ``jax.grad`` and friends); value checks that would force a compute or a
+    host synchronisation are skipped for those.
+    """
+    if _compat.is_jax_array(x):
+        from anyloss.backends import jax as jax_backend
+
+        return not jax_backend.is_tracer(x)
+    return not _compat.is_lazy_array(x)
+
+
+def float_dtype(func: str, xp: ModuleType, *arrays: Any, complex_ok: bool = False):
+    """The floating dtype a loss of ``arrays`` computes and returns in.
+
+    Floating arrays promote among themselves (``xp.result_type``); integer and
+    boolean arrays take the floating dtype of the others, as torch does
+    (float32 input with an int64 target gives float32).
+
+    Raises
+    ------
+    TypeError
+        If no array is floating, or one is complex and ``complex_ok`` is false.
+    """
+    kinds = ("real floating", "complex floating") if complex_ok else "real floating"
+    floating = [a.dtype for a in arrays if xp.isdtype(a.dtype, kinds)]
+    if not complex_ok:
+        for a in arrays:
+            if xp.isdtype(a.dtype, "complex floating"):
+                raise TypeError(f"{func}(): complex inputs are not supported, got {a.dtype}")
+    if not floating:
+        dtypes = ", ".join(str(a.dtype) for a in arrays)
+        raise TypeError(f"{func}(): expected a floating-point input, got {dtypes}")
+    return xp.result_type(*floating) if len(floating) > 1 else floating[0]
+
+
+def needs_float32_accumulation(dtype: Any) -> bool:
+    """True for the 16-bit floats (float16, bfloat16), whose sums accumulate in float32."""
+    return str(dtype).rsplit(".", 1)[-1] in ("float16", "bfloat16")
+
+
+def stop_gradient(x: Any) -> Any:
+    """``x`` with the same values, cut from automatic differentiation.
+
+    torch tensors are detached and JAX arrays go through
+    ``jax.lax.stop_gradient``; libraries without autodiff get ``x`` back.
+    """
+    if _compat.is_torch_array(x):
+        return x.detach()
+    if _compat.is_jax_array(x):
+        from anyloss.backends import jax as jax_backend
+
+        return jax_backend.stop_gradient(x)
+    return x
+
+
+def size(x: Any) -> float:
+    """Number of elements of ``x``; ``nan`` where a lazy library does not know it yet."""
+    return math.prod(float("nan") if n is None else n for n in x.shape)

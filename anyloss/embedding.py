@@ -1,0 +1,3 @@
+"""Placeholder: filled in by the embedding work of issue 3."""
+
+__all__: list[str] = []

@@ -1,0 +1,203 @@
+r"""Regression losses: ``l1_loss``, ``mse_loss``, ``huber_loss`` and ``smooth_l1_loss``.
+
+Each compares a prediction ``input`` with a ``target`` element by element.
+Shapes: ``input`` and ``target`` of any shape that broadcast together (a
+UserWarning is raised when they differ, as torch does); the unreduced loss has
+the broadcast shape, a reduced one is 0-d.
+
+The optional per-element ``weight`` of ``l1_loss``, ``mse_loss`` and
+``huber_loss`` must have exactly the input's shape. It multiplies the
+unreduced loss; ``'sum'`` sums the product. ``'mean'`` follows torch, which
+differs between the losses: ``l1_loss`` and ``mse_loss`` divide by
+:math:`\sum w`, ``huber_loss`` by the number of elements.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from anyloss import _reduction
+from anyloss._operands import elementwise_operands
+from anyloss._validate import check_same_shape_as_input, warn_if_shapes_differ
+
+__all__ = ["l1_loss", "mse_loss", "huber_loss", "smooth_l1_loss"]
+
+
+def l1_loss(
+    input: Any,
+    target: Any,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    weight: Any | None = None,
+) -> Any:
+    r"""Mean absolute error, :math:`\ell_n = |x_n - y_n|`.
+
+    Real and complex input are accepted; for complex input :math:`|\cdot|` is
+    the modulus and the loss is real.
+
+    Parameters
+    ----------
+    input, target
+        Arrays of one library whose shapes broadcast.
+    size_average, reduce
+        Deprecated; when either is given it overrides ``reduction`` (with a
+        warning), as in torch.
+    reduction
+        ``'none'`` | ``'mean'`` | ``'sum'``.
+    weight
+        Optional per-element weight of the input's shape; ``'mean'`` then
+        divides by ``sum(weight)``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(l1_loss(np.asarray([1.0, 2.0]), np.asarray([0.0, 4.0])))
+    1.5
+    """
+    arrays = {"input": input, "target": target}
+    xp, (input, target) = elementwise_operands("l1_loss", arrays, complex_ok=True)
+    warn_if_shapes_differ(input, target)
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    loss = xp.abs(input - target)
+    return _apply_weight("l1_loss", xp, loss, input, weight, reduction, mean_over_weight=True)
+
+
+def mse_loss(
+    input: Any,
+    target: Any,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    weight: Any | None = None,
+) -> Any:
+    r"""Mean squared error, :math:`\ell_n = (x_n - y_n)^2`.
+
+    Arguments as in :func:`l1_loss`; complex input is not supported.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(mse_loss(np.asarray([1.0, 2.0]), np.asarray([0.0, 4.0])))
+    2.5
+    """
+    xp, (input, target) = elementwise_operands("mse_loss", {"input": input, "target": target})
+    warn_if_shapes_differ(input, target)
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    diff = input - target
+    loss = diff * diff
+    return _apply_weight("mse_loss", xp, loss, input, weight, reduction, mean_over_weight=True)
+
+
+def huber_loss(
+    input: Any,
+    target: Any,
+    reduction: str = "mean",
+    delta: float = 1.0,
+    weight: Any | None = None,
+) -> Any:
+    r"""Huber loss: quadratic for small errors, linear beyond ``delta``.
+
+    .. math::
+
+        \ell_n = \begin{cases}
+            \tfrac12 (x_n - y_n)^2 & |x_n - y_n| < \delta \\
+            \delta \, (|x_n - y_n| - \tfrac12 \delta) & \text{otherwise}
+        \end{cases}
+
+    Parameters
+    ----------
+    delta
+        The threshold, > 0.
+    weight
+        Optional per-element weight of the input's shape; ``'mean'`` is the
+        plain mean of the weighted loss (torch's choice for this loss).
+
+    Raises
+    ------
+    ValueError
+        ``delta <= 0``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(huber_loss(np.asarray([0.5, 3.0]), np.asarray([0.0, 0.0])))
+    1.3125
+    """
+    xp, (input, target) = elementwise_operands("huber_loss", {"input": input, "target": target})
+    warn_if_shapes_differ(input, target)
+    if not delta > 0:
+        raise ValueError("huber_loss does not support non-positive values for delta.")
+    reduction = _reduction.resolve(reduction)
+    error = xp.abs(input - target)
+    loss = xp.where(error < delta, 0.5 * error * error, delta * (error - 0.5 * delta))
+    return _apply_weight("huber_loss", xp, loss, input, weight, reduction, mean_over_weight=False)
+
+
+def smooth_l1_loss(
+    input: Any,
+    target: Any,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    beta: float = 1.0,
+) -> Any:
+    r"""Smooth L1 loss: Huber loss divided by its threshold ``beta``.
+
+    .. math::
+
+        \ell_n = \begin{cases}
+            \tfrac12 (x_n - y_n)^2 / \beta & |x_n - y_n| < \beta \\
+            |x_n - y_n| - \tfrac12 \beta & \text{otherwise}
+        \end{cases}
+
+    ``beta = 0`` is exactly :func:`l1_loss`.
+
+    Raises
+    ------
+    ValueError
+        ``beta < 0``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> float(smooth_l1_loss(np.asarray([0.5, 3.0]), np.asarray([0.0, 0.0])))
+    1.3125
+    """
+    xp, (input, target) = elementwise_operands(
+        "smooth_l1_loss", {"input": input, "target": target}
+    )
+    warn_if_shapes_differ(input, target)
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    if beta < 0:
+        raise ValueError("smooth_l1_loss does not support negative values for beta.")
+    error = xp.abs(input - target)
+    if beta == 0:
+        return _reduction.reduce(xp, error, reduction)
+    loss = xp.where(error < beta, 0.5 * error * error / beta, error - 0.5 * beta)
+    return _reduction.reduce(xp, loss, reduction)
+
+
+def _apply_weight(
+    func: str,
+    xp: Any,
+    loss: Any,
+    input: Any,
+    weight: Any | None,
+    reduction: str,
+    *,
+    mean_over_weight: bool,
+) -> Any:
+    """Weight the unreduced ``loss`` by ``weight`` (if any) and reduce it.
+
+    ``mean_over_weight`` selects torch's ``'mean'``: the weighted sum over the
+    sum of the weights (l1, mse), or the plain mean of the weighted loss (huber).
+    """
+    if weight is None:
+        return _reduction.reduce(xp, loss, reduction)
+    _, (loss, weight) = elementwise_operands(func, {"input": loss, "weight": weight})
+    check_same_shape_as_input(weight, input)
+    weighted = loss * weight
+    if reduction == "mean" and mean_over_weight:
+        return _reduction.total(xp, weighted) / _reduction.total(xp, weight)
+    return _reduction.reduce(xp, weighted, reduction)

@@ -1,0 +1,134 @@
+"""The case catalogue: seeded inputs and options for every loss.
+
+A :class:`Case` is one call of one loss: its array arguments as float64 (or
+integer) NumPy arrays, and its other options. The same case reaches every
+library through :class:`~anyloss.conformance.namespaces.Namespace`, so all of
+them see identical data. Each family module registers its cases with
+:func:`register_cases` and its float64 references with :func:`reference`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+__all__ = ["Case", "reference", "register_cases", "cases", "references", "REDUCTIONS", "elementwise", "reduce", "rng"]
+
+REDUCTIONS = ("none", "mean", "sum")
+
+#: The family modules whose cases and references make up the catalogue.
+FAMILIES = ("regression", "classification", "margin", "embedding", "distributions")
+
+
+@dataclass(frozen=True)
+class Case:
+    """One call of one loss.
+
+    Attributes
+    ----------
+    loss
+        Name of the function, the same in ``anyloss`` and ``torch.nn.functional``.
+    arrays
+        The array arguments by keyword, as NumPy arrays. Floating ones are
+        float64 and are cast to the dtype under test.
+    options
+        The other keyword arguments (reduction, margins, flags...).
+    label
+        What distinguishes this case from its siblings, for test ids.
+    differentiable
+        Names of the arrays that gradients are checked for.
+    """
+
+    loss: str
+    arrays: dict[str, np.ndarray]
+    options: dict[str, Any] = field(default_factory=dict)
+    label: str = ""
+    differentiable: tuple[str, ...] = ("input",)
+
+    @property
+    def id(self) -> str:
+        opts = ",".join(f"{k}={v}" for k, v in self.options.items())
+        shapes = "x".join(str(a.shape) for a in self.arrays.values()).replace(" ", "")
+        return "-".join(p for p in (self.loss, self.label, opts, shapes) if p)
+
+    def arrays_as(self, dtype: Any) -> dict[str, np.ndarray]:
+        """The arrays with every real floating one cast to ``dtype``, complex ones to its complex twin."""
+        complex_dtype = np.result_type(dtype, np.complex64)
+        return {
+            k: a.astype(dtype) if np.issubdtype(a.dtype, np.floating)
+            else a.astype(complex_dtype) if np.issubdtype(a.dtype, np.complexfloating)
+            else a
+            for k, a in self.arrays.items()
+        }
+
+
+_REFERENCES: dict[str, Callable[..., np.ndarray]] = {}
+_CASE_GENERATORS: list[Callable[[], Iterable[Case]]] = []
+
+
+def reference(loss: str) -> Callable[[Callable[..., np.ndarray]], Callable[..., np.ndarray]]:
+    """Register the decorated function as the float64 reference of ``loss``."""
+
+    def register(func: Callable[..., np.ndarray]) -> Callable[..., np.ndarray]:
+        _REFERENCES[loss] = func
+        return func
+
+    return register
+
+
+def register_cases(generator: Callable[[], Iterable[Case]]) -> Callable[[], Iterable[Case]]:
+    """Register the decorated generator of cases."""
+    _CASE_GENERATORS.append(generator)
+    return generator
+
+
+def _load_families() -> None:
+    for family in FAMILIES:
+        importlib.import_module(f"{__package__}.{family}")
+
+
+def cases(loss: str | None = None) -> Iterator[Case]:
+    """Every case of the catalogue, or those of one ``loss``, in a fixed order."""
+    _load_families()
+    for generator in _CASE_GENERATORS:
+        for case in generator():
+            if loss is None or case.loss == loss:
+                yield case
+
+
+def references() -> dict[str, Callable[..., np.ndarray]]:
+    """Loss name to its float64 reference implementation."""
+    _load_families()
+    return dict(_REFERENCES)
+
+
+def rng(seed: int) -> np.random.Generator:
+    """The generator every case draws from: seeded, so that runs repeat."""
+    return np.random.default_rng(seed)
+
+
+def reduce(values: np.ndarray, reduction: str) -> np.ndarray:
+    """Reference reduction: exact (``math.fsum``-accurate) sum and mean."""
+    values = np.asarray(values, dtype=np.float64)
+    if reduction == "none":
+        return values
+    total = math.fsum(values.ravel().tolist())
+    if reduction == "sum":
+        return np.asarray(total)
+    if reduction == "mean":
+        return np.asarray(total / values.size if values.size else float("nan"))
+    raise ValueError(f"{reduction} is not a valid value for reduction")
+
+
+def elementwise(func: Callable[..., float], *arrays: Any) -> np.ndarray:
+    """Reference map: ``func`` of each broadcast tuple of elements, as Python numbers."""
+    arrays = np.broadcast_arrays(*map(np.asarray, arrays))
+    out = np.empty(arrays[0].shape, dtype=np.float64)
+    for idx in np.ndindex(out.shape):
+        out[idx] = func(*(a[idx].item() for a in arrays))
+    return out

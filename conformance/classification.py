@@ -1,0 +1,1 @@
+"""Placeholder: cases and references of the classification family (issue 3)."""

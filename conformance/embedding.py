@@ -1,0 +1,1 @@
+"""Placeholder: cases and references of the embedding family (issue 3)."""
