@@ -13,7 +13,16 @@ from typing import Any
 
 from anyloss._array import stop_gradient
 
-__all__ = ["softplus", "xlogy", "relu", "clamp_min_identity_gradient"]
+__all__ = [
+    "softplus",
+    "log_sigmoid",
+    "xlogy",
+    "relu",
+    "clamp_min_identity_gradient",
+    "logsumexp",
+    "log_softmax",
+    "take_along_axis",
+]
 
 
 def softplus(xp: ModuleType, x: Any) -> Any:
@@ -26,6 +35,11 @@ def softplus(xp: ModuleType, x: Any) -> Any:
     array([0., 0.69314718, 1000.])
     """
     return xp.logaddexp(0.0, x)
+
+
+def log_sigmoid(xp: ModuleType, x: Any) -> Any:
+    """``log(1 / (1 + exp(-x)))``, finite for every finite ``x``: ``-softplus(-x)``."""
+    return -softplus(xp, -x)
 
 
 def xlogy(xp: ModuleType, x: Any, y: Any) -> Any:
@@ -57,3 +71,42 @@ def clamp_min_identity_gradient(xp: ModuleType, x: Any, lower: float) -> Any:
     which equals ``lower`` exactly and has derivative 1 with respect to ``x``.
     """
     return xp.where(x < lower, (x - stop_gradient(x)) + lower, x)
+
+
+def logsumexp(xp: ModuleType, x: Any, axis: int, keepdims: bool = False) -> Any:
+    """``log(sum(exp(x), axis))``, shifted by the maximum so that nothing overflows.
+
+    Rows whose maximum is infinite are shifted by 0 instead, so that a row of
+    all ``-inf`` gives ``-inf`` (not nan) and ``+inf`` gives ``+inf``.
+    """
+    peak = xp.max(x, axis=axis, keepdims=True)
+    shift = xp.where(xp.isfinite(peak), peak, 0.0)
+    shift = stop_gradient(shift)
+    out = xp.log(xp.sum(xp.exp(x - shift), axis=axis, keepdims=True)) + shift
+    return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+def log_softmax(xp: ModuleType, x: Any, axis: int) -> Any:
+    """``x - logsumexp(x, axis)``: log-probabilities along ``axis``."""
+    return x - logsumexp(xp, x, axis=axis, keepdims=True)
+
+
+def take_along_axis(xp: ModuleType, x: Any, indices: Any, axis: int) -> Any:
+    """``x`` gathered at integer ``indices`` along ``axis`` (shapes as ``take_along_axis``).
+
+    ``indices`` has ``x``'s number of dimensions, size 1 along ``axis`` or more.
+    Libraries without ``take_along_axis`` (Dask) get an equivalent one-hot
+    selection: ``sum(where(indices == arange(C), x, 0))``, which builds a
+    temporary of ``indices``'s shape times ``C``. Indices must be in range.
+    """
+    if hasattr(xp, "take_along_axis"):
+        return xp.take_along_axis(x, indices, axis=axis)
+    axis = axis % x.ndim
+    n_classes = x.shape[axis]
+    # Move the gathered axis last, compare with every class, reduce it away.
+    x_last = xp.moveaxis(x, axis, -1)
+    idx_last = xp.moveaxis(indices, axis, -1)
+    classes = xp.arange(n_classes, dtype=indices.dtype)
+    hits = idx_last[..., None] == classes
+    picked = xp.sum(xp.where(hits, x_last[..., None, :], 0.0), axis=-1)
+    return xp.moveaxis(picked, -1, axis)

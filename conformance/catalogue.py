@@ -22,7 +22,7 @@ __all__ = ["Case", "reference", "register_cases", "cases", "references", "REDUCT
 REDUCTIONS = ("none", "mean", "sum")
 
 #: The family modules whose cases and references make up the catalogue.
-FAMILIES = ("regression", "classification", "margin", "embedding", "distributions")
+FAMILIES = ("regression", "classification", "margin", "embedding", "distributions", "ctc")
 
 
 @dataclass(frozen=True)

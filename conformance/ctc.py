@@ -1,0 +1,1 @@
+"""Placeholder: cases and references of ctc_loss (issue 4)."""
