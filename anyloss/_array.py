@@ -11,7 +11,7 @@ an array of that library has been seen.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -49,11 +49,13 @@ def library_name(xp: ModuleType) -> str:
     return xp.__name__
 
 
-def namespace(func: str, arrays: Mapping[str, Any]) -> ModuleType:
+def namespace(
+    func: str, arrays: Mapping[str, Any], *, optional: Collection[str] = ()
+) -> ModuleType:
     """The array namespace shared by the named ``arrays`` of a call to ``func``.
 
-    ``arrays`` maps argument names to values; ``None`` values are optional
-    arguments that were not given and are skipped.
+    ``arrays`` maps argument names to values. The arguments named in
+    ``optional`` may be ``None`` (not given), and are then skipped.
 
     Raises
     ------
@@ -64,7 +66,7 @@ def namespace(func: str, arrays: Mapping[str, Any]) -> ModuleType:
     """
     found: dict[str, tuple[str, ModuleType]] = {}
     for name, value in arrays.items():
-        if value is None:
+        if value is None and name in optional:
             continue
         # NumPy scalars subclass Python's numbers but carry a dtype: they are arrays.
         is_python_number = isinstance(value, _PYTHON_SCALARS) and not hasattr(value, "dtype")
