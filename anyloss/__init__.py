@@ -11,10 +11,11 @@ floating dtype. Their names, signatures, defaults and semantics are those of
 2.0
 """
 
-from anyloss import classification, distributions, embedding, margin, regression
+from anyloss import classification, distributions, embedding, losses, margin, regression
 from anyloss.classification import *  # noqa: F403
 from anyloss.distributions import *  # noqa: F403
 from anyloss.embedding import *  # noqa: F403
+from anyloss.losses import *  # noqa: F403
 from anyloss.margin import *  # noqa: F403
 from anyloss.regression import *  # noqa: F403
 
@@ -27,5 +28,6 @@ __all__ = sorted(
         *margin.__all__,
         *embedding.__all__,
         *distributions.__all__,
+        *losses.__all__,
     ]
 )

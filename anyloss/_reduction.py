@@ -19,12 +19,13 @@ __all__ = ["resolve", "legacy_reduction", "reduce", "total", "mean"]
 STANDARD = ("none", "mean", "sum")
 
 
-def legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
+def legacy_reduction(size_average: bool | None, reduce: bool | None, stacklevel: int = 4) -> str:
     """Map the deprecated ``size_average``/``reduce`` pair to a reduction, with a warning.
 
     An argument left as ``None`` counts as ``True``: both true is ``'mean'``,
     ``reduce`` alone true is ``'sum'``, and ``reduce=False`` is ``'none'``
-    whatever ``size_average`` says.
+    whatever ``size_average`` says. ``stacklevel`` points the warning at the
+    user's call (the default suits a loss function calling :func:`resolve`).
     """
     size_average = True if size_average is None else size_average
     reduce = True if reduce is None else reduce
@@ -38,7 +39,7 @@ def legacy_reduction(size_average: bool | None, reduce: bool | None) -> str:
         "size_average and reduce args will be deprecated, "
         f"please use reduction='{result}' instead.",
         UserWarning,
-        stacklevel=4,
+        stacklevel=stacklevel,
     )
     return result
 

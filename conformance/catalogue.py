@@ -50,6 +50,10 @@ class Case:
     label: str = ""
     differentiable: tuple[str, ...] = ("input",)
 
+    def __post_init__(self) -> None:
+        # Generators may hand over NumPy scalars for 0-d arrays; store true arrays.
+        object.__setattr__(self, "arrays", {k: np.asarray(a) for k, a in self.arrays.items()})
+
     @property
     def id(self) -> str:
         opts = ",".join(f"{k}={v}" for k, v in self.options.items())
