@@ -11,8 +11,10 @@ floating dtype. Their names, signatures, defaults and semantics are those of
 2.0
 """
 
-from anyloss import classification, distributions, embedding, losses, margin, regression
+from anyloss import classification, ctc, distributions, embedding, losses, margin, regression
+from anyloss._dispatch import fast_paths, fast_paths_enabled, set_fast_paths
 from anyloss.classification import *  # noqa: F403
+from anyloss.ctc import *  # noqa: F403
 from anyloss.distributions import *  # noqa: F403
 from anyloss.embedding import *  # noqa: F403
 from anyloss.losses import *  # noqa: F403
@@ -28,6 +30,10 @@ __all__ = sorted(
         *margin.__all__,
         *embedding.__all__,
         *distributions.__all__,
+        *ctc.__all__,
+        "fast_paths",
+        "fast_paths_enabled",
+        "set_fast_paths",
         *losses.__all__,
     ]
 )

@@ -10,6 +10,7 @@ an array of that library has been seen.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Collection, Mapping
 from types import ModuleType
@@ -24,6 +25,7 @@ __all__ = [
     "float_dtype",
     "needs_float32_accumulation",
     "stop_gradient",
+    "indexing_dtype",
     "size",
 ]
 
@@ -145,6 +147,15 @@ def stop_gradient(x: Any) -> Any:
 
         return jax_backend.stop_gradient(x)
     return x
+
+
+@functools.cache
+def indexing_dtype(xp: ModuleType) -> Any:
+    """The integer dtype ``xp`` uses for indices (int64 for torch and NumPy).
+
+    Read from the standard's inspection API, once per namespace.
+    """
+    return xp.__array_namespace_info__().default_dtypes()["indexing"]
 
 
 def size(x: Any) -> float:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from types import ModuleType
 from typing import Any
 
-from anyloss._array import stop_gradient
+from anyloss._array import indexing_dtype, stop_gradient
 
 __all__ = [
     "softplus",
@@ -97,9 +97,14 @@ def take_along_axis(xp: ModuleType, x: Any, indices: Any, axis: int) -> Any:
     ``indices`` has ``x``'s number of dimensions, size 1 along ``axis`` or more.
     Libraries without ``take_along_axis`` (Dask) get an equivalent one-hot
     selection: ``sum(where(indices == arange(C), x, 0))``, which builds a
-    temporary of ``indices``'s shape times ``C``. Indices must be in range.
+    temporary of ``indices``'s shape times ``C``. Indices must be in range; any
+    integer dtype works (they are cast to the library's indexing dtype, which
+    torch requires).
     """
     if hasattr(xp, "take_along_axis"):
+        index_dtype = indexing_dtype(xp)
+        if indices.dtype != index_dtype:
+            indices = xp.astype(indices, index_dtype)
         return xp.take_along_axis(x, indices, axis=axis)
     axis = axis % x.ndim
     n_classes = x.shape[axis]

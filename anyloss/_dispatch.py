@@ -1,0 +1,103 @@
+"""The fast-path table: which loss has a native implementation on which library.
+
+:data:`FAST_PATHS` is the one declarative source for fast paths. The public
+functions ask :func:`fast_path` for an implementation; the documentation's
+support table and the test markers can read the same table (SciPy's
+``xp_capabilities`` is the model). An entry names the backend module, under
+:mod:`anyloss.backends`, that holds a function of the loss's name; the module
+is imported only when an array of that library reaches the loss, so
+``import anyloss`` imports no array library.
+
+A backend function receives the arguments the public function has already
+validated and normalised, and may return ``NotImplemented`` to decline a call
+it cannot take (an option it does not support); the generic formula then runs.
+
+Fast paths can be switched off, for debugging and for the conformance run::
+
+    anyloss.set_fast_paths(False)          # for the whole process
+    with anyloss.fast_paths(enabled=False):  # for a block (thread- and task-local)
+        ...
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import importlib
+from collections.abc import Callable, Iterator
+from types import MappingProxyType, ModuleType
+from typing import Any
+
+from anyloss._array import library_name
+
+__all__ = [
+    "FAST_PATHS",
+    "fast_path",
+    "fast_paths",
+    "set_fast_paths",
+    "fast_paths_enabled",
+    "backends_with_fast_path",
+]
+
+#: function name -> {library name: backend module under anyloss.backends}.
+#: The backend module defines a function with the same name as the key.
+FAST_PATHS: MappingProxyType = MappingProxyType(
+    {
+        "ctc_loss": MappingProxyType(
+            {"torch": "torch", "numpy": "numpy", "jax": "jax", "dask": "dask"}
+        ),
+        "ctc_loss_and_grad": MappingProxyType(
+            {"torch": "torch", "numpy": "numpy", "jax": "jax", "dask": "dask"}
+        ),
+    }
+)
+
+_enabled_globally = True
+_enabled_here: contextvars.ContextVar[bool | None] = contextvars.ContextVar(
+    "anyloss_fast_paths", default=None
+)
+
+
+def set_fast_paths(enabled: bool) -> None:
+    """Switch every fast path on or off for the whole process (default: on)."""
+    global _enabled_globally
+    _enabled_globally = bool(enabled)
+
+
+@contextlib.contextmanager
+def fast_paths(enabled: bool = True) -> Iterator[None]:
+    """Context manager: fast paths on or off inside the ``with`` block only.
+
+    >>> with anyloss.fast_paths(enabled=False):      # doctest: +SKIP
+    ...     loss = anyloss.ctc_loss(...)             # the generic array-API formula
+    """
+    token = _enabled_here.set(bool(enabled))
+    try:
+        yield
+    finally:
+        _enabled_here.reset(token)
+
+
+def fast_paths_enabled() -> bool:
+    """Whether fast paths are used here and now."""
+    local = _enabled_here.get()
+    return _enabled_globally if local is None else local
+
+
+def backends_with_fast_path(func: str) -> tuple[str, ...]:
+    """The libraries that have a fast path for ``func``, e.g. for a support table."""
+    return tuple(FAST_PATHS.get(func, {}))
+
+
+def fast_path(func: str, xp: ModuleType) -> Callable[..., Any] | None:
+    """The fast implementation of ``func`` for namespace ``xp``, or ``None``.
+
+    ``None`` when fast paths are switched off or when the table has no entry;
+    the backend module is imported on this first use.
+    """
+    if not fast_paths_enabled():
+        return None
+    module = FAST_PATHS.get(func, {}).get(library_name(xp))
+    if module is None:
+        return None
+    return getattr(importlib.import_module(f"anyloss.backends.{module}"), func)

@@ -1,0 +1,494 @@
+"""Connectionist temporal classification: ``ctc_loss`` and ``ctc_loss_and_grad``.
+
+The loss is the negative log-likelihood of a target label sequence under all
+alignments of the frames to it, computed with the forward ("alpha") recursion
+of Graves, Fernández, Gomez and Schmidhuber, *Connectionist Temporal
+Classification: Labelling Unsegmented Sequence Data with Recurrent Neural
+Networks*, ICML 2006, section 4.1. The target ``l`` (length ``U``) is extended
+with blanks to ``l' = (blank, l_1, blank, l_2, ..., l_U, blank)`` of ``2U + 1``
+states; a path may stay in a state, move one state on, or skip a blank between
+two *different* labels. In log space::
+
+    alpha_t(s) = log_probs[t, l'_s] + logsumexp(alpha_{t-1}(s), alpha_{t-1}(s-1),
+                                                alpha_{t-1}(s-2) if l'_s != blank and l'_s != l'_{s-2})
+    loss = -logsumexp(alpha_{T'-1}(2U), alpha_{T'-1}(2U - 1))
+
+with ``T'`` the sample's input length. The generic formula below is written in
+the array API, vectorized over the batch and the ``2S + 1`` states, with one
+Python loop over time. Fast paths (see :mod:`anyloss._dispatch`) call
+``torch.nn.functional.ctc_loss``, a ``lax.scan`` on JAX, a compiled or
+vectorized NumPy kernel, and that kernel over the batch chunks of a Dask array.
+
+Gradients follow torch's convention, on every path: the gradient with respect
+to ``log_probs[t, n, c]`` (for ``t`` below the input length) is
+``exp(log_probs[t, n, c]) - sum_{s: l'_s = c} exp(alpha_t(s) + beta_t(s) - log_probs[t, n, c] + loss_n)``,
+which is the gradient with respect to the *logits* when ``log_probs`` is their
+``log_softmax`` (the way every CTC model is trained), and differs from the
+partial derivative with respect to ``log_probs`` alone by ``exp(log_probs)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from anyloss import _dispatch, _reduction
+from anyloss._array import float_dtype, is_eager, library_name, namespace, needs_float32_accumulation, stop_gradient
+from anyloss._ops import take_along_axis
+from anyloss._validate import any_true
+
+__all__ = ["ctc_loss", "ctc_loss_and_grad"]
+
+_ALLOCATE = "(while checking arguments for ctc_loss_allocate_outputs)"
+
+
+@dataclass(frozen=True)
+class _Call:
+    """A validated call, in batched form: log_probs (T, N, C), lengths (N,)."""
+
+    xp: ModuleType
+    log_probs: Any
+    targets: Any  # (N, S) padded or (sum(target_lengths),) concatenated
+    input_lengths: Any
+    target_lengths: Any
+    blank: int
+    reduction: str
+    zero_infinity: bool
+    unbatched: bool
+    dtype: Any  # the dtype of the result
+    max_target_length: int  # S of the padded form the generic path builds
+
+
+def ctc_loss(
+    log_probs: Any,
+    targets: Any,
+    input_lengths: Any,
+    target_lengths: Any,
+    blank: int = 0,
+    reduction: str = "mean",
+    zero_infinity: bool = False,
+) -> Any:
+    """The connectionist temporal classification loss, as ``torch.nn.functional.ctc_loss``.
+
+    Parameters
+    ----------
+    log_probs
+        ``(T, N, C)``, or ``(T, C)`` unbatched: log-probabilities of the ``C``
+        classes (blank included) at each of ``T`` frames, e.g. a ``log_softmax``.
+    targets
+        Integer labels, padded ``(N, S)`` with ``S >= max(target_lengths)``, or
+        the ``N`` targets concatenated into one 1-d array of length
+        ``sum(target_lengths)``.
+    input_lengths, target_lengths
+        ``(N,)`` integer arrays (of ``log_probs``'s library), lists or tuples of
+        ints: the frames and labels of each sample. Input lengths are at most ``T``.
+    blank
+        The blank class, in ``[0, C)``.
+    reduction
+        ``'none'``: the ``(N,)`` losses; ``'sum'``; ``'mean'``: each loss
+        divided by ``max(target_length, 1)``, then averaged over the batch.
+    zero_infinity
+        Give impossible alignments (an input too short for its target) a loss
+        of 0 and a zero gradient instead of ``inf``.
+
+    Returns
+    -------
+    An array of ``log_probs``'s library and floating dtype.
+
+    A zero-length target costs ``-sum_t log_probs[t, blank]``; a zero-length
+    input costs 0 for an empty target and ``inf`` otherwise.
+
+    >>> lp = np.log(np.full((2, 1, 2), 0.5))                              # doctest: +SKIP
+    >>> float(ctc_loss(lp, np.asarray([[1]]), [2], [1], reduction='sum'))  # 3 paths of 1/4
+    0.28768207245178085
+    """
+    call = _prepare("ctc_loss", log_probs, targets, input_lengths, target_lengths,
+                    blank, reduction, zero_infinity)
+    fast = _dispatch.fast_path("ctc_loss", call.xp)
+    losses = NotImplemented
+    if fast is not None:
+        losses = fast(*_work_arrays(call), blank=call.blank, zero_infinity=call.zero_infinity,
+                      max_target_length=call.max_target_length)
+    if losses is NotImplemented:
+        losses = _generic_losses(call)
+    return _reduce(call, losses)
+
+
+def ctc_loss_and_grad(
+    log_probs: Any,
+    targets: Any,
+    input_lengths: Any,
+    target_lengths: Any,
+    blank: int = 0,
+    reduction: str = "mean",
+    zero_infinity: bool = False,
+) -> tuple[Any, Any]:
+    """``ctc_loss`` and its gradient with respect to ``log_probs``, for libraries without autodiff.
+
+    Takes exactly :func:`ctc_loss`'s arguments and returns ``(loss, grad)``:
+    ``loss`` as :func:`ctc_loss` returns it and ``grad`` of ``log_probs``'s
+    shape and dtype, equal to what torch autograd gives for
+    ``torch.nn.functional.ctc_loss`` (torch's convention, see the module
+    docstring): computed with the alpha-beta recursion of Graves et al. (2006),
+    zero past each input length, scaled by the reduction (``1 / (N *
+    max(target_length, 1))`` for ``'mean'``) and zero for the infinite losses
+    that ``zero_infinity`` zeroes. For ``reduction='none'``, ``grad[:, n]`` is
+    the gradient of ``loss[n]`` (each sample only reaches its own slice).
+
+    NumPy (and Dask, chunk by chunk) use the alpha-beta kernel of
+    :mod:`anyloss.backends.numpy`; torch and JAX differentiate their own fast
+    path with their autodiff; other libraries (array-api-strict, CuPy, or any
+    library with fast paths switched off) run the alpha-beta recursion written
+    in the array API.
+    """
+    call = _prepare("ctc_loss_and_grad", log_probs, targets, input_lengths, target_lengths,
+                    blank, reduction, zero_infinity)
+    fast = _dispatch.fast_path("ctc_loss_and_grad", call.xp)
+    result = NotImplemented
+    if fast is not None:
+        result = fast(*_work_arrays(call), blank=call.blank, zero_infinity=call.zero_infinity,
+                      max_target_length=call.max_target_length)
+    if result is NotImplemented:
+        result = _generic_losses_and_grad(call)
+    losses, grad = result
+    xp = call.xp
+    if call.reduction == "mean":
+        n = call.log_probs.shape[1]
+        scale = 1.0 / (n * xp.astype(xp.maximum(call.target_lengths, 1), losses.dtype))
+        grad = grad * scale[None, :, None]
+    grad = xp.astype(grad, call.dtype)
+    if call.unbatched:
+        grad = grad[:, 0, :]
+    return _reduce(call, losses), grad
+
+
+# --- validation and normalisation -------------------------------------------------------
+
+
+def _prepare(func, log_probs, targets, input_lengths, target_lengths, blank, reduction,
+             zero_infinity) -> _Call:
+    reduction = _reduction.resolve(reduction)
+    arrays = {"log_probs": log_probs, "targets": targets}
+    for name, value in (("input_lengths", input_lengths), ("target_lengths", target_lengths)):
+        if not isinstance(value, (list, tuple)):
+            arrays[name] = value
+    xp = namespace(func, arrays)
+    dtype = float_dtype(func, xp, log_probs)
+
+    if log_probs.ndim not in (2, 3):
+        raise ValueError(
+            f"Expected 3-dimensional tensor, but got {log_probs.ndim}-dimensional tensor "
+            f"for argument #1 'log_probs' {_ALLOCATE}"
+        )
+    if any(n == 0 for n in log_probs.shape):
+        raise ValueError("log_probs tensor must not be empty")
+    if isinstance(blank, bool) or not isinstance(blank, int):
+        raise TypeError(f"{func}(): argument 'blank' must be int, not {type(blank).__name__}")
+    n_classes = log_probs.shape[-1]
+    if not 0 <= blank < n_classes:
+        raise ValueError("blank must be in label range")
+    if not xp.isdtype(targets.dtype, "integral"):
+        raise TypeError(f"{func}(): targets must be integral, got {targets.dtype}")
+
+    unbatched = log_probs.ndim == 2
+    if unbatched:
+        log_probs = log_probs[:, None, :]
+        if targets.ndim == 1:
+            targets = targets[None, :]
+    if targets.ndim not in (1, 2):
+        raise ValueError(
+            f"Expected 1 to 2 dimensions, but got {targets.ndim}-dimensional tensor "
+            f"for argument #2 'targets' {_ALLOCATE}"
+        )
+    n_frames, batch = log_probs.shape[0], log_probs.shape[1]
+    il = _lengths(xp, func, "input_lengths", input_lengths, batch, log_probs)
+    tl = _lengths(xp, func, "target_lengths", target_lengths, batch, log_probs)
+    if targets.ndim == 2 and targets.shape[0] != batch:
+        raise ValueError(
+            f"Expected tensor to have size {batch} at dimension 0, but got size "
+            f"{targets.shape[0]} for argument #2 'targets' {_ALLOCATE}"
+        )
+    eager = is_eager(il) and is_eager(tl)
+    if eager:
+        _check_length_values(xp, il, tl, n_frames)
+    max_target = _max_target_length(xp, targets, tl, eager)
+    if eager and is_eager(targets):
+        _check_labels(xp, targets, tl, max_target, n_classes, blank)
+    if targets.ndim == 2 and targets.shape[1] > max_target:
+        targets = targets[:, :max_target]
+    return _Call(xp, log_probs, targets, il, tl, blank, reduction, bool(zero_infinity),
+                 unbatched, dtype, max_target)
+
+
+def _lengths(xp, func, name, value, batch, like) -> Any:
+    """``value`` as a 1-d integer array of ``xp`` with ``batch`` elements."""
+    if isinstance(value, (list, tuple)):
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise TypeError(f"{func}(): {name} must be integral: an array, list or tuple of ints")
+        default_int = xp.asarray(0).dtype
+        value = xp.asarray(list(value), dtype=default_int, device=_device(like))
+    elif not xp.isdtype(value.dtype, "integral"):
+        raise ValueError(f"{name} must be integral")
+    if math.prod(n for n in value.shape) != batch:
+        raise ValueError(f"{name} must be of size batch_size")
+    return xp.reshape(value, (batch,))
+
+
+def _device(x) -> Any:
+    import array_api_compat
+
+    return array_api_compat.device(x)
+
+
+def _check_length_values(xp, il, tl, n_frames) -> None:
+    for name, lengths, upper in (("input_lengths", il, n_frames), ("target_lengths", tl, None)):
+        if lengths.shape[0] == 0:
+            continue
+        low = int(xp.min(lengths))
+        if low < 0:
+            raise ValueError(
+                f"Expected {name} to have value at least 0, but got value {low} {_ALLOCATE}"
+            )
+        high = int(xp.max(lengths))
+        if upper is not None and high > upper:
+            raise ValueError(
+                f"Expected {name} to have value at most {upper}, but got value {high} {_ALLOCATE}"
+            )
+
+
+def _max_target_length(xp, targets, tl, eager) -> int:
+    """S of the padded form: the longest target (padding beyond it is never read)."""
+    if targets.ndim == 2:
+        longest = int(xp.max(tl)) if eager and tl.shape[0] else 0
+        if eager and longest > targets.shape[1]:
+            raise ValueError(
+                f"Expected tensor to have size at least {longest} at dimension 1, but got "
+                f"size {targets.shape[1]} for argument #2 'targets' {_ALLOCATE}"
+            )
+        return min(longest, targets.shape[1]) if eager else targets.shape[1]
+    if eager:
+        total = int(xp.sum(tl))
+        if total != targets.shape[0]:
+            raise ValueError(
+                f"Expected tensor to have size {total} at dimension 0, but got size "
+                f"{targets.shape[0]} for argument #2 'targets' {_ALLOCATE}"
+            )
+        return int(xp.max(tl)) if tl.shape[0] else 0
+    size = targets.shape[0]
+    return size if size is not None and size == size else 0
+
+
+def _check_labels(xp, targets, tl, max_target, n_classes, blank) -> None:
+    """IndexError for a label outside [0, C) among the first target_length labels."""
+    padded = _padded_targets(xp, targets, tl, max_target, blank)
+    if padded.shape[1] == 0:
+        return
+    too_high = padded >= n_classes
+    if any_true(xp, too_high | (padded < 0)):
+        label = int(xp.max(padded)) if any_true(xp, too_high) else int(xp.min(padded))
+        raise IndexError(f"Target {label} is out of bounds.")
+
+
+def _work_arrays(call: _Call) -> tuple[Any, Any, Any, Any]:
+    """The arrays a backend receives; 16-bit floats are raised to float32."""
+    lp = call.log_probs
+    if needs_float32_accumulation(lp.dtype):
+        lp = call.xp.astype(lp, call.xp.float32)
+    return lp, call.targets, call.input_lengths, call.target_lengths
+
+
+def _reduce(call: _Call, losses: Any) -> Any:
+    xp = call.xp
+    losses = xp.astype(losses, call.dtype) if losses.dtype != call.dtype else losses
+    if call.reduction == "mean":
+        losses = losses / xp.astype(xp.maximum(call.target_lengths, 1), losses.dtype)
+    if call.unbatched and call.reduction == "none":
+        return losses[0]
+    return _reduction.reduce(xp, losses, call.reduction)
+
+
+# --- the generic formula ------------------------------------------------------------------
+
+
+def _padded_targets(xp, targets, tl, max_target, blank) -> Any:
+    """(N, max_target) labels; positions at or past a sample's target length hold ``blank``."""
+    batch = tl.shape[0]
+    positions = xp.arange(max_target, dtype=tl.dtype)
+    valid = positions[None, :] < tl[:, None]
+    if targets.ndim == 2:
+        return xp.where(valid, targets[:, :max_target], xp.asarray(blank, dtype=targets.dtype))
+    if max_target == 0 or targets.shape[0] == 0:
+        return xp.full((batch, max_target), blank, dtype=targets.dtype)
+    starts = xp.cumulative_sum(tl) - tl
+    index = xp.clip(starts[:, None] + positions[None, :], 0, targets.shape[0] - 1)
+    gathered = xp.reshape(xp.take(targets, xp.reshape(index, (-1,)), axis=0), (batch, max_target))
+    return xp.where(valid, gathered, xp.asarray(blank, dtype=targets.dtype))
+
+
+def extended_labels(xp, targets, tl, max_target, blank, n_classes) -> tuple[Any, Any]:
+    """The blank-extended labels ``l'`` (N, 2S + 1) and where a skip over a blank is allowed.
+
+    ``skip[n, s]`` is true for a label state whose label differs from the one two
+    states back (a repeat needs a blank between the two labels).
+    """
+    labels = xp.clip(_padded_targets(xp, targets, tl, max_target, blank), 0, n_classes - 1)
+    batch = tl.shape[0]
+    blanks = xp.full((batch, max_target), blank, dtype=labels.dtype)
+    interleaved = xp.reshape(xp.stack([blanks, labels], axis=-1), (batch, 2 * max_target))
+    ext = xp.concat([interleaved, xp.full((batch, 1), blank, dtype=labels.dtype)], axis=1)
+    before = xp.concat([xp.full((batch, 2), -1, dtype=labels.dtype), ext[:, :-2]], axis=1)
+    odd = (xp.arange(2 * max_target + 1) % 2) == 1
+    return ext, odd[None, :] & (ext != before)
+
+
+def _start(xp, batch: int, n_states: int, dtype) -> Any:
+    """The forward variables before the first frame: log 1 in state 0, log 0 elsewhere."""
+    first = xp.arange(n_states)[None, :] == 0
+    return xp.where(first, xp.zeros((batch, n_states), dtype=dtype),
+                    xp.full((batch, n_states), -math.inf, dtype=dtype))
+
+
+def _logsumexp3(xp, a, b, c) -> Any:
+    """``log(exp(a) + exp(b) + exp(c))`` elementwise; -inf (with a zero, finite gradient) for three -inf."""
+    peak = stop_gradient(xp.maximum(xp.maximum(a, b), c))
+    peak = xp.where(xp.isfinite(peak), peak, 0.0)
+    total = xp.exp(a - peak) + xp.exp(b - peak) + xp.exp(c - peak)
+    positive = total > 0
+    return xp.where(positive, xp.log(xp.where(positive, total, 1.0)) + peak, -math.inf)
+
+
+def _shift(xp, x, by: int) -> Any:
+    """``x`` moved ``by`` states to the right along axis 1, filled with -inf."""
+    if by >= x.shape[1]:
+        return xp.full(x.shape, -math.inf, dtype=x.dtype)
+    fill = xp.full((x.shape[0], by), -math.inf, dtype=x.dtype)
+    return xp.concat([fill, x[:, :-by]], axis=1)
+
+
+def _generic_alphas(xp, lp, ext, skip, il) -> Any:
+    """Final forward variables (N, 2S + 1), each frozen at its sample's input length."""
+    n_frames, batch = lp.shape[0], lp.shape[1]
+    n_states = ext.shape[1]
+    emissions = take_along_axis(
+        xp, lp, xp.broadcast_to(ext[None, :, :], (n_frames, batch, n_states)), axis=2
+    )
+    alpha = _start(xp, batch, n_states, lp.dtype)
+    no_skip = xp.asarray(-math.inf, dtype=lp.dtype)
+    for t in range(n_frames):
+        two_back = xp.where(skip, _shift(xp, alpha, 2), no_skip)
+        new = _logsumexp3(xp, alpha, _shift(xp, alpha, 1), two_back) + emissions[t, ...]
+        alpha = xp.where((t < il)[:, None], new, alpha)
+    return alpha
+
+
+def _final_log_likelihood(xp, alpha, tl) -> Any:
+    """``logsumexp(alpha[2U], alpha[2U - 1])`` per sample (just ``alpha[0]`` for U = 0)."""
+    last = 2 * tl
+    end = take_along_axis(xp, alpha, last[:, None], axis=1)[:, 0]
+    before = take_along_axis(xp, alpha, xp.maximum(last - 1, 0)[:, None], axis=1)[:, 0]
+    before = xp.where(tl > 0, before, -math.inf)
+    return _logsumexp3(xp, end, before, xp.full_like(end, -math.inf))
+
+
+def _torch_gradient_convention(xp, lp, il) -> Any:
+    """Zero in value; its gradient adds ``exp(log_probs)`` on the frames below the input length.
+
+    This turns the exact partial derivative into torch's gradient (see the module
+    docstring), so that autodiff through the generic formula agrees with torch.
+    """
+    frames = xp.arange(lp.shape[0])
+    inside = (frames[:, None] < il[None, :])[:, :, None]
+    probs = xp.exp(lp)
+    weight = stop_gradient(xp.where(inside & xp.isfinite(probs), probs, 0.0))
+    return xp.sum(xp.sum(weight * (lp - stop_gradient(lp)), axis=2), axis=0)
+
+
+def _generic_losses(call: _Call) -> Any:
+    """Per-sample losses (N,) with the formula written in the array API."""
+    xp = call.xp
+    lp = _work_arrays(call)[0]
+    ext, skip = extended_labels(xp, call.targets, call.target_lengths, call.max_target_length,
+                                call.blank, lp.shape[2])
+    alpha = _generic_alphas(xp, lp, ext, skip, call.input_lengths)
+    losses = -_final_log_likelihood(xp, alpha, call.target_lengths)
+    if library_name(xp) in ("torch", "jax"):  # the libraries with autodiff
+        losses = losses + _torch_gradient_convention(xp, lp, call.input_lengths)
+    if call.zero_infinity:
+        losses = xp.where(losses == math.inf, xp.zeros_like(losses), losses)
+    return losses
+
+
+def _generic_losses_and_grad(call: _Call) -> tuple[Any, Any]:
+    """Per-sample losses (N,) and torch-convention gradient (T, N, C) by alpha-beta, in the array API."""
+    xp = call.xp
+    lp = _work_arrays(call)[0]
+    n_frames, batch, n_classes = lp.shape
+    tl, il = call.target_lengths, call.input_lengths
+    ext, skip = extended_labels(xp, call.targets, tl, call.max_target_length, call.blank, n_classes)
+    n_states = ext.shape[1]
+    emissions = take_along_axis(
+        xp, lp, xp.broadcast_to(ext[None, :, :], (n_frames, batch, n_states)), axis=2
+    )
+    state = xp.arange(n_states)
+    no_skip = xp.asarray(-math.inf, dtype=lp.dtype)
+    minus_inf = xp.full((batch, n_states), -math.inf, dtype=lp.dtype)
+
+    alphas = []
+    alpha = _start(xp, batch, n_states, lp.dtype)
+    for t in range(n_frames):
+        two_back = xp.where(skip, _shift(xp, alpha, 2), no_skip)
+        alpha = _logsumexp3(xp, alpha, _shift(xp, alpha, 1), two_back) + emissions[t, ...]
+        alphas.append(alpha)
+
+    # beta_t(s): log-probability of frames t..T'-1 given state s at frame t, emission at t included.
+    last = xp.astype(2 * tl, ext.dtype)
+    is_end = (state[None, :] == last[:, None]) | ((state[None, :] == last[:, None] - 1) & (tl[:, None] > 0))
+    skip_next = xp.concat([skip[:, 2:], xp.zeros((batch, 2), dtype=xp.bool)], axis=1)
+    beta = minus_inf
+    grad_parts = [None] * n_frames
+    probs = xp.exp(lp)
+    one_hot = xp.astype(ext[:, :, None] == xp.arange(n_classes, dtype=ext.dtype)[None, None, :],
+                        lp.dtype)
+    ll = _final_log_likelihood(xp, _alphas_at_input_length(xp, alphas, il), tl)
+    possible = ll > -math.inf
+    ll_or_0 = xp.where(possible, ll, 0.0)
+    for t in reversed(range(n_frames)):
+        at_end = (t == il - 1)[:, None]
+        inside = (t < il - 1)[:, None]
+        ahead1 = _unshift(xp, beta, 1)
+        ahead2 = xp.where(skip_next, _unshift(xp, beta, 2), no_skip)
+        carried = _logsumexp3(xp, beta, ahead1, ahead2)
+        beta = xp.where(at_end, xp.where(is_end, emissions[t, ...], -math.inf),
+                        xp.where(inside, carried + emissions[t, ...], minus_inf))
+        post = xp.exp(alphas[t] + beta - emissions[t, ...] - ll_or_0[:, None])  # alpha*beta/p/P
+        per_class = xp.sum(post[:, :, None] * one_hot, axis=1)  # (N, C)
+        # torch's gradient of an infinite loss is nan on every class of every frame.
+        frame = xp.where(possible[:, None], probs[t, ...] - per_class, math.nan)
+        frame = xp.where((t < il)[:, None], frame, 0.0)
+        grad_parts[t] = frame
+    grad = xp.stack(grad_parts, axis=0)
+    losses = -ll
+    if call.zero_infinity:
+        infinite = losses == math.inf
+        losses = xp.where(infinite, 0.0, losses)
+        grad = xp.where(infinite[None, :, None], 0.0, grad)
+    return losses, grad
+
+
+def _alphas_at_input_length(xp, alphas, il) -> Any:
+    """The forward variables at each sample's last frame (frame il - 1); the start for il = 0."""
+    batch, n_states = alphas[0].shape
+    result = _start(xp, batch, n_states, alphas[0].dtype)
+    for t, alpha in enumerate(alphas):
+        result = xp.where((t == il - 1)[:, None], alpha, result)
+    return result
+
+
+def _unshift(xp, x, by: int) -> Any:
+    """``x`` moved ``by`` states to the left along axis 1, filled with -inf."""
+    if by >= x.shape[1]:
+        return xp.full(x.shape, -math.inf, dtype=x.dtype)
+    fill = xp.full((x.shape[0], by), -math.inf, dtype=x.dtype)
+    return xp.concat([x[:, by:], fill], axis=1)
