@@ -42,6 +42,9 @@ class Case:
         What distinguishes this case from its siblings, for test ids.
     differentiable
         Names of the arrays that gradients are checked for.
+    dtypes
+        The floating dtypes the case is meaningful in (a case whose data
+        underflows or overflows in float16 leaves it out).
     """
 
     loss: str
@@ -49,6 +52,7 @@ class Case:
     options: dict[str, Any] = field(default_factory=dict)
     label: str = ""
     differentiable: tuple[str, ...] = ("input",)
+    dtypes: tuple[str, ...] = ("float64", "float32", "float16")
 
     def __post_init__(self) -> None:
         # Generators may hand over NumPy scalars for 0-d arrays; store true arrays.

@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 
 from anyloss.conformance import namespaces
+from anyloss.conformance.tolerances import tolerance
 
-# Float64 parity: every element of anyloss's result against torch's, on every backend.
-FLOAT64 = {"rtol": 1e-9, "atol": 1e-12}
-FLOAT32 = {"rtol": 2e-5, "atol": 1e-6}
+# The conformance suite's tolerances, so that the suite and the tests cannot drift apart.
+FLOAT64 = tolerance("float64")
+FLOAT32 = tolerance("float32")
 
 
 @pytest.fixture(params=namespaces.NAMES)

@@ -1,0 +1,7 @@
+"""``python -m anyloss``: the ``anyloss`` command (``conformance``, ``info``)."""
+
+import sys
+
+from anyloss.conformance.cli import main
+
+sys.exit(main())

@@ -1,0 +1,216 @@
+"""The conformance runner: the catalogue on any array namespace, checked against the references.
+
+:func:`run` calls every catalogue case on every given
+:class:`~anyloss.conformance.namespaces.Namespace`, for each dtype the
+library has, with anyloss's fast paths on and (where a loss has a fast path on
+that library) off, and compares each result with the float64 reference
+evaluated on the very inputs the library saw (rounded to the dtype under
+test). The :class:`Report` it returns holds one :class:`Outcome` per call and
+answers the questions a reader asks: what failed, by how much, and how far
+apart the libraries are on each case.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+import anyloss
+from anyloss._dispatch import FAST_PATHS, fast_paths
+
+from . import catalogue
+from .namespaces import Namespace
+from .tolerances import TOLERANCES, relative_error, within
+
+__all__ = ["Outcome", "Report", "run", "DTYPES", "supported_dtypes"]
+
+#: The dtypes the suite knows, in report order.
+DTYPES = tuple(TOLERANCES)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One case run on one library, in one dtype, with fast paths on or off.
+
+    ``error`` is the relative error against the reference (see
+    :mod:`~anyloss.conformance.tolerances`): ``inf`` when the call raised or the
+    shape, nan or inf positions differ. ``problem`` says what went wrong, empty
+    when the outcome passed.
+    """
+
+    case: catalogue.Case
+    backend: str
+    dtype: str
+    fast_paths: bool
+    error: float
+    passed: bool
+    problem: str = ""
+    result: np.ndarray | None = field(default=None, repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "loss": self.case.loss,
+            "case": self.case.id,
+            "backend": self.backend,
+            "dtype": self.dtype,
+            "fast_paths": self.fast_paths,
+            "relative_error": None if not np.isfinite(self.error) else self.error,
+            "passed": self.passed,
+            "problem": self.problem,
+        }
+
+
+@dataclass
+class Report:
+    """Every :class:`Outcome` of a run, and the summaries drawn from them."""
+
+    outcomes: list[Outcome]
+    backends: list[str]
+    dtypes: list[str]
+
+    @property
+    def failures(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.passed]
+
+    @property
+    def passed(self) -> bool:
+        return not self.failures
+
+    def table(self) -> dict[str, dict[str, tuple[int, int, float]]]:
+        """loss -> backend -> (passed, total, worst error in units of its dtype's rtol).
+
+        Over every dtype and fast-path mode; a worst error above 1 fails.
+        """
+        rows: dict[str, dict[str, tuple[int, int, float]]] = {}
+        for o in self.outcomes:
+            passed, total, worst = rows.setdefault(o.case.loss, {}).get(o.backend, (0, 0, 0.0))
+            scaled = o.error / TOLERANCES[o.dtype][0]
+            rows[o.case.loss][o.backend] = (passed + o.passed, total + 1, max(worst, scaled))
+        return rows
+
+    def spread(self) -> list[tuple[str, str, float]]:
+        """(case id, dtype, largest relative difference between two libraries), per case.
+
+        Only outcomes with fast paths on and a result take part; the difference
+        is scaled as the relative error is (by the reference, floored).
+        """
+        groups: dict[tuple[str, str], list[Outcome]] = {}
+        for o in self.outcomes:
+            if o.fast_paths and o.result is not None:
+                groups.setdefault((o.case.id, o.dtype), []).append(o)
+        spreads = []
+        for (case_id, dtype), group in groups.items():
+            worst = 0.0
+            for a, b in itertools.combinations(group, 2):
+                worst = max(worst, relative_error(a.result, b.result, dtype))
+            spreads.append((case_id, dtype, worst))
+        return spreads
+
+    def as_dict(self) -> dict[str, Any]:
+        spreads = self.spread()
+        return {
+            "anyloss_version": anyloss.__version__,
+            "backends": self.backends,
+            "dtypes": self.dtypes,
+            "tolerances": {d: {"rtol": r, "atol": a} for d, (r, a) in TOLERANCES.items()},
+            "summary": {
+                "outcomes": len(self.outcomes),
+                "passed": len(self.outcomes) - len(self.failures),
+                "failed": len(self.failures),
+                "largest_spread": max((s for *_, s in spreads), default=0.0),
+            },
+            "results": [o.as_dict() for o in self.outcomes],
+            "spread": [{"case": c, "dtype": d, "relative_difference": s} for c, d, s in spreads],
+        }
+
+
+def supported_dtypes(ns: Namespace, wanted: Sequence[str] = DTYPES) -> list[str]:
+    """The dtypes of ``wanted`` that library ``ns`` offers in its namespace."""
+    return [d for d in wanted if hasattr(ns.xp, d)]
+
+
+def _call(ns: Namespace, case: catalogue.Case, dtype: str, fast: bool) -> np.ndarray:
+    arrays = {k: ns.from_numpy(a) for k, a in case.arrays_as(np.dtype(dtype)).items()}
+    mode = contextlib.nullcontext() if fast else fast_paths(enabled=False)
+    with mode, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # broadcast and kl_div warnings belong to the case
+        result = getattr(anyloss, case.loss)(**arrays, **case.options)
+        return np.asarray(ns.to_numpy(result))
+
+
+def _expected(case: catalogue.Case, dtype: str, references: dict[str, Callable]) -> np.ndarray:
+    """The reference on the inputs as the library sees them: rounded to ``dtype``."""
+    rounded = {
+        k: a.astype(case.arrays[k].dtype) for k, a in case.arrays_as(np.dtype(dtype)).items()
+    }
+    return np.asarray(references[case.loss](**rounded, **case.options), dtype=np.float64)
+
+
+def _modes(loss: str, backend: str) -> tuple[bool, ...]:
+    """Fast paths on, and also off where ``loss`` has a fast path on ``backend``."""
+    return (True, False) if backend in FAST_PATHS.get(loss, {}) else (True,)
+
+
+def _plan(namespaces: Sequence[Namespace], dtypes: Sequence[str],
+          cases: Sequence[catalogue.Case]) -> Iterator[tuple]:
+    for case in cases:
+        for ns in namespaces:
+            for dtype in supported_dtypes(ns, dtypes):
+                if dtype in case.dtypes:
+                    for fast in _modes(case.loss, ns.name):
+                        yield case, ns, dtype, fast
+
+
+def run(
+    namespaces: Sequence[Namespace],
+    dtypes: Sequence[str] = DTYPES,
+    cases: Iterable[catalogue.Case] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> Report:
+    """Run ``cases`` (default: the whole catalogue) on ``namespaces`` in ``dtypes``.
+
+    ``progress(done, total)`` is called after every call, for a progress bar.
+    Nothing raises for a failing library: every failure is an :class:`Outcome`.
+    """
+    cases = list(catalogue.cases() if cases is None else cases)
+    references = catalogue.references()
+    plan = list(_plan(namespaces, dtypes, cases))
+    expected_cache: dict[tuple[int, str], np.ndarray] = {}
+    outcomes = []
+    for done, (case, ns, dtype, fast) in enumerate(plan, start=1):
+        key = (id(case), dtype)
+        if key not in expected_cache:
+            expected_cache[key] = _expected(case, dtype, references)
+        expected = expected_cache[key]
+        try:
+            actual = _call(ns, case, dtype, fast)
+        except Exception as exc:  # a library failing a case is a result, not a crash
+            outcomes.append(Outcome(case, ns.name, dtype, fast, float("inf"), False,
+                                    f"{type(exc).__name__}: {exc}"))
+        else:
+            error = relative_error(actual, expected, dtype)
+            passed = within(actual, expected, dtype)
+            problem = "" if passed else _describe_mismatch(actual, expected)
+            outcomes.append(Outcome(case, ns.name, dtype, fast, error, passed, problem, actual))
+        if progress is not None:
+            progress(done, len(plan))
+    return Report(outcomes, [ns.name for ns in namespaces], list(dtypes))
+
+
+def _describe_mismatch(actual: np.ndarray, expected: np.ndarray) -> str:
+    if actual.shape != expected.shape:
+        return f"shape {actual.shape}, expected {expected.shape}"
+    if not np.array_equal(np.isnan(actual), np.isnan(expected)):
+        return f"nan at {int(np.isnan(actual).sum())} places, expected {int(np.isnan(expected).sum())}"
+    flat_a, flat_e = actual.ravel(), expected.ravel()
+    with np.errstate(invalid="ignore"):
+        worst = int(np.nanargmax(np.abs(flat_a - flat_e))) if flat_a.size else 0
+    if not flat_a.size:
+        return "mismatch"
+    return f"got {float(flat_a[worst])!r}, expected {float(flat_e[worst])!r} (element {worst})"
