@@ -87,8 +87,20 @@ def logsumexp(xp: ModuleType, x: Any, axis: int, keepdims: bool = False) -> Any:
 
 
 def log_softmax(xp: ModuleType, x: Any, axis: int) -> Any:
-    """``x - logsumexp(x, axis)``: log-probabilities along ``axis``."""
-    return x - logsumexp(xp, x, axis=axis, keepdims=True)
+    """Log-probabilities along ``axis``: ``(x - max) - log(sum(exp(x - max)))``.
+
+    The maximum is subtracted first and the log-sum second; the shorter
+    ``x - logsumexp(x)`` would add the maximum back before subtracting it and
+    round the result to the spacing of floats near the maximum (at logits of
+    1e4 in float32 that turns ``log 2`` into 0.69336). Rows whose maximum is
+    infinite are shifted by 0. An empty ``x`` is returned as it is (Dask cannot
+    take the maximum of an empty chunk).
+    """
+    if any(n == 0 for n in x.shape):
+        return x
+    peak = xp.max(x, axis=axis, keepdims=True)
+    shifted = x - stop_gradient(xp.where(xp.isfinite(peak), peak, 0.0))
+    return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
 
 
 def take_along_axis(xp: ModuleType, x: Any, indices: Any, axis: int) -> Any:

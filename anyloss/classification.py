@@ -1,3 +1,625 @@
-"""Placeholder: filled in by the classification work of issue 3."""
+r"""Classification losses: ``nll_loss``, ``cross_entropy``, ``binary_cross_entropy``
+and ``binary_cross_entropy_with_logits``.
 
-__all__: list[str] = []
+Shapes of the multi-class losses (``C`` classes):
+
+- ``input`` ``(N, C)`` with a class-index ``target`` ``(N,)``;
+- unbatched ``input`` ``(C,)`` with a 0-d ``target`` (a ``(1,)`` target is
+  accepted too, as torch does);
+- K-dimensional ``input`` ``(N, C, d1, ..., dK)`` with ``target``
+  ``(N, d1, ..., dK)``.
+
+The unreduced loss has the target's shape. Class indices are integers; a target
+equal to ``ignore_index`` contributes 0 and is left out of the ``'mean'``, which
+divides by the summed weights :math:`\sum_n w_{y_n}` of the targets that are not
+ignored (by their number when there is no ``weight``). When every target is
+ignored, ``'mean'`` is nan and ``'sum'`` is 0.
+
+``cross_entropy`` also takes class *probabilities*: a floating ``target`` of the
+input's shape. Their ``'mean'`` divides by :math:`N d_1 \cdots d_K`.
+
+Class indices are checked against ``[0, C)`` on eager arrays (``IndexError``).
+Lazy arrays (Dask, traced JAX) are not inspected; an invalid index there gives a
+nan loss for its element instead of an error.
+
+The binary losses compare ``input`` and ``target`` of equal shapes element by
+element; their ``weight`` (and ``pos_weight``) broadcast to that shape, and
+their ``'mean'`` is the plain mean of the weighted loss.
+"""
+
+from __future__ import annotations
+
+import math
+from types import ModuleType
+from typing import Any
+
+from anyloss import _ops, _reduction
+from anyloss._array import float_dtype, indexing_dtype, namespace
+from anyloss._validate import any_true, broadcast_shape
+
+__all__ = [
+    "nll_loss",
+    "cross_entropy",
+    "binary_cross_entropy",
+    "binary_cross_entropy_with_logits",
+]
+
+#: torch's names for dtypes, which its error messages use.
+_TORCH_DTYPE_NAMES = {
+    "float64": "Double",
+    "float32": "Float",
+    "float16": "Half",
+    "bfloat16": "BFloat16",
+    "complex64": "ComplexFloat",
+    "complex128": "ComplexDouble",
+    "int64": "Long",
+    "int32": "Int",
+    "int16": "Short",
+    "int8": "Char",
+    "uint8": "Byte",
+    "uint16": "UInt16",
+    "uint32": "UInt32",
+    "uint64": "UInt64",
+    "bool": "Bool",
+}
+
+#: The lower clamp of binary_cross_entropy's logarithms.
+_LOG_FLOOR = -100.0
+
+
+def nll_loss(
+    input: Any,
+    target: Any,
+    weight: Any | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Any:
+    r"""Negative log-likelihood of class indices, given log-probabilities.
+
+    .. math::
+
+        \ell_n = -w_{y_n} \, x_{n, y_n}, \qquad
+        \text{mean} = \frac{\sum_n \ell_n}{\sum_n w_{y_n}}
+
+    where the sums run over the targets that are not ``ignore_index``
+    (:math:`\ell_n = 0` for those) and :math:`w = 1` without ``weight``.
+
+    Parameters
+    ----------
+    input
+        Log-probabilities, ``(N, C)``, ``(C,)`` or ``(N, C, d1, ..., dK)``.
+    target
+        Integer class indices in ``[0, C)``: ``(N,)``, 0-d or ``(N, d1, ..., dK)``.
+    weight
+        Optional 1-d array of ``C`` per-class weights.
+    size_average, reduce
+        Deprecated; when either is given it overrides ``reduction`` (with a
+        warning), as in torch.
+    ignore_index
+        A target value that is skipped; it may lie outside ``[0, C)`` (255, -1).
+    reduction
+        ``'none'`` | ``'mean'`` | ``'sum'``.
+
+    Raises
+    ------
+    TypeError
+        A target that is not integer, an input that is not floating.
+    ValueError
+        Shapes that do not fit together or a weight of the wrong size (torch's
+        messages).
+    IndexError
+        ``"Target 5 is out of bounds."`` for a class index outside ``[0, C)``
+        that is not ``ignore_index`` (eager arrays only).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> logp = np.log(np.asarray([[0.5, 0.5], [0.25, 0.75]]))
+    >>> round(float(nll_loss(logp, np.asarray([0, 1]))), 6)
+    0.490415
+    """
+    func = "nll_loss"
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    xp, input, target, weight = _class_operands(func, input, target, weight)
+    target = _check_class_target(input, target, weight)
+    return _class_index_loss(xp, input, target, weight, ignore_index, reduction, 0.0)
+
+
+def cross_entropy(
+    input: Any,
+    target: Any,
+    weight: Any | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> Any:
+    r"""Cross entropy between the softmax of ``input`` logits and a target.
+
+    With class indices :math:`y_n` and label smoothing :math:`\varepsilon`
+    (Szegedy et al., 2016, "Rethinking the Inception architecture"), writing
+    :math:`p = \operatorname{log\_softmax}(x)` over the class axis:
+
+    .. math::
+
+        \ell_n = (1 - \varepsilon)\, w_{y_n} (-p_{n, y_n})
+                 + \frac{\varepsilon}{C} \sum_c w_c (-p_{n, c})
+
+    ignored targets give 0, and ``'mean'`` divides by :math:`\sum_n w_{y_n}` over
+    the targets not ignored, as :func:`nll_loss` does (for both terms).
+
+    With class probabilities :math:`q` (a floating target of the input's shape),
+    smoothed to :math:`q' = (1-\varepsilon) q + \varepsilon / C`:
+
+    .. math::
+
+        \ell_n = -\sum_c w_c \, q'_{n, c} \, p_{n, c}
+
+    and ``'mean'`` divides by :math:`N d_1 \cdots d_K`.
+
+    Parameters
+    ----------
+    input
+        Logits, ``(N, C)``, ``(C,)`` or ``(N, C, d1, ..., dK)``.
+    target
+        Integer class indices (shapes as in :func:`nll_loss`) or floating class
+        probabilities of the input's shape.
+    weight
+        Optional 1-d array of ``C`` per-class weights.
+    size_average, reduce
+        Deprecated; override ``reduction`` when given.
+    ignore_index
+        Target value skipped by class-index targets. Probability targets only
+        accept a negative value (which then has no effect).
+    reduction
+        ``'none'`` | ``'mean'`` | ``'sum'``.
+    label_smoothing
+        :math:`\varepsilon \in [0, 1]`.
+
+    Raises
+    ------
+    TypeError
+        A float target for class indices, an integer target for probabilities.
+    ValueError
+        Bad shapes, weight size, ``label_smoothing`` outside ``[0, 1]``, or a
+        non-negative ``ignore_index`` with probability targets.
+    IndexError
+        A class index out of range (eager arrays only).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> logits = np.asarray([[2.0, 0.0], [0.0, 0.0]])
+    >>> round(float(cross_entropy(logits, np.asarray([0, 1]))), 6)
+    0.410038
+    """
+    func = "cross_entropy"
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    if _is_array(input) and _is_array(target) and tuple(input.shape) == tuple(target.shape):
+        return _cross_entropy_probabilities(
+            input, target, weight, ignore_index, reduction, label_smoothing
+        )
+    xp, input, target, weight = _class_operands(func, input, target, weight)
+    target = _check_class_target(input, target, weight)
+    log_probs = _ops.log_softmax(xp, input, axis=_class_axis(input))
+    return _class_index_loss(
+        xp, log_probs, target, weight, ignore_index, reduction, label_smoothing
+    )
+
+
+def binary_cross_entropy(
+    input: Any,
+    target: Any,
+    weight: Any | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Any:
+    r"""Binary cross entropy between probabilities ``input`` and ``target``.
+
+    .. math::
+
+        \ell_n = -w_n \left[ y_n \max(\log x_n, -100)
+                 + (1 - y_n) \max(\log(1 - x_n), -100) \right]
+
+    The clamp at -100 keeps the loss finite at :math:`x_n \in \{0, 1\}`.
+
+    Parameters
+    ----------
+    input
+        Probabilities in ``[0, 1]``, any shape.
+    target
+        Of the input's shape, values in ``[0, 1]``.
+    weight
+        Optional, broadcastable to the input's shape.
+    size_average, reduce
+        Deprecated; override ``reduction`` when given.
+    reduction
+        ``'none'`` | ``'mean'`` | ``'sum'``; ``'mean'`` is the plain mean of the
+        weighted loss.
+
+    Raises
+    ------
+    ValueError
+        A target shape different from the input's, a weight that does not
+        broadcast to it, or (eager arrays only) an input or target outside
+        ``[0, 1]``.
+
+    Notes
+    -----
+    Gradients are those of the formula above. torch's hand-written gradient
+    instead divides by :math:`\max(x(1-x), 10^{-12})`, so the two differ where
+    :math:`x(1-x) < 10^{-12}` (at and next to 0 and 1).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> round(float(binary_cross_entropy(np.asarray([0.5, 0.8]), np.asarray([1.0, 1.0]))), 6)
+    0.458145
+    """
+    func = "binary_cross_entropy"
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    xp, (input, target, weight) = _binary_operands(func, input, target, weight)
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(
+            f"Using a target size ({tuple(target.shape)}) that is different to the input "
+            f"size ({tuple(input.shape)}) is deprecated. Please ensure they have the same size."
+        )
+    if weight is not None:
+        _check_broadcasts_to(weight.shape, input.shape)
+    if any_true(xp, xp.logical_not((input >= 0) & (input <= 1))):
+        raise ValueError("all elements of input should be between 0 and 1")
+    if any_true(xp, xp.logical_not((target >= 0) & (target <= 1))):
+        raise ValueError("all elements of target should be between 0 and 1")
+    log_x = _clamped_log(xp, input)
+    log_1mx = _clamped_log1p(xp, -input)
+    loss = -(target * log_x + (1.0 - target) * log_1mx)
+    if weight is not None:
+        loss = loss * weight
+    return _reduction.reduce(xp, loss, reduction)
+
+
+def binary_cross_entropy_with_logits(
+    input: Any,
+    target: Any,
+    weight: Any | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    pos_weight: Any | None = None,
+) -> Any:
+    r"""Binary cross entropy of ``sigmoid(input)``, computed from the logits.
+
+    With :math:`p` = ``pos_weight`` (1 when absent):
+
+    .. math::
+
+        \ell_n = w_n \left[ (1 - y_n)\, x_n
+                 + \bigl(1 + (p - 1) y_n\bigr) \operatorname{softplus}(-x_n) \right]
+
+    which equals :math:`-w_n [p\, y_n \log\sigma(x_n) + (1 - y_n)\log(1 - \sigma(x_n))]`
+    and stays finite and accurate for logits of any size: softplus is evaluated
+    as ``logaddexp(0, -x)``.
+
+    Parameters
+    ----------
+    input
+        Logits, any shape.
+    target
+        Of the input's shape, typically in ``[0, 1]``.
+    weight
+        Optional, broadcastable to the input's shape.
+    size_average, reduce
+        Deprecated; override ``reduction`` when given.
+    reduction
+        ``'none'`` | ``'mean'`` | ``'sum'``.
+    pos_weight
+        Optional weight of the positive term, broadcast against the target
+        from the right: a ``(C,)`` array weighs each class of the last axis.
+
+    Raises
+    ------
+    ValueError
+        A target shape different from the input's, or a weight/pos_weight that
+        does not broadcast to it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> round(float(binary_cross_entropy_with_logits(np.asarray([0.0, 100.0]),
+    ...                                              np.asarray([1.0, 1.0]))), 6)
+    0.346574
+    """
+    func = "binary_cross_entropy_with_logits"
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    xp, (input, target, weight, pos_weight) = _binary_operands(
+        func, input, target, weight, pos_weight
+    )
+    if tuple(target.shape) != tuple(input.shape):
+        raise ValueError(
+            f"Target size ({tuple(target.shape)}) must be the same as input size "
+            f"({tuple(input.shape)})"
+        )
+    out_shape = tuple(input.shape)
+    if pos_weight is not None:
+        out_shape = broadcast_shape(pos_weight.shape, target.shape)
+    if weight is not None:
+        out_shape = broadcast_shape(out_shape, weight.shape)
+    if out_shape != tuple(input.shape):
+        raise ValueError(
+            f"output with shape {list(input.shape)} doesn't match the broadcast "
+            f"shape {list(out_shape)}"
+        )
+    softplus_neg = _ops.softplus(xp, -input)
+    if pos_weight is None:
+        loss = (1.0 - target) * input + softplus_neg
+    else:
+        loss = (1.0 - target) * input + (1.0 + (pos_weight - 1.0) * target) * softplus_neg
+    if weight is not None:
+        loss = loss * weight
+    return _reduction.reduce(xp, loss, reduction)
+
+
+# --- multi-class helpers ---------------------------------------------------------------
+
+
+def _is_array(x: Any) -> bool:
+    return hasattr(x, "shape") and hasattr(x, "dtype")
+
+
+def _torch_dtype_name(dtype: Any) -> str:
+    name = str(dtype).rsplit(".", 1)[-1].strip("'>")
+    return _TORCH_DTYPE_NAMES.get(name, name)
+
+
+def _class_axis(input: Any) -> int:
+    return 0 if input.ndim == 1 else 1
+
+
+def _class_operands(func: str, input: Any, target: Any, weight: Any | None):
+    """Namespace, and input/weight in one floating dtype, for class-index targets.
+
+    The target must be an integer array; it is returned unchanged.
+    """
+    xp = namespace(func, {"input": input, "target": target, "weight": weight},
+                   optional=("weight",))
+    float_dtype(func, xp, input)  # the input itself must be floating
+    if not xp.isdtype(target.dtype, "integral"):
+        raise TypeError(
+            "expected target dtype to be Long or Byte, but got "
+            f"{_torch_dtype_name(target.dtype)}"
+        )
+    if weight is None:
+        return xp, input, target, None
+    dtype = float_dtype(func, xp, input, weight)
+    return xp, xp.astype(input, dtype), target, xp.astype(weight, dtype)
+
+
+def _check_class_target(input: Any, target: Any, weight: Any | None) -> Any:
+    """Check shapes as ``nll_loss`` does; returns the target (a ``(1,)`` one as 0-d)."""
+    ndim = input.ndim
+    if ndim < 1:
+        raise ValueError(f"Expected 1 or more dimensions (got {ndim})")
+    n_classes = input.shape[_class_axis(input)]
+    if ndim != 1:
+        target_batch = target.shape[0] if target.ndim > 0 else 0
+        if input.shape[0] != target_batch:
+            raise ValueError(
+                f"Expected input batch_size ({input.shape[0]}) to match target "
+                f"batch_size ({target_batch})."
+            )
+    if ndim <= 2:
+        if target.ndim > 1:
+            raise ValueError("0D or 1D target tensor expected, multi-target not supported")
+        if ndim == 1 and target.ndim == 1:
+            if target.shape[0] != 1:
+                raise ValueError(
+                    "For 1D input, 1D target must have size 1, but got target size: "
+                    f"{target.shape[0]}"
+                )
+            target = target[0]
+        if weight is not None and (weight.ndim != 1 or weight.shape[0] != n_classes):
+            raise ValueError(
+                f"weight tensor should be defined either for all {n_classes} classes or "
+                f"no classes but got weight tensor of shape: {list(weight.shape)}"
+            )
+        return target
+    expected = (input.shape[0], *input.shape[2:])
+    if ndim == 4:
+        if target.ndim != 3:
+            raise ValueError(
+                "only batches of spatial targets supported (3D tensors) but got targets "
+                f"of dimension: {target.ndim}"
+            )
+        if tuple(target.shape) != expected:
+            raise ValueError(
+                f"size mismatch (got input: {list(input.shape)} , target: "
+                f"{list(target.shape)}"
+            )
+    elif tuple(target.shape) != expected:
+        raise ValueError(f"Expected target size {list(expected)}, got {list(target.shape)}")
+    if weight is not None and math.prod(weight.shape) != n_classes:
+        raise ValueError("weight tensor should be defined either for all or no classes")
+    return target
+
+
+def _equal_to(xp: ModuleType, target: Any, value: int) -> Any:
+    """``target == value`` for an integer target, false where ``value`` is not representable."""
+    info = xp.iinfo(target.dtype)
+    if not info.min <= value <= info.max:
+        return xp.zeros_like(target, dtype=xp.bool)
+    return target == value
+
+
+def _class_index_loss(
+    xp: ModuleType,
+    log_probs: Any,
+    target: Any,
+    weight: Any | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+) -> Any:
+    """Reduced (label-smoothed) negative log-likelihood of class-index targets.
+
+    ``log_probs`` are log-probabilities ``(C,)`` or ``(N, C, ...)``, ``target``
+    the class indices, shapes already checked. An index outside ``[0, C)`` that is
+    not ``ignore_index`` raises on eager arrays and gives a nan element on lazy ones.
+    """
+    axis = _class_axis(log_probs)
+    n_classes = log_probs.shape[axis]
+    ignored = _equal_to(xp, target, ignore_index)
+    in_range = (target >= 0) & xp.logical_not(_equal_or_above(xp, target, n_classes))
+    invalid = xp.logical_not(ignored) & xp.logical_not(in_range)
+    if any_true(xp, invalid):
+        raise IndexError(f"Target {_first(xp, target, invalid)} is out of bounds.")
+
+    # Every gather reads a valid class: ignored and invalid positions read class 0
+    # and are replaced afterwards (double-where keeps their gradients at zero).
+    usable = in_range & xp.logical_not(ignored)
+    index_dtype = indexing_dtype(xp)
+    safe_target = xp.where(usable, target, xp.zeros_like(target))
+    safe_target = xp.astype(safe_target, index_dtype)
+    picked = _ops.take_along_axis(
+        xp, log_probs, xp.expand_dims(safe_target, axis=axis), axis=axis
+    )
+    loss = -xp.squeeze(picked, axis=axis)
+    if weight is None:
+        target_weight = xp.ones_like(loss)
+    else:
+        weight = xp.reshape(weight, (n_classes,))
+        flat = xp.take(weight, xp.reshape(safe_target, (-1,)), axis=0)
+        target_weight = xp.reshape(flat, target.shape)
+        loss = loss * target_weight
+    if label_smoothing > 0:
+        if weight is not None:
+            log_probs = log_probs * _along_class_axis(xp, weight, log_probs)
+        smooth = -xp.sum(log_probs, axis=axis)
+        loss = (1.0 - label_smoothing) * loss + (label_smoothing / n_classes) * smooth
+    loss = xp.where(ignored, 0.0, xp.where(in_range, loss, math.nan))
+    if reduction == "none":
+        return loss
+    total_loss = _reduction.total(xp, loss)
+    if reduction == "sum":
+        return total_loss
+    # All targets ignored (or all weights zero): nan, as 0/0, through a double where
+    # so that the gradient stays zero rather than nan.
+    total_weight = _reduction.total(xp, xp.where(usable, target_weight, 0.0))
+    no_weight = total_weight == 0
+    safe_total = xp.where(no_weight, 1.0, total_weight)
+    return xp.where(no_weight, math.nan, total_loss / safe_total)
+
+
+def _equal_or_above(xp: ModuleType, target: Any, value: int) -> Any:
+    """``target >= value``, false everywhere when ``value`` exceeds the dtype's range."""
+    if value > xp.iinfo(target.dtype).max:
+        return xp.zeros_like(target, dtype=xp.bool)
+    return target >= value
+
+
+def _first(xp: ModuleType, target: Any, condition: Any) -> int:
+    """The first element of an eager ``target`` where ``condition`` holds, as an int."""
+    flat_condition = xp.reshape(xp.astype(condition, xp.int8), (-1,))
+    position = int(xp.argmax(flat_condition))
+    return int(xp.reshape(target, (-1,))[position])
+
+
+def _along_class_axis(xp: ModuleType, weight: Any, like: Any) -> Any:
+    """A ``(C,)`` weight reshaped to broadcast along the class axis of ``like``."""
+    if like.ndim == 1:
+        return weight
+    return xp.reshape(weight, (1, weight.shape[0]) + (1,) * (like.ndim - 2))
+
+
+def _cross_entropy_probabilities(
+    input: Any,
+    target: Any,
+    weight: Any | None,
+    ignore_index: int,
+    reduction: str,
+    label_smoothing: float,
+) -> Any:
+    """``cross_entropy`` for a floating target of class probabilities (input's shape)."""
+    func = "cross_entropy"
+    xp = namespace(func, {"input": input, "target": target, "weight": weight},
+                   optional=("weight",))
+    if not xp.isdtype(target.dtype, "real floating"):
+        raise TypeError(
+            "Expected floating point type for target with class probabilities, got "
+            f"{_torch_dtype_name(target.dtype)}"
+        )
+    if ignore_index >= 0:
+        raise ValueError("ignore_index is not supported for floating point target")
+    if input.ndim < 1:
+        raise ValueError(f"Expected 1 or more dimensions (got {input.ndim})")
+    axis = _class_axis(input)
+    n_classes = input.shape[axis]
+    if weight is not None and (weight.ndim != 1 or weight.shape[0] != n_classes):
+        raise ValueError(
+            f"cross_entropy: weight tensor should be defined either for all {n_classes} "
+            f"classes or no classes but got weight tensor of shape: {list(weight.shape)}"
+        )
+    float_dtype(func, xp, input)  # the input itself must be floating
+    arrays = [input, target] if weight is None else [input, target, weight]
+    dtype = float_dtype(func, xp, *arrays)
+    input, target = xp.astype(input, dtype), xp.astype(target, dtype)
+    if label_smoothing > 0:
+        target = target * (1.0 - label_smoothing) + label_smoothing / n_classes
+    terms = _ops.log_softmax(xp, input, axis=_class_axis(input)) * target
+    if weight is not None:
+        terms = terms * _along_class_axis(xp, xp.astype(weight, dtype), input)
+    loss = -xp.sum(terms, axis=axis)
+    return _reduction.reduce(xp, loss, reduction)
+
+
+# --- binary helpers -------------------------------------------------------------------
+
+
+def _binary_operands(func: str, input: Any, target: Any, *optional: Any | None):
+    """Namespace and the arrays (``None`` kept) in one floating dtype."""
+    others = (target, *optional)
+    named = {"input": input, "target": target, **dict(zip(("weight", "pos_weight"), optional))}
+    xp = namespace(func, named, optional=("weight", "pos_weight"))
+    float_dtype(func, xp, input)  # the input itself must be floating
+    present = [a for a in (input, *others) if a is not None]
+    dtype = float_dtype(func, xp, *present)
+    cast = [None if a is None else (a if a.dtype == dtype else xp.astype(a, dtype))
+            for a in (input, *others)]
+    return xp, cast
+
+
+def _check_broadcasts_to(shape: tuple, target_shape: tuple) -> None:
+    """``weight`` of binary_cross_entropy must broadcast to the target's shape."""
+    shape, target_shape = tuple(shape), tuple(target_shape)
+    if len(shape) > len(target_shape):
+        full = broadcast_shape(shape, target_shape)
+        raise ValueError(
+            f"output with shape {list(target_shape)} doesn't match the broadcast "
+            f"shape {list(full)}"
+        )
+    for i in range(1, len(shape) + 1):
+        if shape[-i] != 1 and shape[-i] != target_shape[-i]:
+            raise ValueError(
+                f"Attempting to broadcast a dimension of length {shape[-i]} at -{i}! "
+                f"Mismatching argument at index 1 had {shape}; but expected shape "
+                f"should be broadcastable to {list(target_shape)}"
+            )
+
+
+def _clamped_log(xp: ModuleType, x: Any) -> Any:
+    """``max(log(x), -100)``, with a finite gradient where the clamp is active."""
+    floor = math.exp(_LOG_FLOOR)
+    above = x > floor
+    return xp.where(above, xp.log(xp.where(above, x, 1.0)), _LOG_FLOOR)
+
+
+def _clamped_log1p(xp: ModuleType, x: Any) -> Any:
+    """``max(log1p(x), -100)``, with a finite gradient where the clamp is active."""
+    floor = math.expm1(_LOG_FLOOR)  # log1p(x) > -100  <=>  x > expm1(-100)
+    above = x > floor
+    return xp.where(above, xp.log1p(xp.where(above, x, 0.0)), _LOG_FLOOR)
