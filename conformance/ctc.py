@@ -1,10 +1,13 @@
 """Cases and the float64 reference of ctc_loss.
 
-The reference enumerates every alignment path explicitly (all label sequences
-of length T over the C classes, collapsed by the CTC rule: merge repeats, then
-drop blanks) and sums their probabilities with ``math.fsum``. It shares no
-formula with anyloss's recursion, so it only suits the catalogue's tiny cases
-(C**T paths per sample: T <= 6 with C <= 4 here).
+For the catalogue's tiny cases (at most :data:`MAX_PATHS` paths of C**T per
+sample) the reference enumerates every alignment path explicitly (all label
+sequences of length T over the C classes, collapsed by the CTC rule: merge
+repeats, then drop blanks) and sums their probabilities with ``math.fsum``.
+Long sequences use a dynamic programme over *collapsed prefixes* instead: the
+state after a frame is (labels emitted so far, whether the last frame was a
+blank), a formulation that shares no code and no state layout with anyloss's
+recursion over the blank-extended label sequence.
 """
 
 from __future__ import annotations
@@ -47,12 +50,15 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
             wanted = [int(c) for c in targets[offset:offset + size]]
             offset += size
         n_classes = log_probs.shape[2]
-        probability = math.fsum(
-            math.exp(sum(log_probs[t, n, c] for t, c in enumerate(path)))
-            for path in itertools.product(range(n_classes), repeat=frames)
-            if _collapse(path, blank) == wanted
-        )
-        loss = -math.log(probability) if probability > 0 else math.inf
+        if n_classes**frames <= MAX_PATHS:
+            probability = math.fsum(
+                math.exp(sum(log_probs[t, n, c] for t, c in enumerate(path)))
+                for path in itertools.product(range(n_classes), repeat=frames)
+                if _collapse(path, blank) == wanted
+            )
+            loss = -math.log(probability) if probability > 0 else math.inf
+        else:
+            loss = -_prefix_log_likelihood(log_probs[:frames, n, :], wanted, blank)
         if zero_infinity and loss == math.inf:
             loss = 0.0
         losses.append(loss)
@@ -63,6 +69,43 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
         return np.asarray(math.fsum(losses))
     per_label = losses / np.maximum(np.asarray(target_lengths, dtype=np.float64), 1.0)
     return np.asarray(math.fsum(per_label) / len(per_label))
+
+
+#: Above this many paths per sample the reference switches from enumeration to the prefix DP.
+MAX_PATHS = 5000
+
+
+def _log_add(*terms: float) -> float:
+    finite = [t for t in terms if t != -math.inf]
+    if not finite:
+        return -math.inf
+    top = max(finite)
+    return top + math.log(math.fsum(math.exp(t - top) for t in finite))
+
+
+def _prefix_log_likelihood(log_probs, wanted, blank) -> float:
+    """log p(wanted | frames) by a DP over (k labels emitted, last frame blank?) states."""
+    size = len(wanted)
+    # ended_blank[k]: k labels emitted, the last frame a blank (or no frame yet, for k = 0).
+    # ended_label[k]: k >= 1 labels emitted, the last frame showed wanted[k - 1].
+    ended_blank = [0.0] + [-math.inf] * size
+    ended_label = [-math.inf] * (size + 1)
+    for frame in log_probs:
+        frame = [float(v) for v in frame]
+        new_blank = [-math.inf] * (size + 1)
+        new_label = [-math.inf] * (size + 1)
+        for k in range(size + 1):
+            here = _log_add(ended_blank[k], ended_label[k])
+            new_blank[k] = _log_add(new_blank[k], here + frame[blank])
+            if k >= 1:  # repeating the last label merges into it
+                new_label[k] = _log_add(new_label[k], ended_label[k] + frame[wanted[k - 1]])
+            if k < size:  # the next label: after a blank always, after a label only if different
+                step = ended_blank[k]
+                if k >= 1 and wanted[k] != wanted[k - 1]:
+                    step = _log_add(step, ended_label[k])
+                new_label[k + 1] = _log_add(new_label[k + 1], step + frame[wanted[k]])
+        ended_blank, ended_label = new_blank, new_label
+    return _log_add(ended_blank[size], ended_label[size])
 
 
 def _log_softmax(x):
@@ -133,4 +176,17 @@ def ctc_cases() -> Iterator[Case]:
     }
     for reduction in REDUCTIONS:
         yield Case("ctc_loss", unbatched, {"reduction": reduction}, label="unbatched",
+                   differentiable=grads)
+    # A long sequence (the prefix DP is the reference here): T=120, targets of 30 labels
+    # with repeats, one sample shorter; values in float64 and float32 stay finite.
+    long_targets = g.integers(1, 6, (2, 30))
+    long_targets[:, 5] = long_targets[:, 4]  # a repeat that needs a blank
+    long_case = {
+        "log_probs": _log_softmax(g.standard_normal((120, 2, 6))),
+        "targets": long_targets.astype(np.int64),
+        "input_lengths": np.asarray([120, 97], dtype=np.int64),
+        "target_lengths": np.asarray([30, 24], dtype=np.int64),
+    }
+    for reduction in REDUCTIONS:
+        yield Case("ctc_loss", long_case, {"reduction": reduction}, label="long",
                    differentiable=grads)
