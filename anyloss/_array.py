@@ -26,6 +26,7 @@ __all__ = [
     "needs_float32_accumulation",
     "stop_gradient",
     "indexing_dtype",
+    "device",
     "size",
 ]
 
@@ -156,6 +157,11 @@ def indexing_dtype(xp: ModuleType) -> Any:
     Read from the standard's inspection API, once per namespace.
     """
     return xp.__array_namespace_info__().default_dtypes()["indexing"]
+
+
+def device(x: Any) -> Any:
+    """The device ``x`` lives on, for creating arrays beside it (``xp.arange(..., device=...)``)."""
+    return _compat.device(x)
 
 
 def size(x: Any) -> float:

@@ -14,7 +14,7 @@ from typing import Any
 
 from anyloss._array import needs_float32_accumulation
 
-__all__ = ["resolve", "legacy_reduction", "reduce", "total", "mean"]
+__all__ = ["resolve", "legacy_reduction", "reduce", "sum_along", "total", "mean"]
 
 STANDARD = ("none", "mean", "sum")
 
@@ -75,14 +75,19 @@ def resolve(
     return reduction
 
 
-def total(xp: ModuleType, x: Any) -> Any:
-    """Sum of all elements of ``x`` as a 0-d array of ``x``'s dtype.
+def sum_along(xp: ModuleType, x: Any, axis: int | tuple[int, ...] | None = None) -> Any:
+    """Sum of ``x`` along ``axis`` (all axes by default), in ``x``'s dtype.
 
     16-bit floats are accumulated in float32 and rounded once at the end.
     """
     if needs_float32_accumulation(x.dtype):
-        return xp.astype(xp.sum(xp.astype(x, xp.float32)), x.dtype)
-    return xp.sum(x)
+        return xp.astype(xp.sum(xp.astype(x, xp.float32), axis=axis), x.dtype)
+    return xp.sum(x, axis=axis)
+
+
+def total(xp: ModuleType, x: Any) -> Any:
+    """Sum of all elements of ``x`` as a 0-d array of ``x``'s dtype (see :func:`sum_along`)."""
+    return sum_along(xp, x)
 
 
 def mean(xp: ModuleType, x: Any) -> Any:

@@ -14,6 +14,7 @@ from anyloss._array import is_eager
 
 __all__ = [
     "broadcast_shape",
+    "shape_text",
     "warn_if_shapes_differ",
     "check_same_shape_as_input",
     "any_true",
@@ -53,6 +54,11 @@ def _broadcast_two(a: tuple, b: tuple) -> tuple:
 def _is_known(n: Any) -> bool:
     """Lazy libraries give ``None`` (or ``nan`` in Dask) for a size not known yet."""
     return n is not None and n == n
+
+
+def shape_text(shape: tuple) -> str:
+    """A shape written as torch's error messages write sizes: ``[3, 4]``."""
+    return "[" + ", ".join(str(n) for n in shape) + "]"
 
 
 def warn_if_shapes_differ(input: Any, target: Any) -> None:

@@ -35,7 +35,7 @@ from types import ModuleType
 from typing import Any
 
 from anyloss import _dispatch, _reduction
-from anyloss._array import float_dtype, is_eager, library_name, namespace, needs_float32_accumulation, stop_gradient
+from anyloss._array import device, float_dtype, is_eager, library_name, namespace, needs_float32_accumulation, stop_gradient
 from anyloss._ops import take_along_axis
 from anyloss._validate import any_true
 
@@ -228,18 +228,12 @@ def _lengths(xp, func, name, value, batch, like) -> Any:
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
             raise TypeError(f"{func}(): {name} must be integral: an array, list or tuple of ints")
         default_int = xp.asarray(0).dtype
-        value = xp.asarray(list(value), dtype=default_int, device=_device(like))
+        value = xp.asarray(list(value), dtype=default_int, device=device(like))
     elif not xp.isdtype(value.dtype, "integral"):
         raise ValueError(f"{name} must be integral")
     if math.prod(n for n in value.shape) != batch:
         raise ValueError(f"{name} must be of size batch_size")
     return xp.reshape(value, (batch,))
-
-
-def _device(x) -> Any:
-    import array_api_compat
-
-    return array_api_compat.device(x)
 
 
 def _check_length_values(xp, il, tl, n_frames) -> None:

@@ -1,19 +1,33 @@
-r"""Margin losses on ±1 targets: ``soft_margin_loss``, ``hinge_embedding_loss``, ``margin_ranking_loss``.
+r"""Margin losses.
 
-Targets are meant to hold 1 or -1 (any real or integer dtype). Shapes
-broadcast; the unreduced loss has the broadcast shape.
+On ±1 targets: ``soft_margin_loss``, ``hinge_embedding_loss``,
+``margin_ranking_loss``. Targets are meant to hold 1 or -1 (any real or integer
+dtype). Shapes broadcast; the unreduced loss has the broadcast shape.
+
+Over classes: ``multilabel_soft_margin_loss`` (one logistic loss per class,
+averaged), ``multilabel_margin_loss`` (hinge between each listed class and every
+unlisted one) and ``multi_margin_loss`` (hinge between the target class and
+every other one). These reduce over the class (last) dimension first, so the
+unreduced loss has one value per sample.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from anyloss import _ops, _reduction
+from anyloss import _array, _ops, _reduction
 from anyloss._array import float_dtype, namespace
 from anyloss._operands import elementwise_operands
-from anyloss._validate import broadcast_shape
+from anyloss._validate import any_true, broadcast_shape, shape_text
 
-__all__ = ["soft_margin_loss", "hinge_embedding_loss", "margin_ranking_loss"]
+__all__ = [
+    "soft_margin_loss",
+    "hinge_embedding_loss",
+    "margin_ranking_loss",
+    "multilabel_soft_margin_loss",
+    "multilabel_margin_loss",
+    "multi_margin_loss",
+]
 
 
 def soft_margin_loss(
@@ -113,4 +127,248 @@ def margin_ranking_loss(
         )
     xp, (input1, input2, target) = elementwise_operands("margin_ranking_loss", arrays)
     loss = _ops.relu(xp, -target * (input1 - input2) + margin)
+    return _reduction.reduce(xp, loss, reduction)
+
+
+# --- Losses over classes -----------------------------------------------------------
+
+
+def _class_positions(xp: Any, n: int, like: Any) -> Any:
+    """``arange(n)`` in ``like``'s integer dtype, on ``like``'s device."""
+    return xp.arange(n, dtype=like.dtype, device=_array.device(like))
+
+
+def _require_class_indices(func: str, xp: Any, target: Any) -> None:
+    if not xp.isdtype(target.dtype, "integral"):
+        raise TypeError(
+            f"{func}(): expected an integer target of class indices, got {target.dtype}"
+        )
+
+
+def _check_vector_or_matrix(input: Any) -> None:
+    """The inputs these kernels take: (C), (N, C) with C > 0, or a 0-d input (C = 1)."""
+    ndim = input.ndim
+    valid = ndim == 0 or (ndim in (1, 2) and input.shape[-1] != 0)
+    if not valid:
+        raise ValueError(
+            "Expected non-empty vector or matrix with optional 0-dim batch size, "
+            f"but got: {shape_text(input.shape)}"
+        )
+
+
+def multilabel_soft_margin_loss(
+    input: Any,
+    target: Any,
+    weight: Any | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Any:
+    r"""Multi-label one-versus-all logistic loss, averaged over the classes.
+
+    Shapes: ``input`` (..., C), ``target`` of 0s and 1s broadcastable to it,
+    ``weight`` (per class, or anything broadcastable). The unreduced loss drops
+    the last dimension: shape (...).
+
+    .. math::
+
+        \ell_n = -\frac{1}{C} \sum_c w_c \bigl[ y_{nc} \log\sigma(x_{nc})
+                 + (1 - y_{nc}) \log\sigma(-x_{nc}) \bigr]
+
+    ``'mean'`` is the plain mean of :math:`\ell_n`, whatever the weights.
+    :math:`\log\sigma` is computed without overflow for any finite logit.
+
+    Raises
+    ------
+    IndexError
+        For a 0-d input, which has no class dimension.
+    ValueError
+        ``"<reduction> is not valid"`` for an unknown reduction.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> round(float(multilabel_soft_margin_loss(np.zeros((1, 2)), np.asarray([[1.0, 0.0]]))), 6)
+    0.693147
+    """
+    arrays = {"input": input, "target": target}
+    if weight is not None:
+        arrays["weight"] = weight
+    xp, operands = elementwise_operands("multilabel_soft_margin_loss", arrays)
+    try:
+        reduction = _reduction.resolve(reduction, size_average, reduce)
+    except ValueError:
+        raise ValueError(f"{reduction} is not valid") from None
+    if input.ndim == 0:
+        raise IndexError("Dimension specified as -1 but tensor has no dimensions")
+    x, y = operands[0], operands[1]
+    loss = -(y * _ops.log_sigmoid(xp, x) + (1.0 - y) * _ops.log_sigmoid(xp, -x))
+    if weight is not None:
+        loss = loss * operands[2]
+    # The class dimension is the input's last one, counted from the front.
+    class_axis = input.ndim - 1 + (loss.ndim - input.ndim)
+    loss = _reduction.sum_along(xp, loss, class_axis) / input.shape[-1]
+    return _reduction.reduce(xp, loss, reduction)
+
+
+def multilabel_margin_loss(
+    input: Any,
+    target: Any,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Any:
+    r"""Multi-label hinge loss between the listed classes and all the others.
+
+    Shapes: ``input`` (N, C) or (C) (or 0-d, one class); ``target`` of the same
+    shape and an integer dtype. Each row of ``target`` lists class indices and
+    ends at its first -1; what follows is ignored. The unreduced loss has shape
+    (N), or is 0-d for a 1-d input (whatever the reduction).
+
+    With :math:`J_n` the list of row :math:`n` (as a list: a class listed twice
+    counts twice) and :math:`T_n` the set of classes in it,
+
+    .. math::
+
+        \ell_n = \frac{1}{C} \sum_{j \in J_n} \sum_{i \notin T_n}
+                 \max(0, 1 - (x_{nj} - x_{ni}))
+
+    Only strictly positive hinge terms count (so the gradient at a hinge of
+    exactly 0 is 0). The pairs are formed as an (N, C, C) temporary.
+
+    Raises
+    ------
+    TypeError
+        A target that is not of an integer dtype.
+    ValueError
+        An input that is not a non-empty vector or matrix, a target of another
+        shape, or (on eager arrays) a target value below -1 or at least C.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.asarray([[0.1, 0.2, 0.4, 0.8]])
+    >>> y = np.asarray([[3, 0, -1, 1]])
+    >>> round(float(multilabel_margin_loss(x, y)), 6)
+    0.85
+    """
+    func = "multilabel_margin_loss"
+    xp = namespace(func, {"input": input, "target": target})
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    float_dtype(func, xp, input)
+    _check_vector_or_matrix(input)
+    n_classes = 1 if input.ndim == 0 else input.shape[-1]
+    if input.ndim <= 1:
+        consistent = target.ndim <= 1 and _array.size(target) == n_classes
+    else:
+        consistent = target.ndim == 2 and tuple(target.shape) == tuple(input.shape)
+    if not consistent:
+        raise ValueError(
+            f"inconsistent target size: {shape_text(target.shape)} "
+            f"for input of size: {shape_text(input.shape)}"
+        )
+    _require_class_indices(func, xp, target)
+    target = xp.astype(target, xp.int64)  # torch gathers with int64 only; and -1 must fit
+    if any_true(xp, (target < -1) | (target >= n_classes)):
+        raise ValueError("argument #2 'target' is out of range")
+
+    x = xp.reshape(input, (-1, n_classes))
+    t = xp.reshape(target, (-1, n_classes))
+    positions = _class_positions(xp, n_classes, t)
+    # A row's list runs up to (not including) its first negative entry.
+    stops = xp.where(t < 0, positions, n_classes)
+    listed = positions < xp.min(stops, axis=1, keepdims=True)
+    safe_t = xp.where(listed, t, 0)
+    x_listed = _ops.take_along_axis(xp, x, safe_t, axis=1)
+    is_target = xp.any((safe_t[:, :, None] == positions) & listed[:, :, None], axis=1)
+    # z[n, j, i]: hinge between the j-th listed class and class i.
+    z = 1.0 - x_listed[:, :, None] + x[:, None, :]
+    counted = listed[:, :, None] & ~is_target[:, None, :] & (z > 0)
+    loss = _reduction.sum_along(xp, xp.where(counted, z, 0.0), (1, 2)) / n_classes
+    if input.ndim <= 1:
+        return xp.reshape(loss, ())
+    return _reduction.reduce(xp, loss, reduction)
+
+
+def multi_margin_loss(
+    input: Any,
+    target: Any,
+    p: int = 1,
+    margin: float = 1.0,
+    weight: Any | None = None,
+    size_average: bool | None = None,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+) -> Any:
+    r"""Multi-class hinge loss between the target class and every other class.
+
+    Shapes: ``input`` (N, C) or (C) (or 0-d, one class); ``target`` (N) of
+    class indices, or 0-d or (1) for a 1-d input; ``weight`` (C). The unreduced
+    loss has ``target``'s shape.
+
+    .. math::
+
+        \ell_n = \frac{w_{y_n}}{C} \sum_{i \ne y_n}
+                 \max(0, \mathrm{margin} - x_{n y_n} + x_{ni})^p,
+        \qquad p \in \{1, 2\}
+
+    Only strictly positive hinge terms count (so the gradient at a hinge of
+    exactly 0 is 0, as in torch's kernel).
+
+    Raises
+    ------
+    TypeError
+        A target that is not of an integer dtype.
+    ValueError
+        ``p`` not 1 or 2, a weight that is not 1-d or not of size C, an input
+        that is not a non-empty vector or matrix, a target of the wrong size, or
+        (on eager arrays) a class index outside [0, C).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.asarray([[0.1, 0.2, 0.4, 0.8]])
+    >>> round(float(multi_margin_loss(x, np.asarray([3]))), 6)
+    0.325
+    """
+    func = "multi_margin_loss"
+    xp = namespace(func, {"input": input, "target": target, "weight": weight}, optional=("weight",))
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    if p != 1 and p != 2:
+        raise ValueError("only p == 1 and p == 2 supported")
+    if weight is not None and weight.ndim != 1:
+        raise ValueError("weight must be one-dimensional")
+    floats = (input,) if weight is None else (input, weight)
+    dtype = float_dtype(func, xp, *floats)
+    _check_vector_or_matrix(input)
+    n_samples = input.shape[0] if input.ndim == 2 else 1
+    n_classes = 1 if input.ndim == 0 else input.shape[-1]
+    if target.ndim > 1 or _array.size(target) != n_samples:
+        raise ValueError(
+            "multi_margin_loss: target tensor should be 1-D with size equal to the number "
+            f"of input samples (batch size). Expected target size [{n_samples}], but got "
+            f"{shape_text(target.shape)}. Input has shape {shape_text(input.shape)}."
+        )
+    if weight is not None and weight.shape[0] != n_classes:
+        raise ValueError(
+            f"inconsistent weight size, expected {n_classes} but got {shape_text(weight.shape)}"
+        )
+    _require_class_indices(func, xp, target)
+    target = xp.astype(target, xp.int64)  # torch gathers with int64 only
+    if any_true(xp, (target < 0) | (target >= n_classes)):
+        raise ValueError("target out of range")
+
+    x = xp.astype(xp.reshape(input, (n_samples, n_classes)), dtype)
+    t = xp.reshape(target, (n_samples, 1))
+    x_target = _ops.take_along_axis(xp, x, t, axis=1)
+    z = margin - x_target + x
+    hinge = xp.where(z > 0, z, 0.0)
+    if p == 2:
+        hinge = hinge * hinge
+    hinge = xp.where(t == _class_positions(xp, n_classes, t), 0.0, hinge)
+    loss = _reduction.sum_along(xp, hinge, 1) / n_classes
+    if weight is not None:
+        loss = loss * xp.take(xp.astype(weight, dtype), xp.reshape(t, (n_samples,)), axis=0)
+    if reduction == "none":
+        return xp.reshape(loss, target.shape)
     return _reduction.reduce(xp, loss, reduction)
