@@ -158,13 +158,14 @@ def _modes(loss: str, backend: str) -> tuple[bool, ...]:
 
 
 def _plan(namespaces: Sequence[Namespace], dtypes: Sequence[str],
-          cases: Sequence[catalogue.Case]) -> Iterator[tuple]:
+          cases: Sequence[catalogue.Case], fast_path_modes: Sequence[bool]) -> Iterator[tuple]:
     for case in cases:
         for ns in namespaces:
             for dtype in supported_dtypes(ns, dtypes):
                 if dtype in case.dtypes:
                     for fast in _modes(case.loss, ns.name):
-                        yield case, ns, dtype, fast
+                        if fast in fast_path_modes:
+                            yield case, ns, dtype, fast
 
 
 def run(
@@ -172,15 +173,19 @@ def run(
     dtypes: Sequence[str] = DTYPES,
     cases: Iterable[catalogue.Case] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    fast_path_modes: Sequence[bool] = (True, False),
 ) -> Report:
     """Run ``cases`` (default: the whole catalogue) on ``namespaces`` in ``dtypes``.
+
+    ``fast_path_modes`` selects the runs with fast paths on (``True``) and off
+    (``False``); a loss without a fast path on a library only runs with them on.
 
     ``progress(done, total)`` is called after every call, for a progress bar.
     Nothing raises for a failing library: every failure is an :class:`Outcome`.
     """
     cases = list(catalogue.cases() if cases is None else cases)
     references = catalogue.references()
-    plan = list(_plan(namespaces, dtypes, cases))
+    plan = list(_plan(namespaces, dtypes, cases, fast_path_modes))
     expected_cache: dict[tuple[int, str], np.ndarray] = {}
     outcomes = []
     for done, (case, ns, dtype, fast) in enumerate(plan, start=1):

@@ -14,13 +14,27 @@ from anyloss.conformance import catalogue, cli, namespaces, runner
 from anyloss.conformance.wrapped import wrap_namespace
 
 
-def test_suite_passes_on_each_installed_library(backend):
-    """Every case, every dtype the library has, fast paths on and off."""
-    report = runner.run([backend])
-    assert report.outcomes
-    assert report.passed, "\n".join(
+def _failures(report: runner.Report) -> str:
+    return "\n".join(
         f"{o.case.id} {o.dtype} fast={o.fast_paths}: {o.problem}" for o in report.failures[:20]
     )
+
+
+def test_suite_passes_in_float16_on_each_installed_library(backend):
+    """Every case in float16 (where the library has it), fast paths on and off."""
+    if "float16" not in runner.supported_dtypes(backend):
+        pytest.skip(f"{backend.name} has no float16 in its namespace")
+    report = runner.run([backend], dtypes=("float16",))
+    assert report.outcomes
+    assert report.passed, _failures(report)
+
+
+def test_suite_passes_with_fast_paths_off_on_each_installed_library(backend):
+    """float64 and float32 with fast paths on are test_parity's; here they are off."""
+    report = runner.run([backend], dtypes=("float64", "float32"), fast_path_modes=(False,))
+    if backend.name in ("numpy", "torch", "jax", "dask"):
+        assert report.outcomes  # these libraries have fast paths to switch off
+    assert report.passed, _failures(report)
 
 
 def test_catalogue_covers_every_public_loss():
