@@ -49,6 +49,12 @@ FAST_PATHS: MappingProxyType = MappingProxyType(
         "ctc_loss_and_grad": MappingProxyType(
             {"torch": "torch", "numpy": "numpy", "jax": "jax", "dask": "dask"}
         ),
+        "cross_entropy": MappingProxyType(
+            {"torch": "torch", "numpy": "numpy", "jax": "jax", "dask": "dask"}
+        ),
+        "cross_entropy_and_grad": MappingProxyType(
+            {"torch": "torch", "numpy": "numpy", "jax": "jax", "dask": "dask"}
+        ),
     }
 )
 

@@ -33,13 +33,20 @@ import math
 from types import ModuleType
 from typing import Any
 
-from anyloss import _ops, _reduction
-from anyloss._array import float_dtype, indexing_dtype, namespace
+from anyloss import _dispatch, _ops, _reduction
+from anyloss._array import (
+    float_dtype,
+    indexing_dtype,
+    is_eager,
+    namespace,
+    needs_float32_accumulation,
+)
 from anyloss._validate import any_true, broadcast_shape
 
 __all__ = [
     "nll_loss",
     "cross_entropy",
+    "cross_entropy_and_grad",
     "binary_cross_entropy",
     "binary_cross_entropy_with_logits",
 ]
@@ -198,18 +205,86 @@ def cross_entropy(
     """
     func = "cross_entropy"
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
-    if _is_array(input) and _is_array(target) and tuple(input.shape) == tuple(target.shape):
+    xp, input, target, weight, probabilities = _cross_entropy_operands(
+        func, input, target, weight, ignore_index, label_smoothing
+    )
+    fast = _dispatch.fast_path(func, xp)
+    if fast is not None:
+        loss = fast(input, target, weight, ignore_index=ignore_index, reduction=reduction,
+                    label_smoothing=label_smoothing)
+        if loss is not NotImplemented:
+            return loss
+    if probabilities:
         return _cross_entropy_probabilities(
-            input, target, weight, ignore_index, reduction, label_smoothing
+            xp, input, target, weight, reduction, label_smoothing
         )
-    xp, input, target, weight = _class_operands(func, input, target, weight)
-    target = _check_class_target(input, target, weight)
     log_probs = _ops.log_softmax(xp, input, axis=_class_axis(input))
     return _class_index_loss(
         xp, log_probs, target, weight, ignore_index, reduction, label_smoothing
     )
+
+
+def cross_entropy_and_grad(
+    input: Any,
+    target: Any,
+    weight: Any | None = None,
+    size_average: bool | None = None,
+    ignore_index: int = -100,
+    reduce: bool | None = None,
+    reduction: str = "mean",
+    label_smoothing: float = 0.0,
+) -> tuple[Any, Any]:
+    r"""``cross_entropy`` and its gradient with respect to ``input``, without autodiff.
+
+    Takes exactly :func:`cross_entropy`'s arguments and returns ``(loss, grad)``:
+    ``loss`` as :func:`cross_entropy` returns it, ``grad`` of ``input``'s shape
+    and dtype, equal to torch autograd's gradient of ``F.cross_entropy`` (for
+    ``reduction='none'``, of the losses' sum). With :math:`p` the softmax over the
+    class axis, class indices :math:`y_n`, smoothing :math:`\varepsilon` and
+    weights :math:`w` (:math:`W = \sum_c w_c`):
+
+    .. math::
+
+        \frac{\partial \ell_n}{\partial x_{n,c}}
+            = \Bigl((1-\varepsilon) w_{y_n} + \frac{\varepsilon}{C} W\Bigr) p_{n,c}
+              - (1-\varepsilon) w_{y_n} [c = y_n] - \frac{\varepsilon}{C} w_c
+
+    times the reduction's factor (``1 / sum_n w_{y_n}`` for ``'mean'``); ignored
+    targets have a zero gradient. For class probabilities :math:`q'` (smoothed),
+    :math:`\partial \ell_n / \partial x_{n,c} = (\sum_k w_k q'_{n,k})\, p_{n,c} - w_c q'_{n,c}`.
+
+    NumPy (and Dask, chunk by chunk) write the gradient in the blocked pass of
+    :mod:`anyloss.backends.numpy`; torch and JAX differentiate their fast path
+    with their autodiff; other libraries (array-api-strict, CuPy, or fast paths
+    switched off) evaluate the formula above in the array API.
+
+    >>> import numpy as np
+    >>> loss, grad = cross_entropy_and_grad(np.asarray([[0.0, 0.0]]), np.asarray([1]))
+    >>> grad
+    array([[ 0.5, -0.5]])
+    """
+    func = "cross_entropy_and_grad"
+    reduction = _reduction.resolve(reduction, size_average, reduce)
+    xp, input, target, weight, probabilities = _cross_entropy_operands(
+        func, input, target, weight, ignore_index, label_smoothing
+    )
+    fast = _dispatch.fast_path(func, xp)
+    if fast is not None:
+        result = fast(input, target, weight, ignore_index=ignore_index, reduction=reduction,
+                      label_smoothing=label_smoothing)
+        if result is not NotImplemented:
+            return result
+    if probabilities:
+        loss = _cross_entropy_probabilities(xp, input, target, weight, reduction,
+                                            label_smoothing)
+        return loss, _probabilities_grad(xp, input, target, weight, reduction, label_smoothing)
+    log_probs = _ops.log_softmax(xp, input, axis=_class_axis(input))
+    loss = _class_index_loss(
+        xp, log_probs, target, weight, ignore_index, reduction, label_smoothing
+    )
+    grad = _class_index_grad(xp, input, target, weight, ignore_index, reduction,
+                             label_smoothing)
+    return loss, grad
 
 
 def binary_cross_entropy(
@@ -272,16 +347,20 @@ def binary_cross_entropy(
         )
     if weight is not None:
         _check_broadcasts_to(weight.shape, input.shape)
-    if any_true(xp, xp.logical_not((input >= 0) & (input <= 1))):
+    if _outside_unit_interval(xp, input):
         raise ValueError("all elements of input should be between 0 and 1")
-    if any_true(xp, xp.logical_not((target >= 0) & (target <= 1))):
+    if _outside_unit_interval(xp, target):
         raise ValueError("all elements of target should be between 0 and 1")
-    log_x = _clamped_log(xp, input)
-    log_1mx = _clamped_log1p(xp, -input)
-    loss = -(target * log_x + (1.0 - target) * log_1mx)
-    if weight is not None:
-        loss = loss * weight
-    return _reduction.reduce(xp, loss, reduction)
+
+    def pointwise(x, y, *w):
+        log_x = _ops.clamped_log(xp, x, _LOG_FLOOR)
+        log_1mx = _ops.clamped_log1p(xp, -x, _LOG_FLOOR)
+        # torch's kernel: (y - 1) max(log(1 - x), -100) - y max(log(x), -100)
+        loss = (y - 1.0) * log_1mx - y * log_x
+        return loss * w[0] if w else loss
+
+    operands = (input, target) if weight is None else (input, target, weight)
+    return _ops.reduce_blockwise(xp, pointwise, operands, reduction)
 
 
 def binary_cross_entropy_with_logits(
@@ -303,8 +382,9 @@ def binary_cross_entropy_with_logits(
                  + \bigl(1 + (p - 1) y_n\bigr) \operatorname{softplus}(-x_n) \right]
 
     which equals :math:`-w_n [p\, y_n \log\sigma(x_n) + (1 - y_n)\log(1 - \sigma(x_n))]`
-    and stays finite and accurate for logits of any size: softplus is evaluated
-    as ``logaddexp(0, -x)``.
+    and stays finite for logits of any size: :math:`\operatorname{softplus}(-x)
+    = -\log\sigma(x)` is evaluated without overflow (torch's ``logsigmoid``
+    kernel on torch arrays, ``min(x, 0) - log1p(exp(-|x|))`` elsewhere).
 
     Parameters
     ----------
@@ -355,14 +435,16 @@ def binary_cross_entropy_with_logits(
             f"output with shape {list(input.shape)} doesn't match the broadcast "
             f"shape {list(out_shape)}"
         )
-    softplus_neg = _ops.softplus(xp, -input)
-    if pos_weight is None:
-        loss = (1.0 - target) * input + softplus_neg
-    else:
-        loss = (1.0 - target) * input + (1.0 + (pos_weight - 1.0) * target) * softplus_neg
-    if weight is not None:
-        loss = loss * weight
-    return _reduction.reduce(xp, loss, reduction)
+
+    def pointwise(x, y, w, p):
+        # torch's kernel: (1 - y) x - (1 + (p - 1) y) log_sigmoid(x), log_sigmoid(x) = -softplus(-x)
+        log_sigmoid = _ops.log_sigmoid(xp, x)
+        if p is not None:
+            log_sigmoid = (1.0 + (p - 1.0) * y) * log_sigmoid
+        loss = (1.0 - y) * x - log_sigmoid
+        return loss if w is None else loss * w
+
+    return _ops.reduce_blockwise(xp, pointwise, (input, target, weight, pos_weight), reduction)
 
 
 # --- multi-class helpers ---------------------------------------------------------------
@@ -397,7 +479,12 @@ def _class_operands(func: str, input: Any, target: Any, weight: Any | None):
     if weight is None:
         return xp, input, target, None
     dtype = float_dtype(func, xp, input, weight)
-    return xp, xp.astype(input, dtype), target, xp.astype(weight, dtype)
+    return xp, _as_dtype(xp, input, dtype), target, _as_dtype(xp, weight, dtype)
+
+
+def _as_dtype(xp: ModuleType, x: Any, dtype: Any) -> Any:
+    """``x`` in ``dtype``; the array itself (no copy) when it already has it."""
+    return x if x.dtype == dtype else xp.astype(x, dtype)
 
 
 def _check_class_target(input: Any, target: Any, weight: Any | None) -> Any:
@@ -473,11 +560,10 @@ def _class_index_loss(
     """
     axis = _class_axis(log_probs)
     n_classes = log_probs.shape[axis]
-    ignored = _equal_to(xp, target, ignore_index)
-    in_range = (target >= 0) & xp.logical_not(_equal_or_above(xp, target, n_classes))
-    invalid = xp.logical_not(ignored) & xp.logical_not(in_range)
-    if any_true(xp, invalid):
-        raise IndexError(f"Target {_first(xp, target, invalid)} is out of bounds.")
+    if _plain_class_targets(xp, target, n_classes, ignore_index):
+        return _plain_class_index_loss(xp, log_probs, target, weight, reduction,
+                                       label_smoothing)
+    ignored, in_range = _check_class_indices(xp, target, n_classes, ignore_index)
 
     # Every gather reads a valid class: ignored and invalid positions read class 0
     # and are replaced afterwards (double-where keeps their gradients at zero).
@@ -515,6 +601,143 @@ def _class_index_loss(
     return xp.where(no_weight, math.nan, total_loss / safe_total)
 
 
+def _plain_class_targets(xp: ModuleType, target: Any, n_classes: int, ignore_index: int) -> bool:
+    """Whether every element of an eager ``target`` is a class in ``[0, C)`` and none is
+    ``ignore_index``: then no mask is needed. Read from the minimum and the maximum
+    (two reductions, one look at the host); lazy or empty targets answer False."""
+    if not is_eager(target) or any(n == 0 for n in target.shape):
+        return False
+    low, high = int(xp.min(target)), int(xp.max(target))
+    return 0 <= low and high < n_classes and not low <= ignore_index <= high
+
+
+def _plain_class_index_loss(xp, log_probs, target, weight, reduction, label_smoothing):
+    """:func:`_class_index_loss` for targets that :func:`_plain_class_targets` vouched for:
+    the same arithmetic without the masks of ignored and invalid targets."""
+    axis = _class_axis(log_probs)
+    n_classes = log_probs.shape[axis]
+    index_dtype = indexing_dtype(xp)
+    if target.dtype != index_dtype:
+        target = xp.astype(target, index_dtype)
+    picked = _ops.take_along_axis(xp, log_probs, xp.expand_dims(target, axis=axis), axis=axis)
+    loss = -xp.squeeze(picked, axis=axis)
+    if weight is not None:
+        weight = xp.reshape(weight, (n_classes,))
+        target_weight = xp.reshape(xp.take(weight, xp.reshape(target, (-1,)), axis=0),
+                                   target.shape)
+        loss = loss * target_weight
+    if label_smoothing > 0:
+        if weight is not None:
+            log_probs = log_probs * _along_class_axis(xp, weight, log_probs)
+        smooth = -xp.sum(log_probs, axis=axis)
+        loss = (1.0 - label_smoothing) * loss + (label_smoothing / n_classes) * smooth
+    if reduction == "none":
+        return loss
+    total_loss = _reduction.total(xp, loss)
+    if reduction == "sum":
+        return total_loss
+    if weight is None:
+        return total_loss / math.prod(target.shape)
+    # All weights zero: nan, as 0/0, through a double where (the gradient stays zero).
+    total_weight = _reduction.total(xp, target_weight)
+    no_weight = total_weight == 0
+    safe_total = xp.where(no_weight, 1.0, total_weight)
+    return xp.where(no_weight, math.nan, total_loss / safe_total)
+
+
+def _check_class_indices(xp: ModuleType, target: Any, n_classes: int, ignore_index: int):
+    """``(ignored, in_range)`` masks of the target; raises for an index outside ``[0, C)``
+    that is not ``ignore_index`` (on eager arrays; lazy ones are not inspected)."""
+    ignored = _equal_to(xp, target, ignore_index)
+    in_range = (target >= 0) & xp.logical_not(_equal_or_above(xp, target, n_classes))
+    invalid = xp.logical_not(ignored) & xp.logical_not(in_range)
+    if any_true(xp, invalid):
+        raise IndexError(f"Target {_first(xp, target, invalid)} is out of bounds.")
+    return ignored, in_range
+
+
+def _cross_entropy_operands(func, input, target, weight, ignore_index, label_smoothing):
+    """Validated ``(xp, input, target, weight, probabilities)`` of a cross-entropy call.
+
+    All checks of :func:`cross_entropy` run here, before any fast path sees the
+    arrays: options, shapes, dtypes and (on eager arrays) the class indices.
+    """
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    if _is_array(input) and _is_array(target) and tuple(input.shape) == tuple(target.shape):
+        xp, input, target, weight = _probability_operands(input, target, weight, ignore_index)
+        return xp, input, target, weight, True
+    xp, input, target, weight = _class_operands(func, input, target, weight)
+    target = _check_class_target(input, target, weight)
+    _check_class_indices(xp, target, input.shape[_class_axis(input)], ignore_index)
+    return xp, input, target, weight, False
+
+
+def _class_index_grad(xp, input, target, weight, ignore_index, reduction, label_smoothing):
+    """The gradient of the class-index cross entropy wrt the logits, in the array API.
+
+    See :func:`cross_entropy_and_grad` for the formula. 16-bit inputs compute in float32.
+    """
+    dtype = input.dtype
+    if needs_float32_accumulation(dtype):
+        input = xp.astype(input, xp.float32)
+        weight = None if weight is None else xp.astype(weight, xp.float32)
+    axis = _class_axis(input)
+    n_classes = input.shape[axis]
+    probs = xp.exp(_ops.log_softmax(xp, input, axis=axis))
+    ignored = _equal_to(xp, target, ignore_index)
+    in_range = (target >= 0) & xp.logical_not(_equal_or_above(xp, target, n_classes))
+    usable = in_range & xp.logical_not(ignored)
+    safe_target = xp.astype(xp.where(usable, target, xp.zeros_like(target)), indexing_dtype(xp))
+    if weight is None:
+        target_weight = xp.where(usable, 1.0, xp.zeros(target.shape, dtype=input.dtype))
+        weight_total = float(n_classes)
+    else:
+        weight = xp.reshape(weight, (n_classes,))
+        flat = xp.take(weight, xp.reshape(safe_target, (-1,)), axis=0)
+        target_weight = xp.where(usable, xp.reshape(flat, target.shape), 0.0)
+        weight_total = xp.sum(weight)
+    if reduction == "mean":
+        denominator = _reduction.total(xp, target_weight)
+        no_weight = denominator == 0
+        scale = xp.where(no_weight, math.nan, 1.0 / xp.where(no_weight, 1.0, denominator))
+    else:
+        scale = xp.ones((), dtype=input.dtype)
+    coef = xp.where(usable, scale, 0.0)
+    coef = xp.where(ignored | in_range, coef, math.nan)
+    eps = label_smoothing
+    along = _along_class_axis  # reshapes a (C,) vector to broadcast along the class axis
+    softmax_factor = coef * ((1.0 - eps) * target_weight + (eps / n_classes) * weight_total)
+    classes = along(xp, xp.arange(n_classes, dtype=safe_target.dtype), input)
+    one_hot = xp.astype(xp.expand_dims(safe_target, axis=axis) == classes, input.dtype)
+    hit = coef * (1.0 - eps) * target_weight
+    grad = (xp.expand_dims(softmax_factor, axis=axis) * probs
+            - xp.expand_dims(hit, axis=axis) * one_hot)
+    if eps > 0:
+        spread = xp.expand_dims(coef * (eps / n_classes), axis=axis)
+        grad = grad - (spread if weight is None else spread * along(xp, weight, input))
+    return xp.astype(grad, dtype)
+
+
+def _probabilities_grad(xp, input, target, weight, reduction, label_smoothing):
+    """The gradient of the probability-target cross entropy wrt the logits, in the array API."""
+    dtype = input.dtype
+    if needs_float32_accumulation(dtype):
+        input, target = xp.astype(input, xp.float32), xp.astype(target, xp.float32)
+        weight = None if weight is None else xp.astype(weight, xp.float32)
+    axis = _class_axis(input)
+    n_classes = input.shape[axis]
+    if label_smoothing > 0:
+        target = target * (1.0 - label_smoothing) + label_smoothing / n_classes
+    weighted = target if weight is None else target * _along_class_axis(xp, weight, input)
+    probs = xp.exp(_ops.log_softmax(xp, input, axis=axis))
+    grad = xp.sum(weighted, axis=axis, keepdims=True) * probs - weighted
+    if reduction == "mean":
+        elements = math.prod(input.shape) // n_classes if n_classes else 0
+        grad = grad / elements if elements else grad * math.nan
+    return xp.astype(grad, dtype)
+
+
 def _equal_or_above(xp: ModuleType, target: Any, value: int) -> Any:
     """``target >= value``, false everywhere when ``value`` exceeds the dtype's range."""
     if value > xp.iinfo(target.dtype).max:
@@ -536,15 +759,9 @@ def _along_class_axis(xp: ModuleType, weight: Any, like: Any) -> Any:
     return xp.reshape(weight, (1, weight.shape[0]) + (1,) * (like.ndim - 2))
 
 
-def _cross_entropy_probabilities(
-    input: Any,
-    target: Any,
-    weight: Any | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-) -> Any:
-    """``cross_entropy`` for a floating target of class probabilities (input's shape)."""
+def _probability_operands(input: Any, target: Any, weight: Any | None, ignore_index: int):
+    """Checks of ``cross_entropy`` with class probabilities; ``(xp, input, target, weight)``
+    in one floating dtype."""
     func = "cross_entropy"
     xp = namespace(func, {"input": input, "target": target, "weight": weight},
                    optional=("weight",))
@@ -567,12 +784,28 @@ def _cross_entropy_probabilities(
     float_dtype(func, xp, input)  # the input itself must be floating
     arrays = [input, target] if weight is None else [input, target, weight]
     dtype = float_dtype(func, xp, *arrays)
-    input, target = xp.astype(input, dtype), xp.astype(target, dtype)
+    input, target = _as_dtype(xp, input, dtype), _as_dtype(xp, target, dtype)
+    weight = None if weight is None else _as_dtype(xp, weight, dtype)
+    return xp, input, target, weight
+
+
+def _cross_entropy_probabilities(
+    xp: ModuleType,
+    input: Any,
+    target: Any,
+    weight: Any | None,
+    reduction: str,
+    label_smoothing: float,
+) -> Any:
+    """``cross_entropy`` for a floating target of class probabilities (input's shape),
+    operands already checked and cast by :func:`_probability_operands`."""
+    axis = _class_axis(input)
+    n_classes = input.shape[axis]
     if label_smoothing > 0:
         target = target * (1.0 - label_smoothing) + label_smoothing / n_classes
     terms = _ops.log_softmax(xp, input, axis=_class_axis(input)) * target
     if weight is not None:
-        terms = terms * _along_class_axis(xp, xp.astype(weight, dtype), input)
+        terms = terms * _along_class_axis(xp, weight, input)
     loss = -xp.sum(terms, axis=axis)
     return _reduction.reduce(xp, loss, reduction)
 
@@ -611,15 +844,12 @@ def _check_broadcasts_to(shape: tuple, target_shape: tuple) -> None:
             )
 
 
-def _clamped_log(xp: ModuleType, x: Any) -> Any:
-    """``max(log(x), -100)``, with a finite gradient where the clamp is active."""
-    floor = math.exp(_LOG_FLOOR)
-    above = x > floor
-    return xp.where(above, xp.log(xp.where(above, x, 1.0)), _LOG_FLOOR)
+def _outside_unit_interval(xp: ModuleType, x: Any) -> bool:
+    """Whether an eager ``x`` has an element outside ``[0, 1]`` or a nan.
 
-
-def _clamped_log1p(xp: ModuleType, x: Any) -> Any:
-    """``max(log1p(x), -100)``, with a finite gradient where the clamp is active."""
-    floor = math.expm1(_LOG_FLOOR)  # log1p(x) > -100  <=>  x > expm1(-100)
-    above = x > floor
-    return xp.where(above, xp.log1p(xp.where(above, x, 0.0)), _LOG_FLOOR)
+    Two reductions and no temporary (a nan makes the minimum nan, and every
+    comparison with it false). Lazy arrays are not looked at.
+    """
+    if not is_eager(x) or any(n == 0 for n in x.shape):
+        return False
+    return not bool((xp.min(x) >= 0) & (xp.max(x) <= 1))

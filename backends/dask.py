@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import dask.array as da
 
 from anyloss.backends import numpy as numpy_backend
@@ -62,3 +64,89 @@ def ctc_loss_and_grad(log_probs, targets, input_lengths, target_lengths, *, blan
     losses = da.blockwise(part(0), "n", *args, dtype=log_probs.dtype, concatenate=True)
     grad = da.blockwise(part(1), "tnc", *args, dtype=log_probs.dtype, concatenate=True)
     return losses, grad
+
+
+# --- cross entropy: the NumPy blocked pass over chunks of the non-class axes -------------
+
+_CE_LETTERS = "abdefghijklmopqrstuvwxyz"  # axis names for blockwise; 'n' and 'c' are taken
+
+
+def _ce_chunked(input, target, weight):
+    """Input with one chunk along the class axis, the target chunked like the other axes,
+    the blockwise index strings, and the weight (whole) with its arguments."""
+    x = input.rechunk({1: -1})
+    t = target.rechunk((x.chunks[0],) + x.chunks[2:])
+    inner = _CE_LETTERS[: x.ndim - 2]
+    x_index, t_index = "nc" + inner, "n" + inner
+    w_args = () if weight is None else (weight.rechunk(-1), "c")
+    return x, x_index, t, t_index, w_args
+
+
+def _ce_declines(input, target) -> bool:
+    import numpy as np
+
+    return (input.ndim < 2 or not np.issubdtype(target.dtype, np.integer)
+            or any(math.isnan(n) for n in input.shape) or input.shape[1] == 0)
+
+
+def _ce_elements(input, target, weight, ignore_index, label_smoothing):
+    """Lazy unreduced losses (float64, target's shape) and their 'mean' weights."""
+    x, x_index, t, t_index, w_args = _ce_chunked(input, target, weight)
+    n_classes = input.shape[1]
+
+    def losses(xb, tb, wb=None):
+        return numpy_backend.cross_entropy_elements(
+            xb, tb, wb, ignore_index=ignore_index, label_smoothing=label_smoothing)[0]
+
+    def weights(tb, wb=None):
+        return numpy_backend.cross_entropy_targets(tb, wb, n_classes, ignore_index)[3]
+
+    elements = da.blockwise(losses, t_index, x, x_index, t, t_index, *w_args,
+                            dtype="float64", concatenate=True)
+    mean_weights = da.blockwise(weights, t_index, t, t_index, *w_args, dtype="float64",
+                                concatenate=True)
+    return elements, mean_weights
+
+
+def _ce_reduce(elements, mean_weights, reduction, dtype):
+    if reduction == "none":
+        return elements.astype(dtype)
+    total = elements.sum()
+    if reduction == "sum":
+        return total.astype(dtype)
+    denominator = mean_weights.sum()
+    empty = denominator == 0
+    return da.where(empty, math.nan, total / da.where(empty, 1.0, denominator)).astype(dtype)
+
+
+def cross_entropy(input, target, weight, *, ignore_index, reduction, label_smoothing):
+    """Class-index cross entropy as a lazy Dask array: the NumPy blocked pass per chunk.
+
+    The class axis is gathered into one chunk; the batch and spatial axes keep
+    their chunks. Nothing is computed here. 1-d inputs, probability targets and
+    unknown chunk sizes decline.
+    """
+    if _ce_declines(input, target):
+        return NotImplemented
+    elements, mean_weights = _ce_elements(input, target, weight, ignore_index, label_smoothing)
+    return _ce_reduce(elements, mean_weights, reduction, input.dtype)
+
+
+def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, label_smoothing):
+    """Lazy ``(loss, grad)``; each chunk's gradient comes from the NumPy pass, scaled by
+    the whole array's 'mean' denominator (a lazy scalar handed to every chunk)."""
+    if _ce_declines(input, target):
+        return NotImplemented
+    elements, mean_weights = _ce_elements(input, target, weight, ignore_index, label_smoothing)
+    x, x_index, t, t_index, w_args = _ce_chunked(input, target, weight)
+    denominator = mean_weights.sum() if reduction == "mean" else da.ones((), dtype="float64")
+    block_reduction = "mean" if reduction == "mean" else "sum"
+
+    def grad_block(xb, tb, d, wb=None):
+        return numpy_backend.cross_entropy_and_grad(
+            xb, tb, wb, ignore_index=ignore_index, reduction=block_reduction,
+            label_smoothing=label_smoothing, denominator=d)[1]
+
+    grad = da.blockwise(grad_block, x_index, x, x_index, t, t_index, denominator, (),
+                        *w_args, dtype=input.dtype, concatenate=True)
+    return _ce_reduce(elements, mean_weights, reduction, input.dtype), grad

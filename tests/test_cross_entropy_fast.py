@@ -1,0 +1,389 @@
+"""Cross-entropy fast paths and ``cross_entropy_and_grad``: equal to the generic path and to torch.
+
+Every backend with a fast path (NumPy, torch, JAX, Dask) runs the same cases
+with fast paths on and off, against ``torch.nn.functional.cross_entropy`` and
+its autograd gradient; the NumPy blocked pass is also run with tiny blocks and
+its thread pool forced on, and its memory is measured with tracemalloc.
+"""
+
+from __future__ import annotations
+
+import threading
+import tracemalloc
+import zlib
+
+import numpy as np
+import pytest
+
+import anyloss
+from anyloss.backends import numpy as numpy_backend
+from anyloss.conformance import namespaces
+from tests.conftest import FLOAT32, FLOAT64, assert_close
+
+torch = pytest.importorskip("torch")
+F = torch.nn.functional
+
+BACKENDS = ["numpy", "array_api_strict", "torch", "jax", "dask"]
+FAST_BACKENDS = ["numpy", "torch", "jax", "dask"]
+REDUCTIONS = ["none", "mean", "sum"]
+
+
+def _problem(name, dtype=np.float64):
+    """``(input, target, weight, options)`` of a named case (class-index targets)."""
+    g = np.random.default_rng(zlib.crc32(name.encode()))
+    if name == "logits-1e4":
+        x = np.asarray([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4], [1e4, 1e4, -1e4], [5e3, -1e4, 1e4]])
+        return x.astype(dtype), np.asarray([0, 0, 1, 2]), g.uniform(0.5, 2, 3), {
+            "label_smoothing": 0.1}
+    shapes = {
+        "plain": ((6, 5), (6,)),
+        "unbatched": ((7,), ()),
+        "one-class": ((4, 1), (4,)),
+        "k-dim": ((3, 4, 2, 5), (3, 2, 5)),
+        "k-dim-1": ((2, 6, 7), (2, 7)),
+        "all-ignored": ((3, 4), (3,)),
+        "wide": ((5, 300), (5,)),
+    }
+    input_shape, target_shape = shapes[name.split("/")[0]]
+    n_classes = input_shape[0 if len(input_shape) == 1 else 1]
+    x = (3 * g.standard_normal(input_shape)).astype(dtype)
+    target = g.integers(0, n_classes, target_shape)
+    weight = g.uniform(0.2, 2.0, n_classes)
+    options = {}
+    if name.endswith("/weight"):
+        options["weight"] = True
+    if "/smooth" in name:
+        options["label_smoothing"] = 0.25
+    if "/ignore" in name and target.ndim:
+        target.flat[::3] = -100
+    if name == "all-ignored":
+        target[:] = 7
+        options["ignore_index"] = 7
+        options["label_smoothing"] = 0.1
+    return x, target, weight, options
+
+
+CASES = [
+    "plain", "plain/weight", "plain/smooth", "plain/smooth/ignore/weight", "plain/ignore",
+    "unbatched", "unbatched/smooth/weight", "one-class", "one-class/smooth",
+    "k-dim", "k-dim/smooth/ignore/weight", "k-dim-1/ignore/weight", "all-ignored",
+    "logits-1e4", "wide/smooth/weight",
+]
+
+
+def _ns(name):
+    try:
+        return namespaces.get(name)
+    except ImportError as exc:
+        pytest.skip(str(exc))
+
+
+def _call(func, ns, x, target, weight, options, reduction):
+    options = dict(options)
+    w = ns.from_numpy(weight) if options.pop("weight", False) else None
+    return func(ns.from_numpy(x), ns.from_numpy(target), w, reduction=reduction, **options)
+
+
+def _torch_expected(x, target, weight, options, reduction):
+    options = dict(options)
+    w = torch.tensor(weight).to(torch.float64) if options.pop("weight", False) else None
+    leaf = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+    loss = F.cross_entropy(leaf, torch.tensor(target), w, reduction=reduction, **options)
+    loss.sum().backward()
+    return loss.detach().numpy(), leaf.grad.numpy()
+
+
+def _to_numpy(ns, a):
+    return np.asarray(ns.to_numpy(a))
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("name", FAST_BACKENDS)
+def test_fast_path_equals_generic_and_torch(name, case, reduction):
+    ns = _ns(name)
+    assert name in anyloss._dispatch.backends_with_fast_path("cross_entropy")
+    x, target, weight, options = _problem(case)
+    fast = _to_numpy(ns, _call(anyloss.cross_entropy, ns, x, target, weight, options, reduction))
+    with anyloss.fast_paths(enabled=False):
+        generic = _to_numpy(ns, _call(anyloss.cross_entropy, ns, x, target, weight, options,
+                                      reduction))
+    expected, _ = _torch_expected(x, target, weight, options, reduction)
+    assert fast.dtype == np.float64
+    assert_close(fast, generic, **FLOAT64)
+    assert_close(fast, expected, **FLOAT64)
+    if case == "all-ignored":
+        assert np.isnan(fast) if reduction == "mean" else np.all(fast == 0)
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize("name", BACKENDS)
+def test_loss_and_grad_equals_torch_autograd(name, fast, case, reduction):
+    if fast and name not in FAST_BACKENDS:
+        pytest.skip("no fast path: the same call as fast=False")
+    ns = _ns(name)
+    x, target, weight, options = _problem(case)
+    with anyloss.fast_paths(enabled=fast):
+        loss, grad = _call(anyloss.cross_entropy_and_grad, ns, x, target, weight, options,
+                           reduction)
+    expected_loss, expected_grad = _torch_expected(x, target, weight, options, reduction)
+    assert_close(_to_numpy(ns, loss), expected_loss, **FLOAT64)
+    grad = _to_numpy(ns, grad)
+    assert grad.shape == x.shape and grad.dtype == np.float64
+    assert_close(grad, expected_grad, rtol=1e-6, atol=1e-9)
+
+
+@pytest.mark.parametrize("case", ["plain/smooth/ignore/weight", "k-dim/smooth/ignore/weight",
+                                  "wide/smooth/weight", "unbatched"])
+@pytest.mark.parametrize("name", BACKENDS)
+def test_float32_loss_and_grad(name, case):
+    ns = _ns(name)
+    x, target, weight, options = _problem(case, np.float32)
+    weight = weight.astype(np.float32)
+    loss, grad = _call(anyloss.cross_entropy_and_grad, ns, x, target, weight, options, "mean")
+    loss_only = _call(anyloss.cross_entropy, ns, x, target, weight, options, "mean")
+    expected_loss, expected_grad = _torch_expected(x, target, weight, options, "mean")
+    assert _to_numpy(ns, loss).dtype == np.float32 and _to_numpy(ns, grad).dtype == np.float32
+    assert_close(_to_numpy(ns, loss), expected_loss, **FLOAT32)
+    assert_close(_to_numpy(ns, loss_only), expected_loss, **FLOAT32)
+    assert_close(_to_numpy(ns, grad), expected_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_zero_total_weight_gradient_is_torchs():
+    """Targets of weight 0 under 'mean': nan loss, nan gradient on them, 0 on ignored ones."""
+    x = np.random.default_rng(1).standard_normal((3, 4))
+    target, weight = np.asarray([0, 0, -100]), np.asarray([0.0, 1.0, 1.0, 1.0])
+    expected_loss, expected_grad = _torch_expected(x, target, weight, {"weight": True}, "mean")
+    for fast in (True, False):
+        with anyloss.fast_paths(enabled=fast):
+            loss, grad = anyloss.cross_entropy_and_grad(x, target, weight)
+        assert np.isnan(loss) and np.isnan(expected_loss)
+        assert_close(grad, expected_grad, **FLOAT64)
+
+
+# --- the NumPy blocked pass --------------------------------------------------------------
+
+
+@pytest.fixture
+def tiny_blocks(monkeypatch):
+    """Blocks of a few dozen elements and the thread pool on for every size."""
+    monkeypatch.setattr(numpy_backend, "_CE_BLOCK_ELEMENTS", 24)
+    monkeypatch.setattr(numpy_backend, "_CE_PARALLEL_ELEMENTS", 0)
+
+
+@pytest.mark.parametrize("case", ["plain/smooth/ignore/weight", "k-dim/smooth/ignore/weight",
+                                  "k-dim-1/ignore/weight", "wide/smooth/weight", "unbatched"])
+def test_numpy_many_blocks_on_threads(tiny_blocks, case):
+    x, target, weight, options = _problem(case)
+    for reduction in REDUCTIONS:
+        expected_loss, expected_grad = _torch_expected(x, target, weight, options, reduction)
+        w = weight if options.get("weight") else None
+        kwargs = {k: v for k, v in options.items() if k != "weight"}
+        loss = anyloss.cross_entropy(x, target, w, reduction=reduction, **kwargs)
+        loss2, grad = anyloss.cross_entropy_and_grad(x, target, w, reduction=reduction, **kwargs)
+        assert_close(loss, expected_loss, **FLOAT64)
+        assert_close(loss2, expected_loss, **FLOAT64)
+        assert_close(grad, expected_grad, rtol=1e-6, atol=1e-9)
+
+
+def test_numpy_pool_runs_blocks_on_worker_threads(tiny_blocks, monkeypatch):
+    seen = set()
+    original = numpy_backend._CrossEntropyPass._do
+
+    def spy(self, do, blocks):
+        seen.add(threading.current_thread().name)
+        return original(self, do, blocks)
+
+    monkeypatch.setattr(numpy_backend._CrossEntropyPass, "_do", spy)
+    monkeypatch.setattr(numpy_backend, "_ce_workers", lambda: 2)
+    x, target, _, _ = _problem("wide")
+    anyloss.cross_entropy(x, target)
+    assert seen and all(name.startswith("anyloss-ce") for name in seen)
+
+
+@pytest.fixture(params=["numba", "numpy"])
+def engine(request, monkeypatch):
+    """The compiled (numba) and the pure-NumPy engines of the float32 row pass."""
+    if request.param == "numba" and not numpy_backend.HAVE_NUMBA:
+        pytest.skip("numba is not installed")
+    monkeypatch.setattr(numpy_backend, "HAVE_NUMBA", request.param == "numba")
+    return request.param
+
+
+@pytest.mark.parametrize("blocks", ["default", "tiny"])
+@pytest.mark.parametrize("case", ["plain/smooth/ignore/weight", "plain/smooth", "plain",
+                                  "wide/smooth/weight", "logits-1e4", "one-class/smooth",
+                                  "k-dim/smooth/ignore/weight"])
+def test_numpy_engines_float32(engine, case, blocks, monkeypatch):
+    if blocks == "tiny":
+        monkeypatch.setattr(numpy_backend, "_CE_BLOCK_ELEMENTS", 24)
+        monkeypatch.setattr(numpy_backend, "_CE_PARALLEL_ELEMENTS", 0)
+    x, target, weight, options = _problem(case, np.float32)
+    weight = weight.astype(np.float32)
+    w = weight if options.get("weight") else None
+    kwargs = {k: v for k, v in options.items() if k != "weight"}
+    for reduction in REDUCTIONS:
+        expected_loss, expected_grad = _torch_expected(x, target, weight, options, reduction)
+        loss = anyloss.cross_entropy(x, target, w, reduction=reduction, **kwargs)
+        loss2, grad = anyloss.cross_entropy_and_grad(x, target, w, reduction=reduction, **kwargs)
+        assert loss.dtype == grad.dtype == np.float32
+        assert_close(loss, expected_loss, **FLOAT32)
+        assert_close(loss2, expected_loss, **FLOAT32)
+        assert_close(grad, expected_grad, rtol=1e-4, atol=1e-6)
+
+
+def test_numpy_engines_non_finite_logits(engine):
+    """Rows holding inf or nan give what the generic formula gives (the compiled loop's
+    polynomial exp does not see them: such blocks go to the NumPy arithmetic)."""
+    x = np.asarray([[np.inf, 0.0, 1.0], [np.nan, 0.0, 1.0], [-np.inf, 0.0, 1.0],
+                    [0.5, 0.0, 1.0]], dtype=np.float32)
+    target = np.asarray([1, 1, 2, 0])
+    for smoothing in (0.0, 0.1):
+        fast = anyloss.cross_entropy(x, target, reduction="none", label_smoothing=smoothing)
+        with anyloss.fast_paths(enabled=False):
+            generic = anyloss.cross_entropy(x, target, reduction="none",
+                                            label_smoothing=smoothing)
+        assert_close(fast, generic, **FLOAT32)
+
+
+def test_numpy_float16_computes_in_float32():
+    g = np.random.default_rng(2)
+    x = (4 * g.standard_normal((8, 50))).astype(np.float16)
+    target = g.integers(0, 50, 8)
+    loss, grad = anyloss.cross_entropy_and_grad(x, target, label_smoothing=0.1)
+    assert loss.dtype == np.float16 and grad.dtype == np.float16
+    expected_loss, expected_grad = _torch_expected(x.astype(np.float32), target, None,
+                                                   {"label_smoothing": 0.1}, "mean")
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-3)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-2, atol=1e-4)
+    np.testing.assert_allclose(anyloss.cross_entropy(x, target, label_smoothing=0.1),
+                               expected_loss, rtol=1e-3)
+
+
+def test_numpy_strided_input_and_narrow_targets():
+    """A transposed (non-contiguous) input, int32/uint8 targets; user arrays stay unchanged."""
+    g = np.random.default_rng(3)
+    x = g.standard_normal((40, 6)).T  # (6, 40), Fortran-ordered
+    target = g.integers(0, 40, 6).astype(np.int32)
+    x_before, target_before = x.copy(), target.copy()
+    expected_loss, expected_grad = _torch_expected(x, target.astype(np.int64), None, {}, "sum")
+    loss, grad = anyloss.cross_entropy_and_grad(x, target, reduction="sum")
+    assert_close(loss, expected_loss, **FLOAT64)
+    assert_close(grad, expected_grad, rtol=1e-6, atol=1e-9)
+    np.testing.assert_array_equal(x, x_before)
+    np.testing.assert_array_equal(target, target_before)
+    small = g.integers(0, 6, 5).astype(np.uint8)
+    small[1] = 255
+    y = g.standard_normal((5, 6))
+    got = anyloss.cross_entropy(y, small, ignore_index=255, reduction="none")
+    expected, _ = _torch_expected(y, small.astype(np.int64), None, {"ignore_index": 255}, "none")
+    assert_close(got, expected, **FLOAT64)
+
+
+def test_fast_path_keeps_torch_errors():
+    x = np.zeros((2, 3))
+    with pytest.raises(IndexError, match="Target 3 is out of bounds."):
+        anyloss.cross_entropy(x, np.asarray([0, 3]))
+    with pytest.raises(IndexError, match="Target -1 is out of bounds."):
+        anyloss.cross_entropy_and_grad(x, np.asarray([-1, 0]))
+    with pytest.raises(ValueError, match="label_smoothing must be between"):
+        anyloss.cross_entropy_and_grad(x, np.asarray([0, 0]), label_smoothing=1.5)
+
+
+def test_probability_targets_and_grad():
+    """Probability targets: the generic path (NumPy) and torch's own, with their gradient."""
+    g = np.random.default_rng(4)
+    x = g.standard_normal((4, 5, 3))
+    probs = np.moveaxis(g.dirichlet(np.ones(5), (4, 3)), -1, 1)
+    weight = g.uniform(0.5, 2, 5)
+    for name in ("numpy", "torch", "jax", "array_api_strict"):
+        ns = _ns(name)
+        for reduction in REDUCTIONS:
+            leaf = torch.tensor(x, requires_grad=True)
+            expected = F.cross_entropy(leaf, torch.tensor(probs), torch.tensor(weight),
+                                       reduction=reduction, label_smoothing=0.2)
+            expected.sum().backward()
+            loss, grad = anyloss.cross_entropy_and_grad(
+                ns.from_numpy(x), ns.from_numpy(probs), ns.from_numpy(weight),
+                reduction=reduction, label_smoothing=0.2)
+            assert_close(_to_numpy(ns, loss), expected.detach().numpy(), **FLOAT64)
+            assert_close(_to_numpy(ns, grad), leaf.grad.numpy(), rtol=1e-6, atol=1e-9)
+
+
+def test_memory_stays_within_five_percent_of_the_input():
+    """tracemalloc peak beyond the input (and the gradient output) at 2048 x 8192 float32."""
+    g = np.random.default_rng(5)
+    x = g.standard_normal((2048, 8192), dtype=np.float32)
+    target = g.integers(0, 8192, 2048)
+    weight = g.uniform(0.5, 2, 8192).astype(np.float32)
+    anyloss.cross_entropy(x, target)  # warm up: the pool and its scratch buffers
+    anyloss.cross_entropy_and_grad(x, target)
+    budget = 0.05 * x.nbytes
+    for kwargs in ({}, {"weight": weight, "label_smoothing": 0.1, "reduction": "none"}):
+        tracemalloc.start()
+        try:
+            anyloss.cross_entropy(x, target, **kwargs)
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            _, grad = anyloss.cross_entropy_and_grad(x, target, **kwargs)
+            _, peak_grad = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak <= budget, (peak, budget)
+        assert peak_grad - grad.nbytes <= budget, (peak_grad - grad.nbytes, budget)
+
+
+# --- JAX and Dask specifics --------------------------------------------------------------
+
+
+def test_jax_fast_path_jits_and_differentiates():
+    jax = pytest.importorskip("jax")
+    ns = _ns("jax")
+    x, target, weight, options = _problem("k-dim/smooth/ignore/weight")
+    jnp = jax.numpy
+    args = (jnp.asarray(x), jnp.asarray(target), jnp.asarray(weight))
+
+    def loss(a, t, w):
+        return anyloss.cross_entropy(a, t, w, label_smoothing=0.25)
+
+    expected_loss, expected_grad = _torch_expected(x, target, weight, options, "mean")
+    assert_close(np.asarray(jax.jit(loss)(*args)), expected_loss, **FLOAT64)
+    assert_close(np.asarray(jax.jit(jax.grad(loss))(*args)), expected_grad, **FLOAT64)
+    jitted = jax.jit(lambda a, t, w: anyloss.cross_entropy_and_grad(a, t, w,
+                                                                     label_smoothing=0.25))
+    got_loss, got_grad = jitted(*args)
+    assert_close(np.asarray(got_loss), expected_loss, **FLOAT64)
+    assert_close(np.asarray(got_grad), expected_grad, rtol=1e-6, atol=1e-9)
+    assert ns.name == "jax"
+
+
+def test_jax_fast_path_has_no_one_hot_over_classes():
+    """The jaxpr gathers the target logit; no (N, C) integer comparison with arange(C)."""
+    jax = pytest.importorskip("jax")
+    _ns("jax")
+    jnp = jax.numpy
+    x, target = jnp.zeros((8, 1000)), jnp.zeros(8, dtype=jnp.int32)
+    text = str(jax.make_jaxpr(lambda a, t: anyloss.cross_entropy(a, t))(x, target))
+    assert "gather" in text and "iota" not in text
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_dask_fast_path_stays_lazy(reduction):
+    dask = pytest.importorskip("dask")
+    from tests.test_lazy import CountingScheduler
+
+    ns = _ns("dask")
+    x, target, weight, options = _problem("k-dim/smooth/ignore/weight")
+    scheduler = CountingScheduler()
+    with dask.config.set(scheduler=scheduler):
+        loss = _call(anyloss.cross_entropy, ns, x, target, weight, options, reduction)
+        pair = _call(anyloss.cross_entropy_and_grad, ns, x, target, weight, options, reduction)
+        assert scheduler.computes == 0
+        got_loss, got_pair_loss, got_grad = dask.compute(loss, *pair)
+        assert scheduler.computes == 1
+    expected_loss, expected_grad = _torch_expected(x, target, weight, options, reduction)
+    assert_close(got_loss, expected_loss, **FLOAT64)
+    assert_close(got_pair_loss, expected_loss, **FLOAT64)
+    assert_close(got_grad, expected_grad, rtol=1e-6, atol=1e-9)
