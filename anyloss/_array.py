@@ -33,11 +33,13 @@ __all__ = [
 _PYTHON_SCALARS = (bool, int, float, complex)
 
 
+@functools.cache
 def library_name(xp: ModuleType) -> str:
     """Short name of the array library behind namespace ``xp``.
 
     One of ``'numpy'``, ``'torch'``, ``'jax'``, ``'dask'``, ``'cupy'`` and
     ``'array_api_strict'``; any other namespace is named by its module name.
+    Cached per namespace.
     """
     for name, test in (
         ("numpy", _compat.is_numpy_namespace),
@@ -71,25 +73,46 @@ def namespace(
     for name, value in arrays.items():
         if value is None and name in optional:
             continue
-        # NumPy scalars subclass Python's numbers but carry a dtype: they are arrays.
-        is_python_number = isinstance(value, _PYTHON_SCALARS) and not hasattr(value, "dtype")
-        if is_python_number or not _compat.is_array_api_obj(value):
-            raise TypeError(
-                f"{func}(): argument '{name}' must be an array, "
-                f"not {type(value).__name__}"
-            )
-        xp = _compat.array_namespace(value)
-        found.setdefault(library_name(xp), (name, xp))
+        known = _NAMESPACE_OF_TYPE.get(type(value))
+        if known is None:
+            known = _namespace_of_new_type(func, name, value)
+        found.setdefault(known[0], (name, known[1]))
+    if len(found) == 1:
+        ((_, xp),) = found.values()
+        return xp
     if not found:
         raise TypeError(f"{func}(): expected at least one array argument")
-    if len(found) > 1:
-        (lib_a, (arg_a, _)), (lib_b, (arg_b, _)) = list(found.items())[:2]
+    (lib_a, (arg_a, _)), (lib_b, (arg_b, _)) = list(found.items())[:2]
+    raise TypeError(
+        f"{func}(): all arrays must come from one array library, but "
+        f"'{arg_a}' is a {lib_a} array and '{arg_b}' is a {lib_b} array"
+    )
+
+
+#: type of an array -> (library name, namespace); the namespace of every library anyloss
+#: meets follows from the array's type, and asking array-api-compat costs microseconds.
+_NAMESPACE_OF_TYPE: dict[type, tuple[str, ModuleType]] = {}
+
+
+def _namespace_of_new_type(func: str, name: str, value: Any) -> tuple[str, ModuleType]:
+    """``(library name, namespace)`` of an array of a type not seen before, remembered."""
+    # NumPy scalars subclass Python's numbers but carry a dtype: they are arrays.
+    is_python_number = isinstance(value, _PYTHON_SCALARS) and not hasattr(value, "dtype")
+    if is_python_number or not _compat.is_array_api_obj(value):
         raise TypeError(
-            f"{func}(): all arrays must come from one array library, but "
-            f"'{arg_a}' is a {lib_a} array and '{arg_b}' is a {lib_b} array"
+            f"{func}(): argument '{name}' must be an array, not {type(value).__name__}"
         )
-    ((_, xp),) = found.values()
-    return xp
+    xp = _compat.array_namespace(value)
+    known = (library_name(xp), xp)
+    if known[0] in _TYPE_DETERMINES_NAMESPACE:
+        _NAMESPACE_OF_TYPE[type(value)] = known
+    return known
+
+
+#: Libraries whose arrays' namespace depends on their type alone.
+_TYPE_DETERMINES_NAMESPACE = frozenset(
+    {"numpy", "torch", "jax", "dask", "cupy", "array_api_strict"}
+)
 
 
 def is_eager(x: Any) -> bool:

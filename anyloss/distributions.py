@@ -12,9 +12,8 @@ import warnings
 from typing import Any
 
 from anyloss import _ops, _reduction
-from anyloss._array import namespace
+from anyloss._array import is_eager, namespace
 from anyloss._operands import elementwise_operands
-from anyloss._validate import any_true
 
 __all__ = ["kl_div", "poisson_nll_loss", "gaussian_nll_loss"]
 
@@ -67,14 +66,16 @@ def kl_div(
     reduction = _reduction.resolve(
         reduction, size_average, reduce, allowed=(*_reduction.STANDARD, "batchmean")
     )
-    if log_target:
-        loss = xp.exp(target) * (target - input)
-    else:
-        loss = _ops.xlogy(xp, target, target) - target * input
+
+    def pointwise(x, y):
+        if log_target:
+            return xp.exp(y) * (y - x)
+        return _ops.xlogy(xp, y, y) - y * x
+
     if reduction == "batchmean":
-        total = _reduction.total(xp, loss)
+        total = _ops.reduce_blockwise(xp, pointwise, (input, target), "sum")
         return total / input.shape[0] if input.ndim != 0 else total
-    return _reduction.reduce(xp, loss, reduction)
+    return _ops.reduce_blockwise(xp, pointwise, (input, target), reduction)
 
 
 def poisson_nll_loss(
@@ -117,18 +118,22 @@ def poisson_nll_loss(
         "poisson_nll_loss", {"input": input, "target": target}
     )
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    if log_input:
-        loss = xp.exp(input) - target * input
-    else:
-        loss = input - target * xp.log(input + eps)
-    if full:
-        counted = target > 1
-        # Double where: log only ever sees targets > 1, so the masked-out
-        # elements cannot leak a nan into the gradient.
-        safe = xp.where(counted, target, 1.0)
-        stirling = safe * xp.log(safe) - safe + 0.5 * xp.log(2 * math.pi * safe)
-        loss = loss + xp.where(counted, stirling, 0.0)
-    return _reduction.reduce(xp, loss, reduction)
+
+    def pointwise(x, y):
+        if log_input:
+            loss = xp.exp(x) - y * x
+        else:
+            loss = x - y * xp.log(x + eps)
+        if full:
+            counted = y > 1
+            # Double where: log only ever sees targets > 1, so the masked-out
+            # elements cannot leak a nan into the gradient.
+            safe = xp.where(counted, y, 1.0)
+            stirling = safe * xp.log(safe) - safe + 0.5 * xp.log(2 * math.pi * safe)
+            loss = loss + xp.where(counted, stirling, 0.0)
+        return loss
+
+    return _ops.reduce_blockwise(xp, pointwise, (input, target), reduction)
 
 
 def gaussian_nll_loss(
@@ -186,20 +191,38 @@ def gaussian_nll_loss(
         log_var = math.log(var)
     else:
         xp = namespace("gaussian_nll_loss", {**arrays, "var": var})
-        if any_true(xp, var < 0):
+        if _any_below(xp, var, 0):
             raise ValueError("var has negative entry/entries")
         var = _gaussian_var_shape(xp, var, input)
         xp, (input, target, var) = elementwise_operands(
             "gaussian_nll_loss", {**arrays, "var": var}
         )
-        var = _ops.clamp_min_identity_gradient(xp, var, eps)
-        log_var = xp.log(var)
     reduction = _reduction.resolve(reduction)
-    diff = input - target
-    loss = 0.5 * (log_var + diff * diff / var)
-    if full:
-        loss = loss + 0.5 * math.log(2 * math.pi)
-    return _reduction.reduce(xp, loss, reduction)
+
+    def pointwise(x, y, v):
+        if isinstance(v, float):
+            log_v = log_var
+        else:
+            v = _ops.clamp_min_identity_gradient(xp, v, eps)
+            log_v = xp.log(v)
+        diff = x - y
+        loss = 0.5 * (log_v + diff * diff / v)
+        if full:
+            loss = loss + 0.5 * math.log(2 * math.pi)
+        return loss
+
+    return _ops.reduce_blockwise(xp, pointwise, (input, target, var), reduction)
+
+
+def _any_below(xp: Any, x: Any, bound: float) -> bool:
+    """Whether an eager ``x`` has an element below ``bound`` (one reduction, no temporary).
+
+    Like ``any(x < bound)``: nan does not count (the minimum of an array with a
+    nan is nan, and ``nan < bound`` is false). Lazy arrays are not looked at.
+    """
+    if not is_eager(x) or any(n == 0 for n in x.shape):
+        return False
+    return bool(xp.min(x) < bound)
 
 
 def _gaussian_var_shape(xp: Any, var: Any, input: Any) -> Any:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from anyloss import _reduction
+from anyloss import _ops, _reduction
 from anyloss._array import float_dtype, namespace, needs_float32_accumulation
 from anyloss._operands import elementwise_operands
 from anyloss._validate import broadcast_shape, shape_text
@@ -38,17 +38,18 @@ def _clamp_min_zero(xp: ModuleType, z: Any) -> Any:
 
     nan stays nan, and at exactly 0 the gradient passes through (derivative 1).
     """
-    return xp.where(z < 0, 0.0, z)
+    return _ops.clamp_min(xp, z, 0.0)
 
 
 def _root(xp: ModuleType, s: Any, p: float) -> Any:
     """``s ** (1 / p)`` for ``s >= 0``, whose gradient at ``s == 0`` is 0 instead of inf."""
     if p < 0:
         return s ** (1.0 / p)
+    if p == 2:
+        return _ops.sqrt_zero_gradient(xp, s)
     zero = s == 0
     safe = xp.where(zero, 1.0, s)
-    root = xp.sqrt(safe) if p == 2 else safe ** (1.0 / p)
-    return xp.where(zero, 0.0, root)
+    return xp.where(zero, 0.0, safe ** (1.0 / p))
 
 
 def _vector_norm(xp: ModuleType, d: Any, p: float, axis: int, keepdims: bool) -> Any:
@@ -61,6 +62,12 @@ def _vector_norm(xp: ModuleType, d: Any, p: float, axis: int, keepdims: bool) ->
     """
     if needs_float32_accumulation(d.dtype):
         return xp.astype(_vector_norm(xp, xp.astype(d, xp.float32), p, axis, keepdims), d.dtype)
+    if p == 2:
+        # The gradient of d * d is 0 at d == 0 already: no magnitude needed.
+        squares = _ops.sum_of_products(xp, d, d, axis)
+        if keepdims:
+            squares = xp.expand_dims(squares, axis=axis)
+        return _root(xp, squares, p)
     # |d| with a zero derivative at d == 0 on every library (JAX's abs has 1 there).
     zero = d == 0
     magnitude = xp.where(zero, 0.0, xp.abs(xp.where(zero, 1.0, d)))
@@ -78,11 +85,8 @@ def _vector_norm(xp: ModuleType, d: Any, p: float, axis: int, keepdims: bool) ->
         return reduce(magnitude, axis=axis, keepdims=keepdims)
     if p == 1:
         return xp.sum(magnitude, axis=axis, keepdims=keepdims)
-    if p == 2:
-        powers = d * d
-    else:
-        safe = xp.where(zero, 1.0, magnitude)
-        powers = xp.where(zero, 0.0 if p > 0 else math.inf, safe**p)
+    safe = xp.where(zero, 1.0, magnitude)
+    powers = xp.where(zero, 0.0 if p > 0 else math.inf, safe**p)
     return _root(xp, xp.sum(powers, axis=axis, keepdims=keepdims), p)
 
 
@@ -111,6 +115,11 @@ def pairwise_distance(
     5.0
     """
     xp, (x1, x2) = elementwise_operands("pairwise_distance", {"x1": x1, "x2": x2})
+    return _distance(xp, x1, x2, p, eps, keepdim)
+
+
+def _distance(xp: ModuleType, x1: Any, x2: Any, p: float, eps: float, keepdim: bool = False):
+    """:func:`pairwise_distance` of operands already checked and of one dtype."""
     diff = x1 - x2 + eps
     if diff.ndim == 0:
         return _vector_norm(xp, xp.reshape(diff, (1,)), p, axis=0, keepdims=False)
@@ -183,13 +192,22 @@ def cosine_embedding_loss(
         # In 16 bits the epsilon would underflow to 0, and a zero vector give nan.
         input1, input2 = xp.astype(input1, xp.float32), xp.astype(input2, xp.float32)
     axis = target.ndim
-    dot = xp.sum(input1 * input2, axis=axis)
-    squared1 = xp.sum(input1 * input1, axis=axis) + COSINE_EPSILON
-    squared2 = xp.sum(input2 * input2, axis=axis) + COSINE_EPSILON
-    cos = xp.astype(dot / xp.sqrt(squared1 * squared2), dtype)
-    similar = xp.where(target == 1, 1.0 - cos, 0.0)
-    dissimilar = xp.where(target == -1, _clamp_min_zero(xp, cos - margin), 0.0)
-    return _reduction.reduce(xp, similar + dissimilar, reduction)
+
+    def per_pair(x1, x2, y):
+        dot = _ops.sum_of_products(xp, x1, x2, axis)
+        squared1 = _ops.sum_of_products(xp, x1, x1, axis) + COSINE_EPSILON
+        squared2 = _ops.sum_of_products(xp, x2, x2, axis) + COSINE_EPSILON
+        cos = dot / xp.sqrt(squared1 * squared2)
+        if cos.dtype != dtype:
+            cos = xp.astype(cos, dtype)
+        similar = xp.where(y == 1, 1.0 - cos, 0.0)
+        return similar + xp.where(y == -1, _clamp_min_zero(xp, cos - margin), 0.0)
+
+    if target.ndim == 0:
+        return _reduction.reduce(xp, per_pair(input1, input2, target), reduction)
+    n = target.shape[0]
+    split = (input1.shape[0] == n, input2.shape[0] == n, True)
+    return _ops.reduce_blockwise(xp, per_pair, (input1, input2, target), reduction, split=split)
 
 
 def _check_triplet(margin: float, anchor: Any, positive: Any, negative: Any) -> None:
@@ -255,13 +273,21 @@ def triplet_margin_loss(
     xp = namespace(func, arrays)
     reduction = _reduction.resolve(reduction, size_average, reduce)
     _check_triplet(margin, anchor, positive, negative)
-    float_dtype(func, xp, anchor, positive, negative)
+    dtype = float_dtype(func, xp, anchor, positive, negative)
+    broadcast_shape(anchor.shape, positive.shape, negative.shape)
+    anchor, positive, negative = (
+        x if x.dtype == dtype else xp.astype(x, dtype) for x in (anchor, positive, negative)
+    )
 
     def distance(x1, x2):
-        return pairwise_distance(x1, x2, p, eps)
+        return _distance(xp, x1, x2, p, eps)
 
-    loss = _triplet_hinge(xp, distance, anchor, positive, negative, margin, swap)
-    return _reduction.reduce(xp, loss, reduction)
+    def per_triplet(a, pos, neg):
+        return _triplet_hinge(xp, distance, a, pos, neg, margin, swap)
+
+    if anchor.ndim < 2:  # one triplet (or 0-d): no rows to evaluate in blocks
+        return _reduction.reduce(xp, per_triplet(anchor, positive, negative), reduction)
+    return _ops.reduce_blockwise(xp, per_triplet, (anchor, positive, negative), reduction)
 
 
 def triplet_margin_with_distance_loss(
@@ -304,6 +330,14 @@ def triplet_margin_with_distance_loss(
     if reduction not in _reduction.STANDARD:
         raise ValueError(f"{reduction} is not a valid value for reduction")
     _check_triplet(margin, anchor, positive, negative)
-    distance = pairwise_distance if distance_function is None else distance_function
-    loss = _triplet_hinge(xp, distance, anchor, positive, negative, margin, swap)
-    return _reduction.reduce(xp, loss, reduction)
+    if distance_function is not None:
+        # A user's distance is called on the whole arrays, as given.
+        loss = _triplet_hinge(xp, distance_function, anchor, positive, negative, margin, swap)
+        return _reduction.reduce(xp, loss, reduction)
+
+    def per_triplet(a, pos, neg):
+        return _triplet_hinge(xp, pairwise_distance, a, pos, neg, margin, swap)
+
+    if anchor.ndim < 2:
+        return _reduction.reduce(xp, per_triplet(anchor, positive, negative), reduction)
+    return _ops.reduce_blockwise(xp, per_triplet, (anchor, positive, negative), reduction)

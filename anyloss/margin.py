@@ -13,12 +13,13 @@ unreduced loss has one value per sample.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from anyloss import _array, _ops, _reduction
 from anyloss._array import float_dtype, namespace
 from anyloss._operands import elementwise_operands
-from anyloss._validate import any_true, broadcast_shape, shape_text
+from anyloss._validate import broadcast_shape, shape_text
 
 __all__ = [
     "soft_margin_loss",
@@ -39,7 +40,7 @@ def soft_margin_loss(
 ) -> Any:
     r"""Two-class logistic loss, :math:`\ell_n = \log(1 + e^{-y_n x_n})`.
 
-    Computed as ``softplus(-y x)``, which stays finite where
+    Computed as ``-log_sigmoid(y x)`` (that is, ``softplus(-y x)``), which stays finite where
     :math:`e^{-y x}` overflows (torch's kernel returns inf there).
 
     Examples
@@ -52,8 +53,11 @@ def soft_margin_loss(
         "soft_margin_loss", {"input": input, "target": target}
     )
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    loss = _ops.softplus(xp, -target * input)
-    return _reduction.reduce(xp, loss, reduction)
+
+    def log_likelihood(x, y):  # -loss; the sign is applied once, after the reduction
+        return _ops.log_sigmoid(xp, y * x)
+
+    return -_ops.reduce_blockwise(xp, log_likelihood, (input, target), reduction)
 
 
 def hinge_embedding_loss(
@@ -85,9 +89,12 @@ def hinge_embedding_loss(
     float_dtype("hinge_embedding_loss", xp, input)
     broadcast_shape(input.shape, target.shape)
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    hinge = xp.where(target != 1, _ops.relu(xp, margin - input), 0.0)
-    identity = xp.where(target != -1, input, 0.0)
-    return _reduction.reduce(xp, hinge + identity, reduction)
+
+    def hinge_embedding(x, y):
+        hinge = xp.where(y != 1, _ops.relu(xp, margin - x), 0.0)
+        return hinge + xp.where(y != -1, x, 0.0)
+
+    return _ops.reduce_blockwise(xp, hinge_embedding, (input, target), reduction)
 
 
 def margin_ranking_loss(
@@ -126,8 +133,11 @@ def margin_ranking_loss(
             f"target: {tuple(target.shape)} "
         )
     xp, (input1, input2, target) = elementwise_operands("margin_ranking_loss", arrays)
-    loss = _ops.relu(xp, -target * (input1 - input2) + margin)
-    return _reduction.reduce(xp, loss, reduction)
+
+    def ranking_hinge(x1, x2, y):  # margin - y (x1 - x2) is torch's -y (x1 - x2) + margin
+        return _ops.relu(xp, margin - y * (x1 - x2))
+
+    return _ops.reduce_blockwise(xp, ranking_hinge, (input1, input2, target), reduction)
 
 
 # --- Losses over classes -----------------------------------------------------------
@@ -201,14 +211,18 @@ def multilabel_soft_margin_loss(
         raise ValueError(f"{reduction} is not valid") from None
     if input.ndim == 0:
         raise IndexError("Dimension specified as -1 but tensor has no dimensions")
-    x, y = operands[0], operands[1]
-    loss = -(y * _ops.log_sigmoid(xp, x) + (1.0 - y) * _ops.log_sigmoid(xp, -x))
-    if weight is not None:
-        loss = loss * operands[2]
-    # The class dimension is the input's last one, counted from the front.
-    class_axis = input.ndim - 1 + (loss.ndim - input.ndim)
-    loss = _reduction.sum_along(xp, loss, class_axis) / input.shape[-1]
-    return _reduction.reduce(xp, loss, reduction)
+    n_classes = input.shape[-1]
+
+    def per_sample(x, y, *w):
+        terms = y * _ops.log_sigmoid(xp, x) + (1.0 - y) * _ops.log_sigmoid(xp, -x)
+        if w:
+            terms = terms * w[0]
+        # The class dimension is the last one (broadcasting only adds leading ones).
+        return -_reduction.sum_along(xp, terms, terms.ndim - 1) / n_classes
+
+    if input.ndim < 2:  # one sample: no rows to evaluate in blocks
+        return _reduction.reduce(xp, per_sample(*operands), reduction)
+    return _ops.reduce_blockwise(xp, per_sample, operands, reduction)
 
 
 def multilabel_margin_loss(
@@ -268,26 +282,49 @@ def multilabel_margin_loss(
             f"for input of size: {shape_text(input.shape)}"
         )
     _require_class_indices(func, xp, target)
-    target = xp.astype(target, xp.int64)  # torch gathers with int64 only; and -1 must fit
-    if any_true(xp, (target < -1) | (target >= n_classes)):
+    if target.dtype != xp.int64:
+        target = xp.astype(target, xp.int64)  # torch gathers with int64 only; and -1 must fit
+    if _outside(xp, target, -1, n_classes - 1):
         raise ValueError("argument #2 'target' is out of range")
 
     x = xp.reshape(input, (-1, n_classes))
     t = xp.reshape(target, (-1, n_classes))
     positions = _class_positions(xp, n_classes, t)
     # A row's list runs up to (not including) its first negative entry.
-    stops = xp.where(t < 0, positions, n_classes)
-    listed = positions < xp.min(stops, axis=1, keepdims=True)
-    safe_t = xp.where(listed, t, 0)
-    x_listed = _ops.take_along_axis(xp, x, safe_t, axis=1)
-    is_target = xp.any((safe_t[:, :, None] == positions) & listed[:, :, None], axis=1)
-    # z[n, j, i]: hinge between the j-th listed class and class i.
-    z = 1.0 - x_listed[:, :, None] + x[:, None, :]
-    counted = listed[:, :, None] & ~is_target[:, None, :] & (z > 0)
-    loss = _reduction.sum_along(xp, xp.where(counted, z, 0.0), (1, 2)) / n_classes
+    lengths = xp.min(xp.where(t < 0, positions, n_classes), axis=1, keepdims=True)
+    width = n_classes
+    if _array.is_eager(t) and t.shape[0] > 0:
+        # Only the first `width` columns hold listed classes: the pairs need no more.
+        width = int(xp.max(lengths))
+        t = t[:, :width]
+
+    def per_sample(x, t, lengths):
+        listed = positions[:width] < lengths
+        safe_t = xp.where(listed, t, 0)
+        x_listed = _ops.take_along_axis(xp, x, safe_t, axis=1)
+        # Unlisted entries become C, a class that no position equals.
+        is_target = xp.any(xp.where(listed, t, n_classes)[:, :, None] == positions, axis=1)
+        # z[n, j, i] = 1 - x[n, j-th listed] + x[n, i], the hinge between the two. The
+        # pairs that do not count get z = -inf (an unlisted j, or an i in the list), through
+        # a where on each side, so that the (N, width, C) array takes four passes.
+        first = 1.0 - xp.where(listed, x_listed, math.inf)
+        second = xp.where(is_target, -math.inf, x)
+        z = first[:, :, None] + second[:, None, :]
+        hinge = xp.where(z > 0, z, 0.0)
+        return _reduction.sum_along(xp, hinge, (1, 2)) / n_classes
+
     if input.ndim <= 1:
-        return xp.reshape(loss, ())
-    return _reduction.reduce(xp, loss, reduction)
+        return xp.reshape(per_sample(x, t, lengths), ())
+    return _ops.reduce_blockwise(xp, per_sample, (x, t, lengths), reduction,
+                                 row_elements=max(width, 1) * n_classes)
+
+
+def _outside(xp, target: Any, low: int, high: int) -> bool:
+    """Whether an eager integer ``target`` has an element outside ``[low, high]``
+    (from its minimum and maximum); lazy and empty targets are not looked at."""
+    if not _array.is_eager(target) or any(n == 0 for n in target.shape):
+        return False
+    return int(xp.min(target)) < low or int(xp.max(target)) > high
 
 
 def multi_margin_loss(
@@ -354,21 +391,31 @@ def multi_margin_loss(
             f"inconsistent weight size, expected {n_classes} but got {shape_text(weight.shape)}"
         )
     _require_class_indices(func, xp, target)
-    target = xp.astype(target, xp.int64)  # torch gathers with int64 only
-    if any_true(xp, (target < 0) | (target >= n_classes)):
+    if target.dtype != xp.int64:
+        target = xp.astype(target, xp.int64)  # torch gathers with int64 only
+    if _outside(xp, target, 0, n_classes - 1):
         raise ValueError("target out of range")
 
-    x = xp.astype(xp.reshape(input, (n_samples, n_classes)), dtype)
+    x = xp.reshape(input, (n_samples, n_classes))
+    if x.dtype != dtype:
+        x = xp.astype(x, dtype)
     t = xp.reshape(target, (n_samples, 1))
-    x_target = _ops.take_along_axis(xp, x, t, axis=1)
-    z = margin - x_target + x
-    hinge = xp.where(z > 0, z, 0.0)
-    if p == 2:
-        hinge = hinge * hinge
-    hinge = xp.where(t == _class_positions(xp, n_classes, t), 0.0, hinge)
-    loss = _reduction.sum_along(xp, hinge, 1) / n_classes
-    if weight is not None:
-        loss = loss * xp.take(xp.astype(weight, dtype), xp.reshape(t, (n_samples,)), axis=0)
+    positions = _class_positions(xp, n_classes, t)
+    if weight is not None and weight.dtype != dtype:
+        weight = xp.astype(weight, dtype)
+
+    def per_sample(x, t):
+        x_target = _ops.take_along_axis(xp, x, t, axis=1)
+        z = (margin - x_target) + x
+        # Only strictly positive hinges count, and never the target's own class.
+        hinge = xp.where((z > 0) & (t != positions), z, 0.0)
+        if p == 2:
+            hinge = hinge * hinge
+        loss = _reduction.sum_along(xp, hinge, 1) / n_classes
+        if weight is not None:
+            loss = loss * xp.take(weight, xp.reshape(t, (-1,)), axis=0)
+        return loss
+
     if reduction == "none":
-        return xp.reshape(loss, target.shape)
-    return _reduction.reduce(xp, loss, reduction)
+        return xp.reshape(per_sample(x, t), target.shape)
+    return _ops.reduce_blockwise(xp, per_sample, (x, t), reduction)

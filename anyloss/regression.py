@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from anyloss import _reduction
+from anyloss import _ops, _reduction
 from anyloss._operands import elementwise_operands
 from anyloss._validate import check_same_shape_as_input, warn_if_shapes_differ
 
@@ -59,8 +59,12 @@ def l1_loss(
     xp, (input, target) = elementwise_operands("l1_loss", arrays, complex_ok=True)
     warn_if_shapes_differ(input, target)
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    loss = xp.abs(input - target)
-    return _apply_weight("l1_loss", xp, loss, input, weight, reduction, mean_over_weight=True)
+
+    def absolute_error(x, y):
+        return xp.abs(x - y)
+
+    return _weighted_reduce("l1_loss", xp, absolute_error, input, target, weight, reduction,
+                            mean_over_weight=True)
 
 
 def mse_loss(
@@ -84,9 +88,13 @@ def mse_loss(
     xp, (input, target) = elementwise_operands("mse_loss", {"input": input, "target": target})
     warn_if_shapes_differ(input, target)
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    diff = input - target
-    loss = diff * diff
-    return _apply_weight("mse_loss", xp, loss, input, weight, reduction, mean_over_weight=True)
+
+    def squared_error(x, y):
+        diff = x - y
+        return diff * diff
+
+    return _weighted_reduce("mse_loss", xp, squared_error, input, target, weight, reduction,
+                            mean_over_weight=True)
 
 
 def huber_loss(
@@ -129,9 +137,8 @@ def huber_loss(
     if not delta > 0:
         raise ValueError("huber_loss does not support non-positive values for delta.")
     reduction = _reduction.resolve(reduction)
-    error = xp.abs(input - target)
-    loss = xp.where(error < delta, 0.5 * error * error, delta * (error - 0.5 * delta))
-    return _apply_weight("huber_loss", xp, loss, input, weight, reduction, mean_over_weight=False)
+    return _weighted_reduce("huber_loss", xp, _huber(xp, delta), input, target, weight,
+                            reduction, mean_over_weight=False)
 
 
 def smooth_l1_loss(
@@ -171,30 +178,54 @@ def smooth_l1_loss(
     reduction = _reduction.resolve(reduction, size_average, reduce)
     if beta < 0:
         raise ValueError("smooth_l1_loss does not support negative values for beta.")
-    error = xp.abs(input - target)
     if beta == 0:
-        return _reduction.reduce(xp, error, reduction)
-    loss = xp.where(error < beta, 0.5 * error * error / beta, error - 0.5 * beta)
-    return _reduction.reduce(xp, loss, reduction)
+        return _ops.reduce_blockwise(xp, lambda x, y: xp.abs(x - y), (input, target), reduction)
+    # Huber's loss over beta; the division is done once on a sum or a mean.
+    if reduction == "none":
+        return _huber(xp, beta)(input, target) / beta
+    return _ops.reduce_blockwise(xp, _huber(xp, beta), (input, target), reduction) / beta
 
 
-def _apply_weight(
+def _huber(xp: Any, delta: float):
+    r"""The elementwise Huber loss ``(x, y) -> loss`` of threshold ``delta``.
+
+    With :math:`c = \operatorname{clip}(x - y, -\delta, \delta)` it is
+    :math:`c\,(x - y - c/2)`: :math:`\tfrac12 (x-y)^2` inside the threshold and
+    :math:`\delta(|x - y| - \delta/2)` outside, rounded exactly as torch's kernel
+    rounds either branch, in five passes instead of a ``where`` between two
+    computed branches. Its gradient is :math:`c` everywhere (at :math:`|x - y| = \delta`
+    whatever gradient the library gives ``clip``).
+    """
+
+    def huber(x, y):
+        diff = x - y
+        clipped = _ops.clip(xp, diff, -delta, delta)
+        return clipped * (diff - 0.5 * clipped)
+
+    return huber
+
+
+def _weighted_reduce(
     func: str,
     xp: Any,
-    loss: Any,
+    formula: Any,
     input: Any,
+    target: Any,
     weight: Any | None,
     reduction: str,
     *,
     mean_over_weight: bool,
 ) -> Any:
-    """Weight the unreduced ``loss`` by ``weight`` (if any) and reduce it.
+    """The loss ``formula(input, target)``, weighted by ``weight`` (if any), reduced.
 
     ``mean_over_weight`` selects torch's ``'mean'``: the weighted sum over the
     sum of the weights (l1, mse), or the plain mean of the weighted loss (huber).
+    Without a weight the formula is evaluated blockwise (see
+    :func:`anyloss._ops.reduce_blockwise`).
     """
     if weight is None:
-        return _reduction.reduce(xp, loss, reduction)
+        return _ops.reduce_blockwise(xp, formula, (input, target), reduction)
+    loss = formula(input, target)
     _, (loss, weight) = elementwise_operands(func, {"input": loss, "weight": weight})
     check_same_shape_as_input(weight, input)
     weighted = loss * weight
