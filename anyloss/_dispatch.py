@@ -33,6 +33,7 @@ from anyloss._array import library_name
 __all__ = [
     "FAST_PATHS",
     "fast_path",
+    "call_fast_path",
     "fast_paths",
     "set_fast_paths",
     "fast_paths_enabled",
@@ -107,3 +108,13 @@ def fast_path(func: str, xp: ModuleType) -> Callable[..., Any] | None:
     if module is None:
         return None
     return getattr(importlib.import_module(f"anyloss.backends.{module}"), func)
+
+
+def call_fast_path(func: str, xp: ModuleType, *args: Any, **kwargs: Any) -> Any:
+    """The fast path of ``func`` for ``xp`` called with ``args``, or ``NotImplemented``.
+
+    ``NotImplemented`` when there is none, when fast paths are off, or when the
+    backend declines the call; the caller then runs its generic formula.
+    """
+    fast = fast_path(func, xp)
+    return NotImplemented if fast is None else fast(*args, **kwargs)

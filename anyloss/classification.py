@@ -208,12 +208,10 @@ def cross_entropy(
     xp, input, target, weight, probabilities = _cross_entropy_operands(
         func, input, target, weight, ignore_index, label_smoothing
     )
-    fast = _dispatch.fast_path(func, xp)
-    if fast is not None:
-        loss = fast(input, target, weight, ignore_index=ignore_index, reduction=reduction,
-                    label_smoothing=label_smoothing)
-        if loss is not NotImplemented:
-            return loss
+    loss = _dispatch.call_fast_path(func, xp, input, target, weight, ignore_index=ignore_index,
+                                    reduction=reduction, label_smoothing=label_smoothing)
+    if loss is not NotImplemented:
+        return loss
     if probabilities:
         return _cross_entropy_probabilities(
             xp, input, target, weight, reduction, label_smoothing
@@ -268,12 +266,10 @@ def cross_entropy_and_grad(
     xp, input, target, weight, probabilities = _cross_entropy_operands(
         func, input, target, weight, ignore_index, label_smoothing
     )
-    fast = _dispatch.fast_path(func, xp)
-    if fast is not None:
-        result = fast(input, target, weight, ignore_index=ignore_index, reduction=reduction,
-                      label_smoothing=label_smoothing)
-        if result is not NotImplemented:
-            return result
+    result = _dispatch.call_fast_path(func, xp, input, target, weight, ignore_index=ignore_index,
+                                      reduction=reduction, label_smoothing=label_smoothing)
+    if result is not NotImplemented:
+        return result
     if probabilities:
         loss = _cross_entropy_probabilities(xp, input, target, weight, reduction,
                                             label_smoothing)

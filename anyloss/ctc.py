@@ -106,11 +106,10 @@ def ctc_loss(
     """
     call = _prepare("ctc_loss", log_probs, targets, input_lengths, target_lengths,
                     blank, reduction, zero_infinity)
-    fast = _dispatch.fast_path("ctc_loss", call.xp)
-    losses = NotImplemented
-    if fast is not None:
-        losses = fast(*_work_arrays(call), blank=call.blank, zero_infinity=call.zero_infinity,
-                      max_target_length=call.max_target_length)
+    losses = _dispatch.call_fast_path(
+        "ctc_loss", call.xp, *_work_arrays(call), blank=call.blank,
+        zero_infinity=call.zero_infinity, max_target_length=call.max_target_length,
+    )
     if losses is NotImplemented:
         losses = _generic_losses(call)
     return _reduce(call, losses)
@@ -145,11 +144,10 @@ def ctc_loss_and_grad(
     """
     call = _prepare("ctc_loss_and_grad", log_probs, targets, input_lengths, target_lengths,
                     blank, reduction, zero_infinity)
-    fast = _dispatch.fast_path("ctc_loss_and_grad", call.xp)
-    result = NotImplemented
-    if fast is not None:
-        result = fast(*_work_arrays(call), blank=call.blank, zero_infinity=call.zero_infinity,
-                      max_target_length=call.max_target_length)
+    result = _dispatch.call_fast_path(
+        "ctc_loss_and_grad", call.xp, *_work_arrays(call), blank=call.blank,
+        zero_infinity=call.zero_infinity, max_target_length=call.max_target_length,
+    )
     if result is NotImplemented:
         result = _generic_losses_and_grad(call)
     losses, grad = result
