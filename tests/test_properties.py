@@ -1,5 +1,7 @@
 """Property-based tests: random shapes, options and values within each loss's domain.
 
+The elementwise losses and the class-index and binary cross entropies are drawn.
+
 For every drawn call, on numpy, array_api_strict and torch:
 - the result agrees with the float64 reference, element by element;
 - ``'sum'`` is the sum of ``'none'`` and ``'mean'`` its (weighted) mean;
@@ -81,15 +83,58 @@ def pointwise_call(draw):
     return loss, arrays, options
 
 
+@st.composite
+def class_call(draw):
+    """(loss, arrays, options) for nll_loss, cross_entropy and the two binary cross entropies."""
+    loss = draw(st.sampled_from(["nll_loss", "cross_entropy", "binary_cross_entropy",
+                                 "binary_cross_entropy_with_logits"]))
+    n, c = draw(st.integers(0, 5)), draw(st.integers(1, 5))
+    options: dict = {}
+    if loss in ("nll_loss", "cross_entropy"):
+        logits = draw(_array((n, c), -30, 30))
+        if loss == "nll_loss":
+            logits = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+        target = draw(hnp.arrays(np.int64, (n,), elements=st.integers(0, c - 1)))
+        arrays = {"input": logits, "target": target}
+        if draw(st.booleans()):
+            arrays["weight"] = draw(_array((c,), 0.1, 3))
+        if draw(st.booleans()):
+            options["ignore_index"] = draw(st.integers(0, c - 1))
+        if loss == "cross_entropy":
+            options["label_smoothing"] = draw(st.sampled_from([0.0, 0.1, 0.5]))
+    else:
+        shape = draw(SHAPES)
+        x = draw(_array(shape, -50, 50))
+        if loss == "binary_cross_entropy":
+            x = 1 / (1 + np.exp(-x))
+        arrays = {"input": x, "target": draw(_array(shape, 0, 1))}
+        if draw(st.booleans()):
+            arrays["weight"] = draw(_array(shape[-1:], 0.1, 3))
+    return loss, arrays, options
+
+
 def _reduced(loss, arrays, options, reduction, ns):
     return ns.to_numpy(call_quietly(getattr(anyloss, loss),
                                     **{k: ns.from_numpy(a) for k, a in arrays.items()},
                                     **options, reduction=reduction))
 
 
+def _mean_denominator(loss, arrays, options, none):
+    """What torch's 'mean' divides the sum of 'none' by."""
+    weight = arrays.get("weight")
+    if loss in ("nll_loss", "cross_entropy"):
+        target = arrays["target"]
+        kept = target != options.get("ignore_index", -100)
+        per_target = np.ones(target.shape) if weight is None else weight[target]
+        return math.fsum(per_target[kept].tolist())
+    if weight is not None and loss in ("l1_loss", "mse_loss"):
+        return math.fsum(np.broadcast_to(weight, none.shape).ravel().tolist())
+    return none.size
+
+
 @pytest.mark.parametrize("backend_name", BACKENDS)
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(call=pointwise_call())
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(call=st.one_of(pointwise_call(), class_call()))
 def test_random_calls_agree_with_reference_and_torch(backend_name, call):
     loss, arrays, options = call
     ns = namespaces.get(backend_name)
@@ -104,11 +149,7 @@ def test_random_calls_agree_with_reference_and_torch(backend_name, call):
     mean = _reduced(loss, arrays, options, "mean", ns)
     values = none.ravel().tolist()
     assert_close(total, np.asarray(math.fsum(values)), rtol=1e-9, atol=1e-9)
-    weight = arrays.get("weight")
-    if weight is not None and loss in ("l1_loss", "mse_loss"):
-        # none is already weighted; torch's 'mean' divides by the sum of the weights.
-        weight_sum = math.fsum(weight.ravel().tolist())
-        expected_mean = math.fsum(values) / weight_sum if weight_sum else math.nan
-    else:
-        expected_mean = math.fsum(values) / none.size if none.size else math.nan
+    # 'none' is already weighted; 'mean' divides its sum by the count or the weight sum.
+    denominator = _mean_denominator(loss, arrays, options, none)
+    expected_mean = math.fsum(values) / denominator if denominator else math.nan
     assert_close(mean, np.asarray(expected_mean), rtol=1e-9, atol=1e-9)
