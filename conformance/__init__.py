@@ -1,7 +1,16 @@
 """The anyloss conformance suite, installed as :mod:`anyloss.conformance`.
 
-- :mod:`anyloss.conformance.reference`: float64 reference implementations of
-  each loss, plain NumPy loops written independently of anyloss's formulas.
-- :mod:`anyloss.conformance.cases`: the seeded case catalogue that the tests
-  (and, later, the ``anyloss conformance`` runner) feed to every backend.
+- :mod:`~anyloss.conformance.catalogue`: the seeded case catalogue, assembled from
+  one module per family (``regression``, ``classification``, ``margin``,
+  ``embedding``, ``distributions``, ``ctc``), each holding its cases and its
+  float64 reference implementations: plain loops, independent of anyloss's formulas.
+- :mod:`~anyloss.conformance.namespaces`: the array libraries the suite drives.
+- :mod:`~anyloss.conformance.tolerances`: the per-dtype tolerances, stated once.
+- :mod:`~anyloss.conformance.runner`: the catalogue on any namespace, against the
+  references, with fast paths on and off.
+- :mod:`~anyloss.conformance.cli`: the ``anyloss conformance`` and ``anyloss info``
+  commands.
+- :mod:`~anyloss.conformance.wrapped` and :mod:`~anyloss.conformance.broken`: a
+  tool that wraps a namespace with some functions replaced, and a deliberately
+  broken namespace built with it, which the suite catches.
 """
