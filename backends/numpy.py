@@ -13,7 +13,11 @@ array-API alpha-beta recursion.
 
 from __future__ import annotations
 
+import functools
 import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -135,20 +139,14 @@ def _vectorized_forward(log_probs, ext, skip, il, tl):
 
 # --- with numba: compiled per-sample loops ------------------------------------------------
 
-_KERNELS: dict = {}
-
 #: A rescaled forward variable below this (the frame's largest is 1) may lose digits in the
 #: next frames: the sample is then recomputed in log space.
 _UNDERFLOW_GUARD = 1e-280
 
 
-def _kernels() -> dict:
-    if not _KERNELS:
-        _KERNELS.update(_compile())
-    return _KERNELS
-
-
-def _compile() -> dict:  # pragma: no cover - body runs compiled
+@functools.cache
+def _kernels() -> dict:  # pragma: no cover - body runs compiled
+    """The CTC kernels, compiled (or loaded from numba's cache) on first use."""
     njit = numba.njit
     prange = numba.prange
 
@@ -287,10 +285,6 @@ def _compile() -> dict:  # pragma: no cover - body runs compiled
 # cached exponentials: softmax minus the smoothed one-hot, scaled by the weights and the
 # reduction's denominator. NumPy releases the GIL in its loops, so a few threads over
 # blocks use every core.
-
-import os
-import threading
-from concurrent.futures import ThreadPoolExecutor
 
 #: Elements of the compute dtype in one worker's block (256 KiB of float32).
 _CE_BLOCK_ELEMENTS = 1 << 16
@@ -716,16 +710,9 @@ BUILDING_BLOCKS = {
 # range reduction by ln 2 and a degree-6 polynomial, within 1 ulp over [-87, 0].
 # Sums run in float32 over chunks of 2048 classes, added in float64.
 
-_CE_KERNELS: dict = {}
-
-
-def _ce_kernels() -> dict:
-    if not _CE_KERNELS:
-        _CE_KERNELS.update(_ce_compile())
-    return _CE_KERNELS
-
-
-def _ce_compile() -> dict:  # pragma: no cover - bodies run compiled
+@functools.cache
+def _ce_kernels() -> dict:  # pragma: no cover - bodies run compiled
+    """The cross-entropy kernels, compiled (or loaded from numba's cache) on first use."""
     from llvmlite import ir
     from numba import types
     from numba.extending import intrinsic
