@@ -5,14 +5,21 @@ talking to asks this module. It relies on ``array_api_compat`` for the
 questions and imports no array library itself; the few operations the standard
 lacks (stopping a gradient, telling a traced JAX value from a concrete one)
 are delegated lazily to :mod:`anyloss.backends`, which is only imported once
-an array of that library has been seen.
+an array of that library has been seen. The same modules list each library's
+native kernels for the building blocks of :mod:`anyloss._ops` (and for
+:func:`anyloss._reduction.mean`), found here by :func:`native`.
+
+The answers that depend only on a namespace and a dtype are remembered, since
+asking again costs more than many small array operations.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import importlib
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from types import ModuleType
 from typing import Any
 
@@ -22,12 +29,15 @@ __all__ = [
     "namespace",
     "library_name",
     "is_eager",
+    "isdtype",
     "float_dtype",
     "needs_float32_accumulation",
     "stop_gradient",
     "indexing_dtype",
     "device",
     "size",
+    "native",
+    "call_native",
 ]
 
 _PYTHON_SCALARS = (bool, int, float, complex)
@@ -129,33 +139,74 @@ def is_eager(x: Any) -> bool:
     return not _compat.is_lazy_array(x)
 
 
+def isdtype(xp: ModuleType, dtype: Any, kind: str | tuple[str, ...]) -> bool:
+    """``xp.isdtype(dtype, kind)``, remembered per (namespace, dtype, kind).
+
+    The answer never changes, and asking costs about a microsecond in NumPy
+    (more than many small array operations); the losses ask several times per
+    call.
+    """
+    key = (xp, dtype, kind)
+    try:
+        return _ISDTYPE[key]
+    except KeyError:
+        known = _ISDTYPE[key] = bool(xp.isdtype(dtype, kind))
+        return known
+    except TypeError:  # a library whose dtypes cannot be hashed: ask every time
+        return bool(xp.isdtype(dtype, kind))
+
+
+_ISDTYPE: dict[tuple, bool] = {}
+
+
 def float_dtype(func: str, xp: ModuleType, *arrays: Any, complex_ok: bool = False):
     """The floating dtype a loss of ``arrays`` computes and returns in.
 
     Floating arrays promote among themselves (``xp.result_type``); integer and
     boolean arrays take the floating dtype of the others, as torch does
-    (float32 input with an int64 target gives float32).
+    (float32 input with an int64 target gives float32). The answer for a
+    combination of dtypes is remembered.
 
     Raises
     ------
     TypeError
         If no array is floating, or one is complex and ``complex_ok`` is false.
     """
+    key = (xp, complex_ok, *(a.dtype for a in arrays))
+    try:
+        return _FLOAT_DTYPE[key]
+    except (KeyError, TypeError):  # not seen yet, or dtypes that cannot be hashed
+        pass
     kinds = ("real floating", "complex floating") if complex_ok else "real floating"
-    floating = [a.dtype for a in arrays if xp.isdtype(a.dtype, kinds)]
+    floating = [a.dtype for a in arrays if isdtype(xp, a.dtype, kinds)]
     if not complex_ok:
         for a in arrays:
-            if xp.isdtype(a.dtype, "complex floating"):
+            if isdtype(xp, a.dtype, "complex floating"):
                 raise TypeError(f"{func}(): complex inputs are not supported, got {a.dtype}")
     if not floating:
         dtypes = ", ".join(str(a.dtype) for a in arrays)
         raise TypeError(f"{func}(): expected a floating-point input, got {dtypes}")
-    return xp.result_type(*floating) if len(floating) > 1 else floating[0]
+    result = xp.result_type(*floating) if len(floating) > 1 else floating[0]
+    with contextlib.suppress(TypeError):
+        _FLOAT_DTYPE[key] = result
+    return result
+
+
+_FLOAT_DTYPE: dict[tuple, Any] = {}
 
 
 def needs_float32_accumulation(dtype: Any) -> bool:
     """True for the 16-bit floats (float16, bfloat16), whose sums accumulate in float32."""
-    return str(dtype).rsplit(".", 1)[-1] in ("float16", "bfloat16")
+    try:
+        return _SIXTEEN_BIT[dtype]
+    except (KeyError, TypeError):  # not seen yet, or a dtype that cannot be hashed
+        known = str(dtype).rsplit(".", 1)[-1] in ("float16", "bfloat16")
+    with contextlib.suppress(TypeError):
+        _SIXTEEN_BIT[dtype] = known
+    return known
+
+
+_SIXTEEN_BIT: dict[Any, bool] = {}
 
 
 def stop_gradient(x: Any) -> Any:
@@ -190,3 +241,39 @@ def device(x: Any) -> Any:
 def size(x: Any) -> float:
     """Number of elements of ``x``; ``nan`` where a lazy library does not know it yet."""
     return math.prod(float("nan") if n is None else n for n in x.shape)
+
+
+# --- native building blocks -----------------------------------------------------------
+
+#: Libraries with a backend module that may hold native building blocks.
+_BACKENDS_WITH_BLOCKS = frozenset({"torch", "jax", "numpy"})
+
+
+@functools.cache
+def _backend_blocks(xp: ModuleType) -> dict[str, Callable[..., Any]]:
+    """The ``BUILDING_BLOCKS`` table of ``xp``'s backend module (empty if none), once."""
+    name = library_name(xp)
+    if name not in _BACKENDS_WITH_BLOCKS:
+        return {}
+    try:
+        module = importlib.import_module(f"anyloss.backends.{name}")
+    except ImportError:  # pragma: no cover - a backend that cannot load runs portable
+        return {}
+    return dict(getattr(module, "BUILDING_BLOCKS", {}))
+
+
+@functools.cache
+def native(xp: ModuleType, block: str) -> Callable[..., Any] | None:
+    """The library's own kernel for building ``block`` under namespace ``xp``, or ``None``.
+
+    Looked up once per (namespace, block); the backend module is imported on
+    first use, so ``import anyloss`` still imports no array library.
+    """
+    return _backend_blocks(xp).get(block)
+
+
+def call_native(xp: ModuleType, block: str, *args: Any) -> Any:
+    """``block``'s native kernel applied to ``args``, or ``NotImplemented`` (none, or declined)."""
+    kernel = native(xp, block)
+    return NotImplemented if kernel is None else kernel(*args)
+

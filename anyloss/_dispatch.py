@@ -12,6 +12,19 @@ A backend function receives the arguments the public function has already
 validated and normalised, and may return ``NotImplemented`` to decline a call
 it cannot take (an option it does not support); the generic formula then runs.
 
+:data:`NATIVE_FIRST` lists a second kind: a library's own function of the very
+same semantics (torch's, which *is* the specification), tried *before* anyloss
+checks anything, because the checks alone cost several times what the native
+kernel does on small or gather-only problems (``nll_loss`` reads N of N*C
+values). The backend function takes the public arguments (reduction already
+resolved) and declines (``NotImplemented``) anything outside the cases where
+the native result is anyloss's result: other devices (a CUDA kernel reports a
+bad class index by a device-side assert, not an exception), other dtypes, empty
+inputs. When the native call raises, :func:`call_native_first` swallows the
+error and the public function runs its own checks, which raise anyloss's error
+(torch's wording, a ``ValueError`` where torch raises ``RuntimeError``) or
+compute a case the native function refuses (an int32 target, say).
+
 Fast paths can be switched off, for debugging and for the conformance run::
 
     anyloss.set_fast_paths(False)          # for the whole process
@@ -23,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import importlib
 from collections.abc import Callable, Iterator
 from types import MappingProxyType, ModuleType
@@ -32,8 +46,10 @@ from anyloss._array import library_name
 
 __all__ = [
     "FAST_PATHS",
+    "NATIVE_FIRST",
     "fast_path",
     "call_fast_path",
+    "call_native_first",
     "fast_paths",
     "set_fast_paths",
     "fast_paths_enabled",
@@ -56,6 +72,17 @@ FAST_PATHS: MappingProxyType = MappingProxyType(
         "cross_entropy_and_grad": MappingProxyType(
             {"torch": "torch", "numpy": "numpy", "jax": "jax", "dask": "dask"}
         ),
+    }
+)
+
+#: function name -> {library name: backend module}: the native twins tried before any
+#: check. The backend module defines a function named ``<function name>_native_first``.
+NATIVE_FIRST: MappingProxyType = MappingProxyType(
+    {
+        "nll_loss": MappingProxyType({"torch": "torch"}),
+        "cross_entropy": MappingProxyType({"torch": "torch"}),
+        "multi_margin_loss": MappingProxyType({"torch": "torch"}),
+        "multilabel_margin_loss": MappingProxyType({"torch": "torch"}),
     }
 )
 
@@ -92,8 +119,11 @@ def fast_paths_enabled() -> bool:
 
 
 def backends_with_fast_path(func: str) -> tuple[str, ...]:
-    """The libraries that have a fast path for ``func``, e.g. for a support table."""
-    return tuple(FAST_PATHS.get(func, {}))
+    """The libraries that have a fast path for ``func`` (of either kind), e.g. for a
+    support table."""
+    libraries = dict.fromkeys(FAST_PATHS.get(func, {}))
+    libraries.update(dict.fromkeys(NATIVE_FIRST.get(func, {})))
+    return tuple(libraries)
 
 
 def fast_path(func: str, xp: ModuleType) -> Callable[..., Any] | None:
@@ -102,12 +132,23 @@ def fast_path(func: str, xp: ModuleType) -> Callable[..., Any] | None:
     ``None`` when fast paths are switched off or when the table has no entry;
     the backend module is imported on this first use.
     """
+    return _lookup(FAST_PATHS, func, xp, func)
+
+
+def _lookup(table: MappingProxyType, func: str, xp: ModuleType,
+            attribute: str) -> Callable[..., Any] | None:
     if not fast_paths_enabled():
         return None
-    module = FAST_PATHS.get(func, {}).get(library_name(xp))
+    module = table.get(func, {}).get(library_name(xp))
     if module is None:
         return None
-    return getattr(importlib.import_module(f"anyloss.backends.{module}"), func)
+    return _backend_function(module, attribute)
+
+
+@functools.cache
+def _backend_function(module: str, attribute: str) -> Callable[..., Any]:
+    """``anyloss.backends.<module>.<attribute>``, imported on first use and remembered."""
+    return getattr(importlib.import_module(f"anyloss.backends.{module}"), attribute)
 
 
 def call_fast_path(func: str, xp: ModuleType, *args: Any, **kwargs: Any) -> Any:
@@ -118,3 +159,20 @@ def call_fast_path(func: str, xp: ModuleType, *args: Any, **kwargs: Any) -> Any:
     """
     fast = fast_path(func, xp)
     return NotImplemented if fast is None else fast(*args, **kwargs)
+
+
+def call_native_first(func: str, xp: ModuleType, *args: Any, **kwargs: Any) -> Any:
+    """The native twin of ``func`` for ``xp`` (see :data:`NATIVE_FIRST`) called with the
+    public ``args``, or ``NotImplemented``.
+
+    ``NotImplemented`` when there is none, when fast paths are off, when the backend
+    declines, or when the native call raises: the caller then checks the arguments
+    itself, so that an error is always anyloss's.
+    """
+    native = _lookup(NATIVE_FIRST, func, xp, f"{func}_native_first")
+    if native is None:
+        return NotImplemented
+    try:
+        return native(*args, **kwargs)
+    except Exception:  # noqa: BLE001 - the caller's own checks name the problem
+        return NotImplemented

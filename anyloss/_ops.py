@@ -21,15 +21,19 @@ unreduced loss: the temporaries of a formula then never leave the CPU cache.
 
 from __future__ import annotations
 
-import functools
-import importlib
 import math
 from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
 from anyloss import _reduction
-from anyloss._array import indexing_dtype, library_name, needs_float32_accumulation, stop_gradient
+from anyloss._array import (
+    call_native,
+    indexing_dtype,
+    native,
+    needs_float32_accumulation,
+    stop_gradient,
+)
 
 __all__ = [
     "native",
@@ -50,37 +54,6 @@ __all__ = [
     "reduce_blockwise",
 ]
 
-#: Libraries with a backend module that may hold native building blocks.
-_BACKENDS_WITH_BLOCKS = frozenset({"torch", "jax", "numpy"})
-
-
-@functools.cache
-def _backend_blocks(xp: ModuleType) -> dict[str, Callable[..., Any]]:
-    """The ``BUILDING_BLOCKS`` table of ``xp``'s backend module (empty if none), once."""
-    name = library_name(xp)
-    if name not in _BACKENDS_WITH_BLOCKS:
-        return {}
-    try:
-        module = importlib.import_module(f"anyloss.backends.{name}")
-    except ImportError:  # pragma: no cover - a backend that cannot load runs portable
-        return {}
-    return dict(getattr(module, "BUILDING_BLOCKS", {}))
-
-
-@functools.cache
-def native(xp: ModuleType, block: str) -> Callable[..., Any] | None:
-    """The library's own kernel for building ``block`` under namespace ``xp``, or ``None``.
-
-    Looked up once per (namespace, block); the backend module is imported on
-    first use, so ``import anyloss`` still imports no array library.
-    """
-    return _backend_blocks(xp).get(block)
-
-
-def _call_native(xp: ModuleType, block: str, *args: Any) -> Any:
-    """``block``'s native kernel applied to ``args``, or ``NotImplemented`` (none, or declined)."""
-    kernel = native(xp, block)
-    return NotImplemented if kernel is None else kernel(*args)
 
 
 def softplus(xp: ModuleType, x: Any) -> Any:
@@ -92,7 +65,7 @@ def softplus(xp: ModuleType, x: Any) -> Any:
     >>> softplus(xp, xp.asarray([-1000.0, 0.0, 1000.0]))   # doctest: +SKIP
     array([0., 0.69314718, 1000.])
     """
-    out = _call_native(xp, "softplus", x)
+    out = call_native(xp, "softplus", x)
     if out is not NotImplemented:
         return out
     return xp.logaddexp(0.0, x)
@@ -100,7 +73,7 @@ def softplus(xp: ModuleType, x: Any) -> Any:
 
 def log_sigmoid(xp: ModuleType, x: Any) -> Any:
     """``log(1 / (1 + exp(-x)))``, finite for every finite ``x``: ``-softplus(-x)``."""
-    out = _call_native(xp, "log_sigmoid", x)
+    out = call_native(xp, "log_sigmoid", x)
     if out is not NotImplemented:
         return out
     return -softplus(xp, -x)
@@ -118,7 +91,7 @@ def xlogy(xp: ModuleType, x: Any, y: Any) -> Any:
     >>> xlogy(xp, xp.asarray([0.0, 2.0]), xp.asarray([0.0, 3.0]))   # doctest: +SKIP
     array([0., 2.19722458])
     """
-    out = _call_native(xp, "xlogy", x, y)
+    out = call_native(xp, "xlogy", x, y)
     if out is not NotImplemented:
         return out
     zero = x == 0
@@ -132,7 +105,7 @@ def relu(xp: ModuleType, x: Any) -> Any:
     torch's kernel is ``clamp_min``, whose gradient at exactly 0 is 1, as in
     torch's own margin losses.
     """
-    out = _call_native(xp, "relu", x)
+    out = call_native(xp, "relu", x)
     if out is not NotImplemented:
         return out
     return xp.maximum(x, 0.0)
@@ -140,7 +113,7 @@ def relu(xp: ModuleType, x: Any) -> Any:
 
 def clip(xp: ModuleType, x: Any, lower: float, upper: float) -> Any:
     """``min(max(x, lower), upper)`` for Python numbers ``lower <= upper``."""
-    out = _call_native(xp, "clip", x, lower, upper)
+    out = call_native(xp, "clip", x, lower, upper)
     if out is not NotImplemented:
         return out
     if hasattr(xp, "clip"):
@@ -156,7 +129,7 @@ def clamp_min_identity_gradient(xp: ModuleType, x: Any, lower: float) -> Any:
     library: below ``lower`` the value is ``(x - stop_gradient(x)) + lower``,
     which equals ``lower`` exactly and has derivative 1 with respect to ``x``.
     """
-    out = _call_native(xp, "clamp_min_identity_gradient", x, lower)
+    out = call_native(xp, "clamp_min_identity_gradient", x, lower)
     if out is not NotImplemented:
         return out
     return xp.where(x < lower, (x - stop_gradient(x)) + lower, x)
@@ -168,7 +141,7 @@ def clamped_log(xp: ModuleType, x: Any, floor: float) -> Any:
     The logarithm only sees ``x`` where it is above ``exp(floor)`` (double
     ``where``), so ``x = 0`` gives ``floor`` and a zero gradient, not nan.
     """
-    out = _call_native(xp, "clamped_log", x, floor)
+    out = call_native(xp, "clamped_log", x, floor)
     if out is not NotImplemented:
         return out
     above = x > math.exp(floor)
@@ -177,7 +150,7 @@ def clamped_log(xp: ModuleType, x: Any, floor: float) -> Any:
 
 def clamped_log1p(xp: ModuleType, x: Any, floor: float) -> Any:
     """``max(log1p(x), floor)`` for ``x >= -1``, finite gradient where the clamp holds."""
-    out = _call_native(xp, "clamped_log1p", x, floor)
+    out = call_native(xp, "clamped_log1p", x, floor)
     if out is not NotImplemented:
         return out
     above = x > math.expm1(floor)  # log1p(x) > floor  <=>  x > expm1(floor)
@@ -187,7 +160,7 @@ def clamped_log1p(xp: ModuleType, x: Any, floor: float) -> Any:
 def clamp_min(xp: ModuleType, x: Any, lower: float) -> Any:
     """``max(x, lower)`` as torch's ``clamp_min``: nan stays nan, and the gradient at
     exactly ``lower`` passes through (derivative 1), unlike ``maximum``'s one half."""
-    out = _call_native(xp, "clamp_min", x, lower)
+    out = call_native(xp, "clamp_min", x, lower)
     if out is not NotImplemented:
         return out
     return xp.where(x < lower, lower, x)
@@ -196,7 +169,7 @@ def clamp_min(xp: ModuleType, x: Any, lower: float) -> Any:
 def sqrt_zero_gradient(xp: ModuleType, s: Any) -> Any:
     """``sqrt(s)`` for ``s >= 0`` whose gradient at ``s == 0`` is 0 instead of inf
     (a double ``where``), as torch's norms give at a zero vector."""
-    out = _call_native(xp, "sqrt_zero_gradient", s)
+    out = call_native(xp, "sqrt_zero_gradient", s)
     if out is not NotImplemented:
         return out
     zero = s == 0
@@ -206,7 +179,7 @@ def sqrt_zero_gradient(xp: ModuleType, s: Any) -> Any:
 def sum_of_products(xp: ModuleType, a: Any, b: Any, axis: int) -> Any:
     """``sum(a * b, axis)`` for real arrays that broadcast, in one call where the library
     has a dot-product kernel (NumPy's ``vecdot``, which keeps no ``a * b``; torch's)."""
-    out = _call_native(xp, "sum_of_products", a, b, axis)
+    out = call_native(xp, "sum_of_products", a, b, axis)
     if out is not NotImplemented:
         return out
     return xp.sum(a * b, axis=axis)
@@ -218,7 +191,7 @@ def logsumexp(xp: ModuleType, x: Any, axis: int, keepdims: bool = False) -> Any:
     Rows whose maximum is infinite are shifted by 0 instead, so that a row of
     all ``-inf`` gives ``-inf`` (not nan) and ``+inf`` gives ``+inf``.
     """
-    out = _call_native(xp, "logsumexp", x, axis, keepdims)
+    out = call_native(xp, "logsumexp", x, axis, keepdims)
     if out is not NotImplemented:
         return out
     peak = xp.max(x, axis=axis, keepdims=True)
@@ -238,7 +211,7 @@ def log_softmax(xp: ModuleType, x: Any, axis: int) -> Any:
     infinite are shifted by 0. An empty ``x`` is returned as it is (Dask cannot
     take the maximum of an empty chunk).
     """
-    out = _call_native(xp, "log_softmax", x, axis)
+    out = call_native(xp, "log_softmax", x, axis)
     if out is not NotImplemented:
         return out
     if any(n == 0 for n in x.shape):
@@ -258,7 +231,7 @@ def take_along_axis(xp: ModuleType, x: Any, indices: Any, axis: int) -> Any:
     integer dtype works (they are cast to the library's indexing dtype, which
     torch requires).
     """
-    out = _call_native(xp, "take_along_axis", x, indices, axis)
+    out = call_native(xp, "take_along_axis", x, indices, axis)
     if out is not NotImplemented:
         return out
     if hasattr(xp, "take_along_axis"):

@@ -12,7 +12,7 @@ import warnings
 from types import ModuleType
 from typing import Any
 
-from anyloss._array import needs_float32_accumulation
+from anyloss._array import call_native, needs_float32_accumulation
 
 __all__ = ["resolve", "legacy_reduction", "reduce", "sum_along", "total", "mean"]
 
@@ -100,7 +100,8 @@ def mean(xp: ModuleType, x: Any) -> Any:
         return xp.sum(x) * float("nan")
     if needs_float32_accumulation(x.dtype):
         return xp.astype(xp.mean(xp.astype(x, xp.float32)), x.dtype)
-    return xp.mean(x)
+    out = call_native(xp, "mean", x)
+    return xp.mean(x) if out is NotImplemented else out
 
 
 def reduce(xp: ModuleType, loss: Any, reduction: str) -> Any:

@@ -31,6 +31,9 @@ def broadcast_shape(*shapes: tuple) -> tuple:
         ``"The size of tensor a (2) must match the size of tensor b (3) at
         non-singleton dimension 0"``.
     """
+    first = tuple(shapes[0]) if shapes else ()
+    if all(tuple(shape) == first for shape in shapes[1:]):
+        return first  # the common case, answered without the loop over axes
     result: tuple = ()
     for shape in shapes:
         result = _broadcast_two(result, tuple(shape))

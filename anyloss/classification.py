@@ -38,6 +38,7 @@ from anyloss._array import (
     float_dtype,
     indexing_dtype,
     is_eager,
+    isdtype,
     namespace,
     needs_float32_accumulation,
 )
@@ -129,9 +130,15 @@ def nll_loss(
     """
     func = "nll_loss"
     reduction = _reduction.resolve(reduction, size_average, reduce)
+    xp = _class_namespace(func, input, target, weight)
+    loss = _dispatch.call_native_first(func, xp, input, target, weight,
+                                       ignore_index=ignore_index, reduction=reduction)
+    if loss is not NotImplemented:
+        return loss
     xp, input, target, weight = _class_operands(func, input, target, weight)
     target = _check_class_target(input, target, weight)
-    return _class_index_loss(xp, input, target, weight, ignore_index, reduction, 0.0)
+    plain = _check_class_indices(xp, target, input.shape[_class_axis(input)], ignore_index)
+    return _class_index_loss(xp, input, target, weight, ignore_index, reduction, 0.0, plain)
 
 
 def cross_entropy(
@@ -205,7 +212,14 @@ def cross_entropy(
     """
     func = "cross_entropy"
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    xp, input, target, weight, probabilities = _cross_entropy_operands(
+    _check_label_smoothing(label_smoothing)
+    xp = _class_namespace(func, input, target, weight)
+    loss = _dispatch.call_native_first(func, xp, input, target, weight,
+                                       ignore_index=ignore_index, reduction=reduction,
+                                       label_smoothing=label_smoothing)
+    if loss is not NotImplemented:
+        return loss
+    xp, input, target, weight, probabilities, plain = _cross_entropy_operands(
         func, input, target, weight, ignore_index, label_smoothing
     )
     loss = _dispatch.call_fast_path(func, xp, input, target, weight, ignore_index=ignore_index,
@@ -218,7 +232,7 @@ def cross_entropy(
         )
     log_probs = _ops.log_softmax(xp, input, axis=_class_axis(input))
     return _class_index_loss(
-        xp, log_probs, target, weight, ignore_index, reduction, label_smoothing
+        xp, log_probs, target, weight, ignore_index, reduction, label_smoothing, plain
     )
 
 
@@ -263,7 +277,7 @@ def cross_entropy_and_grad(
     """
     func = "cross_entropy_and_grad"
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    xp, input, target, weight, probabilities = _cross_entropy_operands(
+    xp, input, target, weight, probabilities, plain = _cross_entropy_operands(
         func, input, target, weight, ignore_index, label_smoothing
     )
     result = _dispatch.call_fast_path(func, xp, input, target, weight, ignore_index=ignore_index,
@@ -276,7 +290,7 @@ def cross_entropy_and_grad(
         return loss, _probabilities_grad(xp, input, target, weight, reduction, label_smoothing)
     log_probs = _ops.log_softmax(xp, input, axis=_class_axis(input))
     loss = _class_index_loss(
-        xp, log_probs, target, weight, ignore_index, reduction, label_smoothing
+        xp, log_probs, target, weight, ignore_index, reduction, label_smoothing, plain
     )
     grad = _class_index_grad(xp, input, target, weight, ignore_index, reduction,
                              label_smoothing)
@@ -459,15 +473,25 @@ def _class_axis(input: Any) -> int:
     return 0 if input.ndim == 1 else 1
 
 
+def _check_label_smoothing(label_smoothing: float) -> None:
+    if not 0.0 <= label_smoothing <= 1.0:
+        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+
+
+def _class_namespace(func: str, input: Any, target: Any, weight: Any | None) -> ModuleType:
+    """The namespace of a class loss's arrays (``weight`` optional)."""
+    return namespace(func, {"input": input, "target": target, "weight": weight},
+                     optional=("weight",))
+
+
 def _class_operands(func: str, input: Any, target: Any, weight: Any | None):
     """Namespace, and input/weight in one floating dtype, for class-index targets.
 
     The target must be an integer array; it is returned unchanged.
     """
-    xp = namespace(func, {"input": input, "target": target, "weight": weight},
-                   optional=("weight",))
+    xp = _class_namespace(func, input, target, weight)
     float_dtype(func, xp, input)  # the input itself must be floating
-    if not xp.isdtype(target.dtype, "integral"):
+    if not isdtype(xp, target.dtype, "integral"):
         raise TypeError(
             "expected target dtype to be Long or Byte, but got "
             f"{_torch_dtype_name(target.dtype)}"
@@ -547,19 +571,22 @@ def _class_index_loss(
     ignore_index: int,
     reduction: str,
     label_smoothing: float,
+    plain: bool,
 ) -> Any:
     """Reduced (label-smoothed) negative log-likelihood of class-index targets.
 
     ``log_probs`` are log-probabilities ``(C,)`` or ``(N, C, ...)``, ``target``
-    the class indices, shapes already checked. An index outside ``[0, C)`` that is
-    not ``ignore_index`` raises on eager arrays and gives a nan element on lazy ones.
+    the class indices, shapes and (on eager arrays) values already checked by
+    :func:`_check_class_indices`, whose answer ``plain`` says whether the masks of
+    ignored and invalid targets can be left out. An index outside ``[0, C)`` that
+    is not ``ignore_index`` gives a nan element (possible on lazy arrays only).
     """
-    axis = _class_axis(log_probs)
-    n_classes = log_probs.shape[axis]
-    if _plain_class_targets(xp, target, n_classes, ignore_index):
+    if plain:
         return _plain_class_index_loss(xp, log_probs, target, weight, reduction,
                                        label_smoothing)
-    ignored, in_range = _check_class_indices(xp, target, n_classes, ignore_index)
+    axis = _class_axis(log_probs)
+    n_classes = log_probs.shape[axis]
+    ignored, in_range = _class_index_masks(xp, target, n_classes, ignore_index)
 
     # Every gather reads a valid class: ignored and invalid positions read class 0
     # and are replaced afterwards (double-where keeps their gradients at zero).
@@ -597,19 +624,9 @@ def _class_index_loss(
     return xp.where(no_weight, math.nan, total_loss / safe_total)
 
 
-def _plain_class_targets(xp: ModuleType, target: Any, n_classes: int, ignore_index: int) -> bool:
-    """Whether every element of an eager ``target`` is a class in ``[0, C)`` and none is
-    ``ignore_index``: then no mask is needed. Read from the minimum and the maximum
-    (two reductions, one look at the host); lazy or empty targets answer False."""
-    if not is_eager(target) or any(n == 0 for n in target.shape):
-        return False
-    low, high = int(xp.min(target)), int(xp.max(target))
-    return 0 <= low and high < n_classes and not low <= ignore_index <= high
-
-
 def _plain_class_index_loss(xp, log_probs, target, weight, reduction, label_smoothing):
-    """:func:`_class_index_loss` for targets that :func:`_plain_class_targets` vouched for:
-    the same arithmetic without the masks of ignored and invalid targets."""
+    """:func:`_class_index_loss` for targets that :func:`_check_class_indices` vouched for
+    (all in ``[0, C)``, none ignored): the same arithmetic without the masks."""
     axis = _class_axis(log_probs)
     n_classes = log_probs.shape[axis]
     index_dtype = indexing_dtype(xp)
@@ -641,32 +658,51 @@ def _plain_class_index_loss(xp, log_probs, target, weight, reduction, label_smoo
     return xp.where(no_weight, math.nan, total_loss / safe_total)
 
 
-def _check_class_indices(xp: ModuleType, target: Any, n_classes: int, ignore_index: int):
-    """``(ignored, in_range)`` masks of the target; raises for an index outside ``[0, C)``
-    that is not ``ignore_index`` (on eager arrays; lazy ones are not inspected)."""
-    ignored = _equal_to(xp, target, ignore_index)
-    in_range = (target >= 0) & xp.logical_not(_equal_or_above(xp, target, n_classes))
+def _check_class_indices(xp: ModuleType, target: Any, n_classes: int, ignore_index: int) -> bool:
+    """Check the values of an eager class-index ``target``; whether it is *plain*.
+
+    Plain: every element is a class in ``[0, C)`` and none is ``ignore_index``,
+    so that the loss needs no masks. Read from the minimum and the maximum (two
+    reductions, one look at the host); only when they leave ``[0, C)`` are the
+    elements themselves looked at, to raise torch's ``IndexError`` for the first
+    one that is neither a class nor ignored. Lazy and empty targets are not
+    inspected and answer False.
+    """
+    if not is_eager(target) or any(n == 0 for n in target.shape):
+        return False
+    low, high = int(xp.min(target)), int(xp.max(target))
+    if 0 <= low and high < n_classes:
+        return not low <= ignore_index <= high
+    ignored, in_range = _class_index_masks(xp, target, n_classes, ignore_index)
     invalid = xp.logical_not(ignored) & xp.logical_not(in_range)
     if any_true(xp, invalid):
         raise IndexError(f"Target {_first(xp, target, invalid)} is out of bounds.")
+    return False
+
+
+def _class_index_masks(xp: ModuleType, target: Any, n_classes: int, ignore_index: int):
+    """``(ignored, in_range)``: where ``target`` is ``ignore_index``, and where it is a
+    class in ``[0, C)``."""
+    ignored = _equal_to(xp, target, ignore_index)
+    in_range = (target >= 0) & xp.logical_not(_equal_or_above(xp, target, n_classes))
     return ignored, in_range
 
 
 def _cross_entropy_operands(func, input, target, weight, ignore_index, label_smoothing):
-    """Validated ``(xp, input, target, weight, probabilities)`` of a cross-entropy call.
+    """Validated ``(xp, input, target, weight, probabilities, plain)`` of a cross-entropy call.
 
     All checks of :func:`cross_entropy` run here, before any fast path sees the
     arrays: options, shapes, dtypes and (on eager arrays) the class indices.
+    ``plain`` is :func:`_check_class_indices`'s answer (False for probabilities).
     """
-    if not 0.0 <= label_smoothing <= 1.0:
-        raise ValueError(f"label_smoothing must be between 0.0 and 1.0. Got: {label_smoothing}")
+    _check_label_smoothing(label_smoothing)
     if _is_array(input) and _is_array(target) and tuple(input.shape) == tuple(target.shape):
         xp, input, target, weight = _probability_operands(input, target, weight, ignore_index)
-        return xp, input, target, weight, True
+        return xp, input, target, weight, True, False
     xp, input, target, weight = _class_operands(func, input, target, weight)
     target = _check_class_target(input, target, weight)
-    _check_class_indices(xp, target, input.shape[_class_axis(input)], ignore_index)
-    return xp, input, target, weight, False
+    plain = _check_class_indices(xp, target, input.shape[_class_axis(input)], ignore_index)
+    return xp, input, target, weight, False, plain
 
 
 def _class_index_grad(xp, input, target, weight, ignore_index, reduction, label_smoothing):
@@ -681,8 +717,7 @@ def _class_index_grad(xp, input, target, weight, ignore_index, reduction, label_
     axis = _class_axis(input)
     n_classes = input.shape[axis]
     probs = xp.exp(_ops.log_softmax(xp, input, axis=axis))
-    ignored = _equal_to(xp, target, ignore_index)
-    in_range = (target >= 0) & xp.logical_not(_equal_or_above(xp, target, n_classes))
+    ignored, in_range = _class_index_masks(xp, target, n_classes, ignore_index)
     usable = in_range & xp.logical_not(ignored)
     safe_target = xp.astype(xp.where(usable, target, xp.zeros_like(target)), indexing_dtype(xp))
     if weight is None:
@@ -761,7 +796,7 @@ def _probability_operands(input: Any, target: Any, weight: Any | None, ignore_in
     func = "cross_entropy"
     xp = namespace(func, {"input": input, "target": target, "weight": weight},
                    optional=("weight",))
-    if not xp.isdtype(target.dtype, "real floating"):
+    if not isdtype(xp, target.dtype, "real floating"):
         raise TypeError(
             "Expected floating point type for target with class probabilities, got "
             f"{_torch_dtype_name(target.dtype)}"

@@ -35,7 +35,16 @@ from types import ModuleType
 from typing import Any
 
 from anyloss import _dispatch, _reduction
-from anyloss._array import device, float_dtype, is_eager, library_name, namespace, needs_float32_accumulation, stop_gradient
+from anyloss._array import (
+    device,
+    float_dtype,
+    is_eager,
+    isdtype,
+    library_name,
+    namespace,
+    needs_float32_accumulation,
+    stop_gradient,
+)
 from anyloss._ops import take_along_axis
 from anyloss._validate import any_true
 
@@ -187,7 +196,7 @@ def _prepare(func, log_probs, targets, input_lengths, target_lengths, blank, red
     n_classes = log_probs.shape[-1]
     if not 0 <= blank < n_classes:
         raise ValueError("blank must be in label range")
-    if not xp.isdtype(targets.dtype, "integral"):
+    if not isdtype(xp, targets.dtype, "integral"):
         raise TypeError(f"{func}(): targets must be integral, got {targets.dtype}")
 
     unbatched = log_probs.ndim == 2
@@ -227,7 +236,7 @@ def _lengths(xp, func, name, value, batch, like) -> Any:
             raise TypeError(f"{func}(): {name} must be integral: an array, list or tuple of ints")
         default_int = xp.asarray(0).dtype
         value = xp.asarray(list(value), dtype=default_int, device=device(like))
-    elif not xp.isdtype(value.dtype, "integral"):
+    elif not isdtype(xp, value.dtype, "integral"):
         raise ValueError(f"{name} must be integral")
     if math.prod(n for n in value.shape) != batch:
         raise ValueError(f"{name} must be of size batch_size")

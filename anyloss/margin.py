@@ -16,8 +16,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from anyloss import _array, _ops, _reduction
-from anyloss._array import float_dtype, namespace
+from anyloss import _array, _dispatch, _ops, _reduction
+from anyloss._array import float_dtype, isdtype, namespace
 from anyloss._operands import elementwise_operands
 from anyloss._validate import broadcast_shape, shape_text
 
@@ -149,7 +149,7 @@ def _class_positions(xp: Any, n: int, like: Any) -> Any:
 
 
 def _require_class_indices(func: str, xp: Any, target: Any) -> None:
-    if not xp.isdtype(target.dtype, "integral"):
+    if not isdtype(xp, target.dtype, "integral"):
         raise TypeError(
             f"{func}(): expected an integer target of class indices, got {target.dtype}"
         )
@@ -269,6 +269,9 @@ def multilabel_margin_loss(
     func = "multilabel_margin_loss"
     xp = namespace(func, {"input": input, "target": target})
     reduction = _reduction.resolve(reduction, size_average, reduce)
+    loss = _dispatch.call_native_first(func, xp, input, target, reduction=reduction)
+    if loss is not NotImplemented:
+        return loss
     float_dtype(func, xp, input)
     _check_vector_or_matrix(input)
     n_classes = 1 if input.ndim == 0 else input.shape[-1]
@@ -371,6 +374,10 @@ def multi_margin_loss(
     func = "multi_margin_loss"
     xp = namespace(func, {"input": input, "target": target, "weight": weight}, optional=("weight",))
     reduction = _reduction.resolve(reduction, size_average, reduce)
+    loss = _dispatch.call_native_first(func, xp, input, target, p=p, margin=margin,
+                                       weight=weight, reduction=reduction)
+    if loss is not NotImplemented:
+        return loss
     if p != 1 and p != 2:
         raise ValueError("only p == 1 and p == 2 supported")
     if weight is not None and weight.ndim != 1:

@@ -157,7 +157,7 @@ def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, la
     return loss, grad
 
 
-# --- building blocks of the generic formulas (looked up by anyloss._ops.native) ----------
+# --- building blocks of the generic formulas (looked up by anyloss._array.native) --------
 # Only kernels whose gradients follow torch's conventions: jax.nn.relu (gradient 0 at 0)
 # and jax.scipy.special.xlogy (nan gradient at x = y = 0) are left to the portable code.
 

@@ -626,7 +626,7 @@ def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, la
     return loss, p.grad.reshape(input.shape)
 
 
-# --- building blocks of the generic formulas (looked up by anyloss._ops.native) ----------
+# --- building blocks of the generic formulas (looked up by anyloss._array.native) --------
 # NumPy has no autograd, so these need no gradient care: they save passes and
 # temporaries (ufuncs writing into their own output) and skip array-api-compat's wrappers.
 
@@ -680,6 +680,14 @@ def _sum_of_products(a, b, axis):
     return np.vecdot(a, b, axis=axis)
 
 
+def _mean(x):
+    # np.mean's own arithmetic (a pairwise sum, then one division in the sum's dtype)
+    # without its Python-level argument handling, which costs more than the sum on
+    # small arrays.
+    total = np.add.reduce(x, axis=None)
+    return total.dtype.type(total / x.size)
+
+
 #: Elements per block of anyloss._ops.reduce_blockwise: 512 KiB of float32, within a
 #: core's L2 cache (measured on a 2-core EPYC: 16K elements per block is 1.5x slower).
 BLOCK_ELEMENTS = 1 << 17
@@ -696,6 +704,7 @@ BUILDING_BLOCKS = {
     "sum_of_products": _sum_of_products,
     "clamp_min": np.maximum,
     "sqrt_zero_gradient": np.sqrt,
+    "mean": _mean,
     "blockwise_elements": lambda arrays: BLOCK_ELEMENTS,
 }
 

@@ -61,7 +61,54 @@ def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, la
     return loss.detach(), grad
 
 
-# --- building blocks of the generic formulas (looked up by anyloss._ops.native) ----------
+# --- native twins, tried before anyloss checks anything (anyloss._dispatch.NATIVE_FIRST) ---
+# Each takes the public arguments (reduction resolved) and declines what is not the plain
+# case: CPU tensors only (on CUDA a bad class index is a device-side assert, which
+# anyloss's own checks must see first), float32/float64 input (16-bit floats follow
+# anyloss's float32 accumulation instead), int64 class indices, a weight of the input's
+# dtype, no empty input (torch's margin kernels read uninitialised memory there). When
+# torch raises, anyloss._dispatch.call_native_first falls back to the checked path.
+
+_NATIVE_FLOATS = (torch.float32, torch.float64)
+_CPU = torch.device("cpu")
+
+
+def _plain(input, target, weight=None) -> bool:
+    """Whether the native twin's result is anyloss's for these arguments (see above)."""
+    return (input.device == _CPU and input.dtype in _NATIVE_FLOATS and input.numel() > 0
+            and target.device == _CPU
+            and (weight is None or (weight.dtype == input.dtype and weight.device == _CPU)))
+
+
+def nll_loss_native_first(input, target, weight, *, ignore_index, reduction):
+    if not (target.dtype == torch.int64 and _plain(input, target, weight)):
+        return NotImplemented
+    return F.nll_loss(input, target, weight, ignore_index=ignore_index, reduction=reduction)
+
+
+def cross_entropy_native_first(input, target, weight, *, ignore_index, reduction,
+                               label_smoothing):
+    if not ((target.dtype == torch.int64 or target.dtype == input.dtype)
+            and _plain(input, target, weight)):
+        return NotImplemented
+    return F.cross_entropy(input, target, weight, ignore_index=ignore_index,
+                           reduction=reduction, label_smoothing=label_smoothing)
+
+
+def multi_margin_loss_native_first(input, target, *, p, margin, weight, reduction):
+    if not (target.dtype == torch.int64 and _plain(input, target, weight)):
+        return NotImplemented
+    return F.multi_margin_loss(input, target, p=p, margin=margin, weight=weight,
+                               reduction=reduction)
+
+
+def multilabel_margin_loss_native_first(input, target, *, reduction):
+    if not (target.dtype == torch.int64 and _plain(input, target)):
+        return NotImplemented
+    return F.multilabel_margin_loss(input, target, reduction=reduction)
+
+
+# --- building blocks of the generic formulas (looked up by anyloss._array.native) --------
 
 
 def _records_gradient(*tensors) -> bool:

@@ -129,7 +129,7 @@ def conformance(args: argparse.Namespace, out: TextIO) -> int:
 
 def info(args: argparse.Namespace, out: TextIO) -> int:
     import anyloss
-    from anyloss._dispatch import FAST_PATHS, fast_paths_enabled
+    from anyloss._dispatch import FAST_PATHS, NATIVE_FIRST, fast_paths_enabled
 
     print(f"anyloss {anyloss.__version__}", file=out)
     print(f"fast paths: {'on' if fast_paths_enabled() else 'off'}", file=out)
@@ -137,7 +137,8 @@ def info(args: argparse.Namespace, out: TextIO) -> int:
         module = sys.modules.get(ns.name) or sys.modules.get(ns.xp.__name__)
         version = getattr(module, "__version__", "?")
         devices = _devices(ns)
-        paths = sorted(loss for loss, table in FAST_PATHS.items() if ns.name in table)
+        paths = sorted({loss for table in (FAST_PATHS, NATIVE_FIRST)
+                        for loss, libraries in table.items() if ns.name in libraries})
         print(f"  {ns.name:<18} {version:<12} default device: {devices}", file=out)
         print(f"  {'':<18} fast paths: {', '.join(paths) or 'none'}", file=out)
     for name, reason in namespaces.unavailable().items():

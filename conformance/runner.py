@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 import anyloss
-from anyloss._dispatch import FAST_PATHS, fast_paths
+from anyloss._dispatch import backends_with_fast_path, fast_paths
 
 from . import catalogue
 from .namespaces import Namespace
@@ -154,7 +154,7 @@ def _expected(case: catalogue.Case, dtype: str, references: dict[str, Callable])
 
 def _modes(loss: str, backend: str) -> tuple[bool, ...]:
     """Fast paths on, and also off where ``loss`` has a fast path on ``backend``."""
-    return (True, False) if backend in FAST_PATHS.get(loss, {}) else (True,)
+    return (True, False) if backend in backends_with_fast_path(loss) else (True,)
 
 
 def _plan(namespaces: Sequence[Namespace], dtypes: Sequence[str],

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import anyloss
+from anyloss._dispatch import backends_with_fast_path
 from anyloss.conformance import catalogue, namespaces
 
 from conftest import FLOAT64, assert_close, call_quietly, torch_oracle
@@ -26,14 +27,23 @@ def _torch_gradients(case):
     return {k: tensors[k].grad.numpy() for k in case.differentiable}
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_torch_autograd(case):
+#: Each case once; a second time with fast paths off where torch has one for the loss
+#: (then the first run differentiates torch's own kernel, the second anyloss's formula).
+TORCH_RUNS = [pytest.param(case, fast, id=case.id + ("" if fast else "-generic"))
+              for case in CASES
+              for fast in ((True, False) if "torch" in backends_with_fast_path(case.loss)
+                           else (True,))]
+
+
+@pytest.mark.parametrize(("case", "fast"), TORCH_RUNS)
+def test_torch_autograd(case, fast):
     torch = pytest.importorskip("torch")
     expected = _torch_gradients(case)
     tensors = {
         k: torch.tensor(a, requires_grad=k in case.differentiable) for k, a in case.arrays.items()
     }
-    out = call_quietly(getattr(anyloss, case.loss), **tensors, **case.options)
+    with anyloss.fast_paths(enabled=fast):
+        out = call_quietly(getattr(anyloss, case.loss), **tensors, **case.options)
     (out * torch.tensor(_cotangent(tuple(out.shape)))).sum().backward()
     for name in case.differentiable:
         assert_close(tensors[name].grad.numpy(), expected[name], **FLOAT64)
