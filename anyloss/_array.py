@@ -132,11 +132,22 @@ def is_eager(x: Any) -> bool:
     ``jax.grad`` and friends); value checks that would force a compute or a
     host synchronisation are skipped for those.
     """
+    if type(x) in _EAGER_TYPES:
+        return True
     if _compat.is_jax_array(x):
         from anyloss.backends import jax as jax_backend
 
         return not jax_backend.is_tracer(x)
-    return not _compat.is_lazy_array(x)
+    eager = not _compat.is_lazy_array(x)
+    known = _NAMESPACE_OF_TYPE.get(type(x))
+    if eager and known is not None and known[0] in _ALWAYS_EAGER:
+        _EAGER_TYPES.add(type(x))
+    return eager
+
+
+#: Libraries whose arrays are always concrete, and the array types met of them.
+_ALWAYS_EAGER = frozenset({"numpy", "torch", "cupy", "array_api_strict"})
+_EAGER_TYPES: set[type] = set()
 
 
 def isdtype(xp: ModuleType, dtype: Any, kind: str | tuple[str, ...]) -> bool:

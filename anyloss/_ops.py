@@ -41,6 +41,7 @@ __all__ = [
     "log_sigmoid",
     "xlogy",
     "relu",
+    "positive_part",
     "clip",
     "clamp_min",
     "clamp_min_identity_gradient",
@@ -109,6 +110,19 @@ def relu(xp: ModuleType, x: Any) -> Any:
     if out is not NotImplemented:
         return out
     return xp.maximum(x, 0.0)
+
+
+def positive_part(xp: ModuleType, x: Any) -> Any:
+    """``max(x, 0)`` elementwise, with gradient 0 at exactly 0 (and 1 above).
+
+    The hinge of kernels that add only strictly positive terms (torch's
+    ``multilabel_margin_loss``): one pass where the library has ``relu``, instead
+    of a comparison and a ``where``.
+    """
+    out = call_native(xp, "positive_part", x)
+    if out is not NotImplemented:
+        return out
+    return xp.where(x > 0, x, 0.0)
 
 
 def clip(xp: ModuleType, x: Any, lower: float, upper: float) -> Any:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from anyloss._array import is_eager
+from anyloss._array import call_native, is_eager, isdtype
 
 __all__ = [
     "broadcast_shape",
@@ -18,6 +18,7 @@ __all__ = [
     "warn_if_shapes_differ",
     "check_same_shape_as_input",
     "any_true",
+    "extrema",
 ]
 
 
@@ -94,3 +95,16 @@ def any_true(xp: Any, condition: Any) -> bool:
     if not is_eager(condition):
         return False
     return bool(xp.any(condition))
+
+
+def extrema(xp: Any, x: Any) -> tuple[Any, Any]:
+    """``(min, max)`` of a non-empty eager ``x`` as Python numbers (ints for an integer
+    ``x``); a nan anywhere makes both nan. Where the library has one kernel for the
+    pair (``torch.aminmax``), it is used: value checks run on every call, and their
+    cost is a few operations and one look at the host.
+    """
+    out = call_native(xp, "extrema", x)
+    if out is not NotImplemented:
+        return out
+    to_python = int if isdtype(xp, x.dtype, "integral") else float
+    return to_python(xp.min(x)), to_python(xp.max(x))

@@ -42,7 +42,7 @@ from anyloss._array import (
     namespace,
     needs_float32_accumulation,
 )
-from anyloss._validate import any_true, broadcast_shape
+from anyloss._validate import any_true, broadcast_shape, extrema
 
 __all__ = [
     "nll_loss",
@@ -670,7 +670,7 @@ def _check_class_indices(xp: ModuleType, target: Any, n_classes: int, ignore_ind
     """
     if not is_eager(target) or any(n == 0 for n in target.shape):
         return False
-    low, high = int(xp.min(target)), int(xp.max(target))
+    low, high = extrema(xp, target)
     if 0 <= low and high < n_classes:
         return not low <= ignore_index <= high
     ignored, in_range = _class_index_masks(xp, target, n_classes, ignore_index)
@@ -878,9 +878,10 @@ def _check_broadcasts_to(shape: tuple, target_shape: tuple) -> None:
 def _outside_unit_interval(xp: ModuleType, x: Any) -> bool:
     """Whether an eager ``x`` has an element outside ``[0, 1]`` or a nan.
 
-    Two reductions and no temporary (a nan makes the minimum nan, and every
-    comparison with it false). Lazy arrays are not looked at.
+    From the minimum and the maximum, with no temporary (a nan makes both nan, and
+    every comparison with it false). Lazy arrays are not looked at.
     """
     if not is_eager(x) or any(n == 0 for n in x.shape):
         return False
-    return not bool((xp.min(x) >= 0) & (xp.max(x) <= 1))
+    low, high = extrema(xp, x)
+    return not (low >= 0 and high <= 1)

@@ -19,7 +19,7 @@ from typing import Any
 from anyloss import _array, _dispatch, _ops, _reduction
 from anyloss._array import float_dtype, isdtype, namespace
 from anyloss._operands import elementwise_operands
-from anyloss._validate import broadcast_shape, shape_text
+from anyloss._validate import broadcast_shape, extrema, shape_text
 
 __all__ = [
     "soft_margin_loss",
@@ -309,12 +309,11 @@ def multilabel_margin_loss(
         is_target = xp.any(xp.where(listed, t, n_classes)[:, :, None] == positions, axis=1)
         # z[n, j, i] = 1 - x[n, j-th listed] + x[n, i], the hinge between the two. The
         # pairs that do not count get z = -inf (an unlisted j, or an i in the list), through
-        # a where on each side, so that the (N, width, C) array takes four passes.
+        # a where on each side, so that the (N, width, C) array takes three passes.
         first = 1.0 - xp.where(listed, x_listed, math.inf)
         second = xp.where(is_target, -math.inf, x)
         z = first[:, :, None] + second[:, None, :]
-        hinge = xp.where(z > 0, z, 0.0)
-        return _reduction.sum_along(xp, hinge, (1, 2)) / n_classes
+        return _reduction.sum_along(xp, _ops.positive_part(xp, z), (1, 2)) / n_classes
 
     if input.ndim <= 1:
         return xp.reshape(per_sample(x, t, lengths), ())
@@ -327,7 +326,8 @@ def _outside(xp, target: Any, low: int, high: int) -> bool:
     (from its minimum and maximum); lazy and empty targets are not looked at."""
     if not _array.is_eager(target) or any(n == 0 for n in target.shape):
         return False
-    return int(xp.min(target)) < low or int(xp.max(target)) > high
+    smallest, largest = extrema(xp, target)
+    return smallest < low or largest > high
 
 
 def multi_margin_loss(

@@ -143,7 +143,7 @@ def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, la
     block_reduction = "mean" if reduction == "mean" else "sum"
 
     def grad_block(xb, tb, d, wb=None):
-        return numpy_backend.cross_entropy_and_grad(
+        return numpy_backend.blocked_cross_entropy_and_grad(
             xb, tb, wb, ignore_index=ignore_index, reduction=block_reduction,
             label_smoothing=label_smoothing, denominator=d)[1]
 

@@ -165,4 +165,5 @@ BUILDING_BLOCKS = {
     "log_sigmoid": jax.nn.log_sigmoid,
     "softplus": jax.nn.softplus,
     "logsumexp": lambda x, axis, keepdims: jax.nn.logsumexp(x, axis=axis, keepdims=keepdims),
+    "positive_part": jax.nn.relu,  # gradient 0 at 0
 }

@@ -167,11 +167,17 @@ def _blockwise_elements(arrays):
     return BLOCK_ELEMENTS
 
 
+def _extrema(x):
+    low, high = torch.aminmax(x)
+    return low.item(), high.item()
+
+
 BUILDING_BLOCKS = {
     "log_sigmoid": F.logsigmoid,
     "softplus": _softplus,
     "xlogy": torch.special.xlogy,
     "relu": lambda x: torch.clamp_min(x, 0.0),  # gradient 1 at 0, as torch's margin losses
+    "positive_part": torch.relu,  # gradient 0 at 0
     "clip": torch.clamp,
     "clamp_min_identity_gradient": _clamp_min_identity_gradient,
     "clamped_log": _clamped_log,
@@ -183,4 +189,5 @@ BUILDING_BLOCKS = {
     "sqrt_zero_gradient": lambda s: NotImplemented if _records_gradient(s) else torch.sqrt(s),
     "sum_of_products": lambda a, b, axis: torch.linalg.vecdot(a, b, dim=axis),
     "blockwise_elements": _blockwise_elements,
+    "extrema": _extrema,
 }

@@ -71,6 +71,35 @@ CASES = [
 ]
 
 
+@pytest.fixture(autouse=True)
+def numpy_pass_at_every_size(monkeypatch):
+    """The NumPy blocked pass declines small inputs; these cases are small, so that
+    torch's autograd stays quick as the oracle: let the pass take them all."""
+    monkeypatch.setattr(numpy_backend, "_CE_MIN_ELEMENTS", 0)
+
+
+def test_numpy_pass_declines_small_inputs(monkeypatch):
+    monkeypatch.setattr(numpy_backend, "_CE_MIN_ELEMENTS", 1 << 15)
+    x, target = np.zeros((64, 10)), np.zeros(64, dtype=np.int64)
+    options = {"ignore_index": -100, "reduction": "mean", "label_smoothing": 0.0}
+    assert numpy_backend.cross_entropy(x, target, None, **options) is NotImplemented
+    assert numpy_backend.cross_entropy_and_grad(x, target, None, **options) is NotImplemented
+    big = np.zeros((64, 512))
+    assert numpy_backend.cross_entropy(big, target, None, **options) is not NotImplemented
+
+
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_dask_chunks_below_the_numpy_threshold(monkeypatch, reduction):
+    """Dask's chunks take the blocked pass whatever their size (no decline inside a graph)."""
+    monkeypatch.setattr(numpy_backend, "_CE_MIN_ELEMENTS", 1 << 15)
+    ns = _ns("dask")
+    x, target, weight, options = _problem("plain/smooth/ignore/weight")
+    loss, grad = _call(anyloss.cross_entropy_and_grad, ns, x, target, weight, options, reduction)
+    expected_loss, expected_grad = _torch_expected(x, target, weight, options, reduction)
+    assert_close(_to_numpy(ns, loss), expected_loss, **FLOAT64)
+    assert_close(_to_numpy(ns, grad), expected_grad, rtol=1e-6, atol=1e-9)
+
+
 def _ns(name):
     try:
         return namespaces.get(name)
