@@ -208,16 +208,19 @@ _FLOAT_DTYPE: dict[tuple, Any] = {}
 
 def needs_float32_accumulation(dtype: Any) -> bool:
     """True for the 16-bit floats (float16, bfloat16), whose sums accumulate in float32."""
+    # Keyed with the dtype's type first, so that the dtypes of two libraries are never
+    # compared with each other (array-api-strict warns when asked to equal NumPy's).
+    key = (type(dtype), dtype)
     try:
-        return _SIXTEEN_BIT[dtype]
+        return _SIXTEEN_BIT[key]
     except (KeyError, TypeError):  # not seen yet, or a dtype that cannot be hashed
         known = str(dtype).rsplit(".", 1)[-1] in ("float16", "bfloat16")
     with contextlib.suppress(TypeError):
-        _SIXTEEN_BIT[dtype] = known
+        _SIXTEEN_BIT[key] = known
     return known
 
 
-_SIXTEEN_BIT: dict[Any, bool] = {}
+_SIXTEEN_BIT: dict[tuple, bool] = {}
 
 
 def stop_gradient(x: Any) -> Any:

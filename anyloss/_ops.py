@@ -307,7 +307,9 @@ def reduce_blockwise(
         Elements of the widest temporary per row, when the formula builds a
         wider one than its operands (default: the widest operand's row).
     """
-    plan = None if reduction == "none" else _block_plan(xp, operands, split, row_elements)
+    plan = None
+    if reduction != "none" and (row_elements is not None or not _all_small(operands)):
+        plan = _block_plan(xp, operands, split, row_elements)
     if plan is None:
         return _reduction.reduce(xp, formula(*operands), reduction)
     split, n_rows, rows = plan
@@ -321,6 +323,17 @@ def reduce_blockwise(
         count += math.prod(loss.shape)
     total = xp.sum(xp.stack(parts))
     return total if reduction == "sum" else total / count
+
+
+def _all_small(operands: Sequence[Any]) -> bool:
+    """Whether every array operand is known to hold fewer than ``MIN_BLOCKED_ELEMENTS``:
+    the quick answer of small calls, before any planning."""
+    for a in operands:
+        shape = getattr(a, "shape", None)
+        if shape is not None and (None in shape
+                                  or not math.prod(shape) < MIN_BLOCKED_ELEMENTS):
+            return False
+    return True
 
 
 def _block_plan(xp, operands, split, row_elements):

@@ -15,7 +15,7 @@ from types import ModuleType
 from typing import Any
 
 from anyloss import _ops, _reduction
-from anyloss._array import float_dtype, namespace, needs_float32_accumulation
+from anyloss._array import float_dtype, isdtype, namespace, needs_float32_accumulation
 from anyloss._operands import elementwise_operands
 from anyloss._validate import broadcast_shape, shape_text
 
@@ -45,8 +45,6 @@ def _root(xp: ModuleType, s: Any, p: float) -> Any:
     """``s ** (1 / p)`` for ``s >= 0``, whose gradient at ``s == 0`` is 0 instead of inf."""
     if p < 0:
         return s ** (1.0 / p)
-    if p == 2:
-        return _ops.sqrt_zero_gradient(xp, s)
     zero = s == 0
     safe = xp.where(zero, 1.0, s)
     return xp.where(zero, 0.0, safe ** (1.0 / p))
@@ -67,7 +65,7 @@ def _vector_norm(xp: ModuleType, d: Any, p: float, axis: int, keepdims: bool) ->
         squares = _ops.sum_of_products(xp, d, d, axis)
         if keepdims:
             squares = xp.expand_dims(squares, axis=axis)
-        return _root(xp, squares, p)
+        return _ops.sqrt_zero_gradient(xp, squares)
     # |d| with a zero derivative at d == 0 on every library (JAX's abs has 1 there).
     zero = d == 0
     magnitude = xp.where(zero, 0.0, xp.abs(xp.where(zero, 1.0, d)))
@@ -184,14 +182,20 @@ def cosine_embedding_loss(
             f"inputs with sizes {shape_text(input1.shape)} and {shape_text(input2.shape)}."
         )
     dtype = float_dtype(func, xp, input1, input2)
-    input1, input2 = (x if x.dtype == dtype else xp.astype(x, dtype) for x in (input1, input2))
+    if input1.dtype != dtype:
+        input1 = xp.astype(input1, dtype)
+    if input2.dtype != dtype:
+        input2 = xp.astype(input2, dtype)
     pair_shape = broadcast_shape(input1.shape, input2.shape)
-    broadcast_shape(pair_shape[:-1], target.shape)
+    if pair_shape[:-1] != target.shape:
+        broadcast_shape(pair_shape[:-1], target.shape)
 
     if needs_float32_accumulation(dtype):
         # In 16 bits the epsilon would underflow to 0, and a zero vector give nan.
         input1, input2 = xp.astype(input1, xp.float32), xp.astype(input2, xp.float32)
     axis = target.ndim
+    # max(0, cos - 0) is max(0, cos): the default margin saves an operation.
+    no_margin = isinstance(margin, (int, float)) and margin == 0
 
     def per_pair(x1, x2, y):
         dot = _ops.sum_of_products(xp, x1, x2, axis)
@@ -200,14 +204,16 @@ def cosine_embedding_loss(
         cos = dot / xp.sqrt(squared1 * squared2)
         if cos.dtype != dtype:
             cos = xp.astype(cos, dtype)
-        similar = xp.where(y == 1, 1.0 - cos, 0.0)
-        return similar + xp.where(y == -1, _clamp_min_zero(xp, cos - margin), 0.0)
+        dissimilar = _clamp_min_zero(xp, cos if no_margin else cos - margin)
+        # One where inside the other: no target is both 1 and -1.
+        return xp.where(y == 1, 1.0 - cos, xp.where(y == -1, dissimilar, 0.0))
 
     if target.ndim == 0:
         return _reduction.reduce(xp, per_pair(input1, input2, target), reduction)
     n = target.shape[0]
     split = (input1.shape[0] == n, input2.shape[0] == n, True)
-    return _ops.reduce_blockwise(xp, per_pair, (input1, input2, target), reduction, split=split)
+    return _ops.reduce_blockwise(xp, per_pair, (input1, input2, target), reduction,
+                                 split=split)
 
 
 def _check_triplet(margin: float, anchor: Any, positive: Any, negative: Any) -> None:
@@ -275,12 +281,19 @@ def triplet_margin_loss(
     _check_triplet(margin, anchor, positive, negative)
     dtype = float_dtype(func, xp, anchor, positive, negative)
     broadcast_shape(anchor.shape, positive.shape, negative.shape)
-    anchor, positive, negative = (
-        x if x.dtype == dtype else xp.astype(x, dtype) for x in (anchor, positive, negative)
-    )
+    if not anchor.dtype == positive.dtype == negative.dtype == dtype:
+        anchor, positive, negative = (
+            x if x.dtype == dtype else xp.astype(x, dtype) for x in (anchor, positive, negative)
+        )
 
     def distance(x1, x2):
         return _distance(xp, x1, x2, p, eps)
+
+    return _triplet_loss(xp, distance, anchor, positive, negative, margin, swap, reduction)
+
+
+def _triplet_loss(xp, distance, anchor, positive, negative, margin, swap, reduction):
+    """The reduced :func:`_triplet_hinge` of a ``distance`` that works row by row."""
 
     def per_triplet(a, pos, neg):
         return _triplet_hinge(xp, distance, a, pos, neg, margin, swap)
@@ -335,9 +348,27 @@ def triplet_margin_with_distance_loss(
         loss = _triplet_hinge(xp, distance_function, anchor, positive, negative, margin, swap)
         return _reduction.reduce(xp, loss, reduction)
 
-    def per_triplet(a, pos, neg):
-        return _triplet_hinge(xp, pairwise_distance, a, pos, neg, margin, swap)
+    return _triplet_loss(xp, _default_distance(xp, anchor, positive, negative, swap),
+                         anchor, positive, negative, margin, swap, reduction)
 
-    if anchor.ndim < 2:
-        return _reduction.reduce(xp, per_triplet(anchor, positive, negative), reduction)
-    return _ops.reduce_blockwise(xp, per_triplet, (anchor, positive, negative), reduction)
+
+def _default_distance(xp, anchor, positive, negative, swap):
+    """:func:`pairwise_distance` with its defaults, as the triplet loss calls it.
+
+    Where the arrays share a floating dtype, its checks of each pair (the
+    shapes broadcast) are made here once and its formula is called directly:
+    it would cast nothing.
+    """
+    dtype = anchor.dtype
+    if not (positive.dtype == negative.dtype == dtype and isdtype(xp, dtype, "real floating")):
+        return pairwise_distance
+    if not anchor.shape == positive.shape == negative.shape:
+        broadcast_shape(anchor.shape, positive.shape)
+        broadcast_shape(anchor.shape, negative.shape)
+        if swap:
+            broadcast_shape(positive.shape, negative.shape)
+
+    def distance(x1, x2):
+        return _distance(xp, x1, x2, 2.0, 1e-6)
+
+    return distance

@@ -186,7 +186,9 @@ BUILDING_BLOCKS = {
     "log_softmax": lambda x, axis: F.log_softmax(x, dim=axis),
     "take_along_axis": _take_along_axis,
     "clamp_min": torch.clamp_min,
-    "sqrt_zero_gradient": lambda s: NotImplemented if _records_gradient(s) else torch.sqrt(s),
+    "sqrt_zero_gradient": lambda s: (NotImplemented if s.requires_grad and torch.is_grad_enabled()
+                                     else torch.sqrt(s)),
+    "mean": torch.mean,
     "sum_of_products": lambda a, b, axis: torch.linalg.vecdot(a, b, dim=axis),
     "blockwise_elements": _blockwise_elements,
     "extrema": _extrema,

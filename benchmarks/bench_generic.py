@@ -13,7 +13,12 @@ torch tensors (``torch.from_numpy``: the very same memory). Two sizes:
 
 Rounds are interleaved (every contender of every loss runs once per round, in an
 order that rotates from round to round), so that a busy machine slows all of
-them alike; the figures are medians over the rounds. Printed: per loss and
+them alike; the figures are medians over the rounds. A large-case timing makes
+as many calls as take torch some 5 ms (one for most losses; about a hundred for
+``nll_loss``, which reads 2048 values). Where anyloss hands torch inputs to a
+torch kernel (``anyloss._dispatch``: cross entropy, nll and the class margin
+losses), the same losses are timed again with fast paths off, so that anyloss's
+own formula on torch is on record too. Printed: per loss and
 backend the ratio torch_time / anyloss_time (> 1: anyloss is faster), the
 geometric means, and the small case's overhead (anyloss - torch) in
 microseconds. With matplotlib installed, a bar plot of the ratios is written to
@@ -42,6 +47,7 @@ import torch
 import torch.nn.functional as F
 
 import anyloss
+from anyloss._dispatch import backends_with_fast_path
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -107,22 +113,29 @@ def _cases(shape: tuple[int, int], seed: int = 0) -> list[Case]:
     ]
 
 
-def _contenders(case: Case) -> dict[str, Callable[[], object]]:
+def _contenders(case: Case, generic_torch: bool = False) -> dict[str, Callable[[], object]]:
     tensors = tuple(torch.from_numpy(a) if isinstance(a, np.ndarray) else a for a in case.args)
     native = getattr(F, case.name)
     ours = getattr(anyloss, case.name)
     kw = case.kwargs
-    return {
+    calls = {
         "torch": lambda: native(*tensors, **kw),
         "numpy": lambda: ours(*case.args, **kw),
         "anyloss-torch": lambda: ours(*tensors, **kw),
     }
+    if generic_torch and "torch" in backends_with_fast_path(case.name):
+        def generic():
+            with anyloss.fast_paths(enabled=False):
+                return ours(*tensors, **kw)
+
+        calls["torch-generic"] = generic
+    return calls
 
 
 def _check(case: Case, calls: dict) -> None:
     """The three contenders agree (float32: loose tolerance), so we time the same thing."""
     ref = float(calls["torch"]())
-    for name in ("numpy", "anyloss-torch"):
+    for name in (k for k in calls if k != "torch"):
         got = float(calls[name]())
         if not math.isclose(got, ref, rel_tol=2e-3, abs_tol=1e-5):
             raise AssertionError(f"{case.name} on {name}: {got} != torch's {ref}")
@@ -135,20 +148,30 @@ def _time(func: Callable[[], object], number: int) -> float:
     return (time.perf_counter() - start) / number
 
 
-def measure(cases: list[Case], rounds: int, number: int) -> dict[str, dict[str, float]]:
-    """Median seconds per call, {loss: {contender: seconds}}, over interleaved rounds."""
-    plans = {c.name: _contenders(c) for c in cases}
+def measure(cases: list[Case], rounds: int, number: int | None,
+            generic_torch: bool = False) -> dict[str, dict[str, float]]:
+    """Median seconds per call, {loss: {contender: seconds}}, over interleaved rounds.
+
+    ``number`` calls per timing; ``None`` picks, per loss, enough calls for some
+    5 ms (from a timed warm-up of the torch call), so that a loss of a few
+    microseconds is not timed by one call. With ``generic_torch``, the losses
+    that have a fast path on torch are also timed on torch inputs with fast paths
+    off (contender ``"torch-generic"``): anyloss's own formula.
+    """
+    plans = {c.name: _contenders(c, generic_torch) for c in cases}
+    numbers = {}
     for case in cases:
         _check(case, plans[case.name])
         for func in plans[case.name].values():  # warm up
             func()
+        numbers[case.name] = number or max(1, round(0.005 / _time(plans[case.name]["torch"], 1)))
     samples = {name: {k: [] for k in calls} for name, calls in plans.items()}
     for r in range(rounds):
         for name, calls in plans.items():
             order = list(calls)
             order = order[r % len(order):] + order[: r % len(order)]
             for who in order:
-                samples[name][who].append(_time(calls[who], number))
+                samples[name][who].append(_time(calls[who], numbers[name]))
     return {name: {k: statistics.median(v) for k, v in per.items()}
             for name, per in samples.items()}
 
@@ -219,9 +242,9 @@ def main(argv=None) -> int:
         return [c for c in cases if not keys or any(k in c.name for k in keys)]
 
     load_before = os.getloadavg()[0]
-    large = measure(chosen(_cases(LARGE)), args.rounds, 1)
+    large = measure(chosen(_cases(LARGE)), args.rounds, None, generic_torch=True)
     small = {} if args.skip_small else measure(chosen(_cases(SMALL)), args.rounds,
-                                               args.small_number)
+                                               args.small_number, generic_torch=True)
     machine = (f"{platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()},"
                f" torch {torch.__version__} ({torch.get_num_threads()} threads), "
                f"numpy {np.__version__}")
@@ -252,6 +275,18 @@ def main(argv=None) -> int:
     low = min((r[b], n, b) for n, r in ratios.items() for b in r)
     print(f"geometric mean of torch/anyloss: numpy inputs {g_np:.2f}, torch inputs {g_t:.2f}; "
           f"lowest {low[0]:.2f} ({low[1]}, {low[2]})")
+    generic = [name for name, t in large.items() if "torch-generic" in t]
+    if generic:
+        print("torch inputs with fast paths off (anyloss's own formula, where the line above "
+              "times torch's kernel or a delegate):")
+        for name in generic:
+            t = large[name]
+            line = (f"  {name:32s} {t['torch-generic'] * 1e3:9.2f} ms, ratio "
+                    f"{t['torch'] / t['torch-generic']:.2f}")
+            if small:
+                line += (f"; small +{(small[name]['torch-generic'] - small[name]['torch']) * 1e6:.1f}"
+                         " us")
+            print(line)
     if small:
         over = {b: [s[b] - s["torch"] for s in small.values()] for b in ("numpy", "anyloss-torch")}
         print("small-case overhead anyloss - torch, us: "
