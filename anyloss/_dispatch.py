@@ -12,15 +12,16 @@ A backend function receives the arguments the public function has already
 validated and normalised, and may return ``NotImplemented`` to decline a call
 it cannot take (an option it does not support); the generic formula then runs.
 
-:data:`NATIVE_FIRST` lists a second kind: a library's own function of the very
-same semantics (torch's, which *is* the specification), tried *before* anyloss
-checks anything, because the checks alone cost several times what the native
-kernel does on small or gather-only problems (``nll_loss`` reads N of N*C
-values). The backend function takes the public arguments (reduction already
-resolved) and declines (``NotImplemented``) anything outside the cases where
-the native result is anyloss's result: other devices (a CUDA kernel reports a
+:data:`NATIVE_FIRST` lists a second kind, tried *before* anyloss checks
+anything, because the checks alone cost several times what a fused kernel does
+on small or gather-only problems (``nll_loss`` reads N of N*C values): torch's
+own functions (torch *is* the specification), and for NumPy compiled loops
+(numba, :mod:`anyloss.backends.numpy_compiled`) that check the class indices as
+they read them. The backend function takes the public arguments (reduction
+already resolved) and declines (``NotImplemented``) anything outside the cases
+where its result is anyloss's result: other devices (a CUDA kernel reports a
 bad class index by a device-side assert, not an exception), other dtypes, empty
-inputs. When the native call raises, :func:`call_native_first` swallows the
+inputs, and for the NumPy loops any target value anyloss would reject. When the native call raises, :func:`call_native_first` swallows the
 error and the public function runs its own checks, which raise anyloss's error
 (torch's wording, a ``ValueError`` where torch raises ``RuntimeError``) or
 compute a case the native function refuses (an int32 target, say).
@@ -79,10 +80,10 @@ FAST_PATHS: MappingProxyType = MappingProxyType(
 #: check. The backend module defines a function named ``<function name>_native_first``.
 NATIVE_FIRST: MappingProxyType = MappingProxyType(
     {
-        "nll_loss": MappingProxyType({"torch": "torch"}),
+        "nll_loss": MappingProxyType({"torch": "torch", "numpy": "numpy_compiled"}),
         "cross_entropy": MappingProxyType({"torch": "torch"}),
-        "multi_margin_loss": MappingProxyType({"torch": "torch"}),
-        "multilabel_margin_loss": MappingProxyType({"torch": "torch"}),
+        "multi_margin_loss": MappingProxyType({"torch": "torch", "numpy": "numpy_compiled"}),
+        "multilabel_margin_loss": MappingProxyType({"torch": "torch", "numpy": "numpy_compiled"}),
     }
 )
 

@@ -82,7 +82,8 @@ def sum_along(xp: ModuleType, x: Any, axis: int | tuple[int, ...] | None = None)
     """
     if needs_float32_accumulation(x.dtype):
         return xp.astype(xp.sum(xp.astype(x, xp.float32), axis=axis), x.dtype)
-    return xp.sum(x, axis=axis)
+    out = call_native(xp, "sum", x, axis)
+    return xp.sum(x, axis=axis) if out is NotImplemented else out
 
 
 def total(xp: ModuleType, x: Any) -> Any:

@@ -740,6 +740,14 @@ def _take_along_axis(x, indices, axis):
     return x.reshape(-1).take(offsets)
 
 
+def _sum(x, axis):
+    # np.sum's own reduction without its Python-level argument handling; floating
+    # arrays only (np.add.reduce of booleans is a logical or, not a count).
+    if type(x) is not np.ndarray or x.dtype.kind not in "fc":
+        return NotImplemented
+    return np.add.reduce(x, axis=axis)
+
+
 def _extrema(x):
     return np.minimum.reduce(x, axis=None).item(), np.maximum.reduce(x, axis=None).item()
 
@@ -762,6 +770,7 @@ BUILDING_BLOCKS = {
     "clamp_min": np.maximum,
     "sqrt_zero_gradient": np.sqrt,
     "mean": _mean,
+    "sum": _sum,
     "extrema": _extrema,
     "log_softmax": _log_softmax,
     "take_along_axis": _take_along_axis,

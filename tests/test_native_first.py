@@ -1,10 +1,12 @@
-"""Native twins tried before anyloss's checks (``anyloss._dispatch.NATIVE_FIRST``).
+"""Kernels tried before anyloss's checks (``anyloss._dispatch.NATIVE_FIRST``).
 
 On plain CPU torch calls, ``nll_loss``, ``cross_entropy`` and the two margin losses
-over classes hand the public arguments to ``torch.nn.functional`` first. These tests
-check the contract: the twin runs where it should (a spy counts the calls), it is
-declined where its result would not be anyloss's, and every error is still anyloss's
-own (type and wording), since a failing native call falls back to the checked path.
+over classes hand the public arguments to ``torch.nn.functional`` first; on NumPy,
+``nll_loss`` and ``multilabel_margin_loss`` run one compiled (numba) loop. These tests
+check the contract: the kernel runs where it should (a spy counts the calls), it is
+declined where its result would not be anyloss's, its values are torch's, and every
+error is still anyloss's own (type and wording), since a failing or declining kernel
+falls back to the checked path.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import pytest
 
 import anyloss
 from anyloss import _dispatch
-from anyloss.backends import torch as torch_backend
+from anyloss.backends import numpy_compiled
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
+from anyloss.backends import torch as torch_backend  # noqa: E402 - needs torch
 
 LOSSES = sorted(_dispatch.NATIVE_FIRST)
 
@@ -151,3 +154,126 @@ def test_a_twin_raising_falls_back_quietly(monkeypatch):
         torch.testing.assert_close(out, F.nll_loss(x, target), rtol=1e-12, atol=0)
     finally:
         _dispatch._backend_function.cache_clear()
+
+
+# --- NumPy: compiled loops (numba) that check the class indices as they read them ----------
+
+NUMPY_LOSSES = sorted(name for name, table in _dispatch.NATIVE_FIRST.items() if "numpy" in table)
+needs_numba = pytest.mark.skipif(not numpy_compiled.HAVE_NUMBA, reason="numba is not installed")
+
+
+@pytest.fixture
+def numpy_spy(monkeypatch):
+    """Counts, per loss, the calls its compiled NumPy loop answered (did not decline)."""
+    calls = {name: 0 for name in NUMPY_LOSSES}
+    for name in NUMPY_LOSSES:
+        original = getattr(numpy_compiled, f"{name}_native_first")
+
+        def counting(*args, _name=name, _original=original, **kwargs):
+            out = _original(*args, **kwargs)
+            calls[_name] += out is not NotImplemented
+            return out
+
+        monkeypatch.setattr(numpy_compiled, f"{name}_native_first", counting)
+    _dispatch._backend_function.cache_clear()
+    yield calls
+    _dispatch._backend_function.cache_clear()
+
+
+def _numpy_call(loss, dtype, weighted, ignored):
+    g = np.random.default_rng(1)
+    n, c = 40, 7
+    x = g.standard_normal((n, c)).astype(dtype)
+    if loss == "nll_loss":
+        target = g.integers(0, c, n)
+        if ignored:
+            target[::4] = 3  # the ignore_index below
+        options = {"ignore_index": 3 if ignored else -100}
+        if weighted:
+            options["weight"] = g.uniform(0.2, 2.0, c).astype(dtype)
+        return x - np.log(np.exp(x).sum(1, keepdims=True)), target, options
+    if loss == "multi_margin_loss":
+        options = {"p": 2, "margin": 0.7}
+        if weighted:
+            options["weight"] = g.uniform(0.2, 2.0, c).astype(dtype)
+        return x, g.integers(0, c, n), options
+    order = np.argsort(g.random((n, c)), axis=1)
+    lengths = g.integers(0, c + 1, (n, 1))
+    target = np.where(np.arange(c) < lengths, order, -1)
+    target[::5, 1] = target[::5, 0]  # a class listed twice counts twice
+    return x, target, {}
+
+
+def _torch_value(loss, x, target, options, reduction):
+    options = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+               for k, v in options.items()}
+    return getattr(F, loss)(torch.from_numpy(x), torch.from_numpy(target),
+                            reduction=reduction, **options).numpy()
+
+
+#: (loss, weighted, with ignored targets): only nll_loss has ignore_index.
+NUMPY_VARIANTS = [("nll_loss", False, False), ("nll_loss", True, True), ("nll_loss", False, True),
+                  ("multilabel_margin_loss", False, False), ("multi_margin_loss", False, False),
+                  ("multi_margin_loss", True, False)]
+
+
+@needs_numba
+@pytest.mark.parametrize(("loss", "weighted", "ignored"), NUMPY_VARIANTS)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_numpy_loops_equal_torch_and_the_formula(numpy_spy, loss, reduction, dtype, weighted,
+                                                 ignored):
+    x, target, options = _numpy_call(loss, dtype, weighted, ignored)
+    out = getattr(anyloss, loss)(x, target, reduction=reduction, **options)
+    assert numpy_spy[loss] == 1
+    with anyloss.fast_paths(enabled=False):
+        generic = getattr(anyloss, loss)(x, target, reduction=reduction, **options)
+    assert numpy_spy[loss] == 1
+    expected = _torch_value(loss, x, target, options, reduction)
+    assert np.ndim(out) == np.ndim(generic) and np.asarray(out).dtype == dtype
+    tolerance = {"rtol": 1e-12, "atol": 1e-15} if dtype == np.float64 else {"rtol": 1e-5,
+                                                                           "atol": 1e-6}
+    np.testing.assert_allclose(out, expected, **tolerance)
+    np.testing.assert_allclose(out, generic, **tolerance)
+
+
+@needs_numba
+@pytest.mark.parametrize("loss", NUMPY_LOSSES)
+@pytest.mark.parametrize("variant", ["float16", "int32-target", "empty", "strided", "1-d"])
+def test_numpy_declined_calls_take_the_checked_path(numpy_spy, loss, variant):
+    x, target, options = _numpy_call(loss, np.float64, False, False)
+    if variant == "float16":
+        x = x.astype(np.float16)
+    elif variant == "int32-target":
+        target = target.astype(np.int32)
+    elif variant == "empty":
+        x, target = x[:0], target[:0]
+    elif variant == "strided":
+        x = np.asfortranarray(x)
+    else:
+        x, target = x[0], target[0] if loss == "nll_loss" else target[0]
+    with anyloss.fast_paths(enabled=False):
+        expected = getattr(anyloss, loss)(x, target, **options)
+    out = getattr(anyloss, loss)(x, target, **options)
+    assert numpy_spy[loss] == 0
+    np.testing.assert_array_equal(out, expected)
+
+
+@needs_numba
+@pytest.mark.parametrize(("loss", "x", "target", "error", "message"), [
+    ("nll_loss", np.zeros((3, 4)), np.array([0, 4, 1]), IndexError,
+     r"^Target 4 is out of bounds\.$"),
+    ("nll_loss", np.zeros((3, 4)), np.array([0, -1, 1]), IndexError,
+     r"^Target -1 is out of bounds\.$"),
+    ("multilabel_margin_loss", np.zeros((1, 4)), np.array([[0, -1, 7, 2]]), ValueError,
+     r"^argument #2 'target' is out of range$"),
+    ("multilabel_margin_loss", np.zeros((1, 4)), np.array([[0, -2, 1, 2]]), ValueError,
+     r"^argument #2 'target' is out of range$"),
+    ("multi_margin_loss", np.zeros((2, 4)), np.array([0, 4]), ValueError, r"^target out of range$"),
+    ("multi_margin_loss", np.zeros((2, 4)), np.array([-1, 0]), ValueError,
+     r"^target out of range$"),
+])
+def test_numpy_loops_leave_errors_to_anyloss(numpy_spy, loss, x, target, error, message):
+    with pytest.raises(error, match=message):
+        getattr(anyloss, loss)(x, target)
+    assert numpy_spy[loss] == 0
