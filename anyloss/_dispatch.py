@@ -21,10 +21,11 @@ they read them. The backend function takes the public arguments (reduction
 already resolved) and declines (``NotImplemented``) anything outside the cases
 where its result is anyloss's result: other devices (a CUDA kernel reports a
 bad class index by a device-side assert, not an exception), other dtypes, empty
-inputs, and for the NumPy loops any target value anyloss would reject. When the native call raises, :func:`call_native_first` swallows the
-error and the public function runs its own checks, which raise anyloss's error
+inputs, and for the NumPy loops any target value anyloss would reject. When the
+kernel declines or raises, :func:`call_native_first` answers ``NotImplemented``
+and the public function runs its own checks, which raise anyloss's error
 (torch's wording, a ``ValueError`` where torch raises ``RuntimeError``) or
-compute a case the native function refuses (an int32 target, say).
+compute a case the kernel refuses (an int32 target, say).
 
 Fast paths can be switched off, for debugging and for the conformance run::
 
@@ -76,8 +77,8 @@ FAST_PATHS: MappingProxyType = MappingProxyType(
     }
 )
 
-#: function name -> {library name: backend module}: the native twins tried before any
-#: check. The backend module defines a function named ``<function name>_native_first``.
+#: function name -> {library name: backend module}: the kernels tried before any check.
+#: The backend module defines a function named ``<function name>_native_first``.
 NATIVE_FIRST: MappingProxyType = MappingProxyType(
     {
         "nll_loss": MappingProxyType({"torch": "torch", "numpy": "numpy_compiled"}),
@@ -163,8 +164,8 @@ def call_fast_path(func: str, xp: ModuleType, *args: Any, **kwargs: Any) -> Any:
 
 
 def call_native_first(func: str, xp: ModuleType, *args: Any, **kwargs: Any) -> Any:
-    """The native twin of ``func`` for ``xp`` (see :data:`NATIVE_FIRST`) called with the
-    public ``args``, or ``NotImplemented``.
+    """The kernel of ``func`` for ``xp`` tried first (see :data:`NATIVE_FIRST`), called
+    with the public ``args``, or ``NotImplemented``.
 
     ``NotImplemented`` when there is none, when fast paths are off, when the backend
     declines, or when the native call raises: the caller then checks the arguments

@@ -2,10 +2,11 @@
 
 ``nll_loss`` reads one value per row, ``multi_margin_loss`` compares a row's target
 class with the others and ``multilabel_margin_loss`` its listed classes with the
-others: in NumPy each takes a dozen or two array calls, whose fixed cost exceeds torch's whole call (torch's ``nll_loss`` at
-2048 x 4096 takes some 7 us; reading 2048 scattered values alone costs NumPy's
-``take_along_axis`` 12 us). Here one compiled loop per call reads the target,
-checks it and adds up the loss, as torch's CPU kernels do.
+others: in NumPy each takes a dozen or two array calls, whose fixed cost exceeds
+torch's whole call (torch's ``nll_loss`` at 2048 x 4096 takes some 7 us; reading
+2048 scattered values alone costs NumPy's ``take_along_axis`` 12 us). Here one
+compiled loop per call reads the targets, checks them and adds up the loss, as
+torch's CPU kernels do.
 
 These are entries of :data:`anyloss._dispatch.NATIVE_FIRST`: they take the public
 arguments *unchecked*. Each declines (``NotImplemented``) anything but the plain
