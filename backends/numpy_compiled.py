@@ -122,6 +122,18 @@ def _plain_input(input) -> bool:
             and input.shape[0] > 0 and input.shape[1] > 0)
 
 
+def _kernel_weight(weight, input):
+    """``(weight, weighted)`` as the kernels take them (``ones(1)`` and False without a
+    weight), or ``None`` for a weight they cannot take: not a ``(C,)`` array of the
+    input's dtype."""
+    if weight is None:
+        return np.ones(1, dtype=input.dtype), False
+    if (type(weight) is np.ndarray and weight.dtype == input.dtype
+            and weight.shape == input.shape[1:]):
+        return weight, True
+    return None
+
+
 def _reduced(values_sum: float, count: float, reduction: str, dtype):
     """A 0-d result as NumPy's reductions give it: a scalar of ``dtype``."""
     if reduction == "sum":
@@ -134,13 +146,10 @@ def nll_loss_native_first(input, target, weight, *, ignore_index, reduction):
     if not (_plain_input(input) and type(target) is np.ndarray and target.dtype == np.int64
             and target.shape == input.shape[:1] and _INT64.min <= ignore_index <= _INT64.max):
         return NotImplemented
-    weighted = weight is not None
-    if weighted:
-        if not (type(weight) is np.ndarray and weight.dtype == input.dtype
-                and weight.shape == input.shape[1:]):
-            return NotImplemented
-    else:
-        weight = np.ones(1, dtype=input.dtype)
+    kernel_weight = _kernel_weight(weight, input)
+    if kernel_weight is None:
+        return NotImplemented
+    weight, weighted = kernel_weight
     unreduced = reduction == "none"
     out = np.empty(input.shape[0] if unreduced else 0, dtype=input.dtype)
     total, weights, bad = _kernels()["nll"](input, target, weight, weighted, ignore_index,
@@ -171,13 +180,10 @@ def multi_margin_loss_native_first(input, target, *, p, margin, weight, reductio
             and target.shape == input.shape[:1] and p in (1, 2)
             and type(margin) in (int, float)):
         return NotImplemented
-    weighted = weight is not None
-    if weighted:
-        if not (type(weight) is np.ndarray and weight.dtype == input.dtype
-                and weight.shape == input.shape[1:]):
-            return NotImplemented
-    else:
-        weight = np.ones(1, dtype=input.dtype)
+    kernel_weight = _kernel_weight(weight, input)
+    if kernel_weight is None:
+        return NotImplemented
+    weight, weighted = kernel_weight
     losses = np.empty(input.shape[0], dtype=np.float64)
     if not _kernels()["multi_margin"](input, target, weight, weighted,
                                       input.dtype.type(margin), p == 2, losses):

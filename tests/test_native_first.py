@@ -37,22 +37,28 @@ def _plain_call(loss: str, dtype=torch.float64):
     return (x, classes), {}
 
 
-@pytest.fixture
-def spy(monkeypatch):
-    """Counts, per loss, the calls its native twin answered (did not decline)."""
-    calls = {name: 0 for name in LOSSES}
-    for name in LOSSES:
-        original = getattr(torch_backend, f"{name}_native_first")
+def _count_answers(monkeypatch, module, losses):
+    """Wraps each ``<loss>_native_first`` of ``module`` to count, per loss, the calls
+    it answered (did not decline); a generator for the fixtures below."""
+    calls = {name: 0 for name in losses}
+    for name in losses:
+        original = getattr(module, f"{name}_native_first")
 
         def counting(*args, _name=name, _original=original, **kwargs):
             out = _original(*args, **kwargs)
             calls[_name] += out is not NotImplemented
             return out
 
-        monkeypatch.setattr(torch_backend, f"{name}_native_first", counting)
+        monkeypatch.setattr(module, f"{name}_native_first", counting)
     _dispatch._backend_function.cache_clear()
     yield calls
     _dispatch._backend_function.cache_clear()
+
+
+@pytest.fixture
+def spy(monkeypatch):
+    """Calls answered by torch's kernels, per loss."""
+    yield from _count_answers(monkeypatch, torch_backend, LOSSES)
 
 
 @pytest.mark.parametrize("loss", LOSSES)
@@ -164,20 +170,8 @@ needs_numba = pytest.mark.skipif(not numpy_compiled.HAVE_NUMBA, reason="numba is
 
 @pytest.fixture
 def numpy_spy(monkeypatch):
-    """Counts, per loss, the calls its compiled NumPy loop answered (did not decline)."""
-    calls = {name: 0 for name in NUMPY_LOSSES}
-    for name in NUMPY_LOSSES:
-        original = getattr(numpy_compiled, f"{name}_native_first")
-
-        def counting(*args, _name=name, _original=original, **kwargs):
-            out = _original(*args, **kwargs)
-            calls[_name] += out is not NotImplemented
-            return out
-
-        monkeypatch.setattr(numpy_compiled, f"{name}_native_first", counting)
-    _dispatch._backend_function.cache_clear()
-    yield calls
-    _dispatch._backend_function.cache_clear()
+    """Calls answered by the compiled NumPy loops, per loss."""
+    yield from _count_answers(monkeypatch, numpy_compiled, NUMPY_LOSSES)
 
 
 def _numpy_call(loss, dtype, weighted, ignored):
