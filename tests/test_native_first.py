@@ -271,3 +271,71 @@ def test_numpy_loops_leave_errors_to_anyloss(numpy_spy, loss, x, target, error, 
     with pytest.raises(error, match=message):
         getattr(anyloss, loss)(x, target)
     assert numpy_spy[loss] == 0
+
+
+# --- property: the kernel tried first and the checked path agree on any call -------------
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@st.composite
+def class_loss_call(draw):
+    """(loss, input, target, options): random (N, C) problems whose targets may hold values
+    outside the classes (so that both paths must raise), float32 or float64."""
+    loss = draw(st.sampled_from(LOSSES))
+    n, c = draw(st.integers(0, 6)), draw(st.integers(1, 6))
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    seed = draw(st.integers(0, 2**32 - 1))
+    g = np.random.default_rng(seed)
+    x = (3 * g.standard_normal((n, c))).astype(dtype)
+    options: dict = {"reduction": draw(st.sampled_from(["none", "mean", "sum"]))}
+    if loss == "multilabel_margin_loss":
+        target = g.integers(-2 if draw(st.booleans()) else -1, c + (draw(st.booleans())), (n, c))
+    else:
+        low, high = (-2, c + 1) if draw(st.booleans()) else (0, c - 1)
+        target = g.integers(low, high + 1, n)
+        if draw(st.booleans()):
+            options["weight"] = g.uniform(0.0, 2.0, c).astype(dtype)
+    if loss in ("nll_loss", "cross_entropy"):
+        options["ignore_index"] = draw(st.sampled_from([-100, -1, 0, c]))
+    if loss == "cross_entropy":
+        options["label_smoothing"] = draw(st.sampled_from([0.0, 0.2]))
+    if loss == "multi_margin_loss":
+        options["p"] = draw(st.sampled_from([1, 2]))
+        options["margin"] = draw(st.sampled_from([1.0, 0.5, -0.5]))
+    return loss, x, target, options
+
+
+def _outcome(func, *args, **options):
+    """The value of a call, or the type and message of the error it raises."""
+    try:
+        return "value", func(*args, **options)
+    except (ValueError, TypeError, IndexError) as exc:
+        return "error", (type(exc), str(exc))
+
+
+@pytest.mark.parametrize("library", ["numpy", "torch"])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(call=class_loss_call())
+def test_kernel_tried_first_and_checked_path_agree(library, call):
+    loss, x, target, options = call
+    if library == "torch":
+        x, target = torch.from_numpy(x), torch.from_numpy(target)
+        options = {k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v
+                   for k, v in options.items()}
+    func = getattr(anyloss, loss)
+    fast = _outcome(func, x, target, **options)
+    with anyloss.fast_paths(enabled=False):
+        checked = _outcome(func, x, target, **options)
+    assert fast[0] == checked[0], (fast, checked)
+    if fast[0] == "error":
+        assert fast[1] == checked[1]
+        return
+    to_numpy = (lambda a: a.detach().numpy()) if library == "torch" else np.asarray
+    got, expected = to_numpy(fast[1]), to_numpy(checked[1])
+    assert got.shape == expected.shape and got.dtype == expected.dtype
+    tolerance = {"rtol": 1e-10, "atol": 1e-12} if got.dtype == np.float64 else {"rtol": 2e-5,
+                                                                             "atol": 1e-5}
+    np.testing.assert_allclose(got, expected, equal_nan=True, **tolerance)
