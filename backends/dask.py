@@ -24,32 +24,77 @@ def _block_options(targets, target_lengths, blank, zero_infinity):
             "max_target_length": min(longest, targets.shape[1])}
 
 
+def _ctc_blocks(log_probs, targets, input_lengths, target_lengths):
+    """The blockwise arguments of a CTC call, one block per batch chunk.
+
+    Padded (2-d) targets are chunked like the batch. Concatenated (1-d) targets cannot
+    be cut by sample without the lengths' values, so every block receives them whole
+    (they are small: the labels of the batch), with the lazy offset of each of its
+    samples, ``cumsum(target_lengths) - target_lengths``, and gathers its own labels.
+    """
+    if targets.ndim == 2:
+        arrays = _batch_chunked(log_probs, targets, input_lengths, target_lengths)
+        return (arrays[0], "tnc", arrays[1], "ns", arrays[2], "n", arrays[3], "n")
+    log_probs = log_probs.rechunk({0: -1, 2: -1})
+    batch_chunks = log_probs.chunks[1]
+    starts = (da.cumsum(target_lengths) - target_lengths).rechunk((batch_chunks,))
+    return (log_probs, "tnc", targets.rechunk(-1), "m", starts, "n",
+            input_lengths.rechunk((batch_chunks,)), "n",
+            target_lengths.rechunk((batch_chunks,)), "n")
+
+
+def _padded_labels(labels, starts, lengths):
+    """Padded ``(n, S)`` targets of n samples from the whole concatenated ``labels``:
+    sample i's labels are ``labels[starts[i] : starts[i] + lengths[i]]``, then zeros."""
+    import numpy as np
+
+    width = int(lengths.max()) if lengths.size else 0
+    if labels.shape[0] == 0:
+        return np.zeros((lengths.shape[0], width), dtype=labels.dtype)
+    columns = np.arange(width)
+    listed = columns < lengths[:, None]
+    positions = np.clip(starts[:, None] + columns, 0, labels.shape[0] - 1)
+    return np.where(listed, labels[positions], 0).astype(labels.dtype, copy=False)
+
+
+def _numpy_block(compute):
+    """A blockwise function calling ``compute(lp, padded_targets, il, tl)`` on a block of
+    either argument layout of :func:`_ctc_blocks` (padded targets, or concatenated
+    labels with the samples' offsets)."""
+
+    def block(lp, tg, *rest):
+        if len(rest) == 3:  # concatenated labels, offsets, input and target lengths
+            starts, il, tl = rest
+            tg = _padded_labels(tg, starts, tl)
+        else:
+            il, tl = rest
+        return compute(lp, tg, il, tl)
+
+    return block
+
+
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, *, blank, zero_infinity,
              max_target_length):
     """Per-sample CTC losses (N,) as a lazy Dask array, one NumPy kernel call per batch chunk.
 
-    Concatenated (1-d) targets cannot be split by sample without knowing the
-    lengths, so they decline (``NotImplemented``) to the generic formula.
+    Padded (2-d) or concatenated (1-d) targets; nothing is computed here.
     """
-    if targets.ndim != 2:
-        return NotImplemented
 
-    def block(lp, tg, il, tl):
-        return numpy_backend.ctc_loss(lp, tg, il, tl, **_block_options(tg, tl, blank, zero_infinity))
+    def compute(lp, tg, il, tl):
+        return numpy_backend.ctc_loss(lp, tg, il, tl,
+                                      **_block_options(tg, tl, blank, zero_infinity))
 
-    arrays = _batch_chunked(log_probs, targets, input_lengths, target_lengths)
-    return da.blockwise(block, "n", arrays[0], "tnc", arrays[1], "ns", arrays[2], "n",
-                        arrays[3], "n", dtype=log_probs.dtype, concatenate=True)
+    args = _ctc_blocks(log_probs, targets, input_lengths, target_lengths)
+    return da.blockwise(_numpy_block(compute), "n", *args, dtype=log_probs.dtype,
+                        concatenate=True)
 
 
 def ctc_loss_and_grad(log_probs, targets, input_lengths, target_lengths, *, blank,
                       zero_infinity, max_target_length):
     """Per-sample losses (N,) and their gradient (T, N, C), lazily, by batch chunk."""
-    if targets.ndim != 2:
-        return NotImplemented
 
     def part(index):
-        def block(lp, tg, il, tl):
+        def compute(lp, tg, il, tl):
             from anyloss.ctc import ctc_loss_and_grad as numpy_loss_and_grad
 
             # NumPy's own dispatch: the compiled kernel, or the generic alpha-beta without numba.
@@ -57,10 +102,9 @@ def ctc_loss_and_grad(log_probs, targets, input_lengths, target_lengths, *, blan
                                          zero_infinity=zero_infinity)
             return result[index]
 
-        return block
+        return _numpy_block(compute)
 
-    arrays = _batch_chunked(log_probs, targets, input_lengths, target_lengths)
-    args = (arrays[0], "tnc", arrays[1], "ns", arrays[2], "n", arrays[3], "n")
+    args = _ctc_blocks(log_probs, targets, input_lengths, target_lengths)
     losses = da.blockwise(part(0), "n", *args, dtype=log_probs.dtype, concatenate=True)
     grad = da.blockwise(part(1), "tnc", *args, dtype=log_probs.dtype, concatenate=True)
     return losses, grad

@@ -241,3 +241,37 @@ def test_dask_stays_lazy():
     np.testing.assert_allclose(float(loss.compute()), float(anyloss.ctc_loss(lp, targets, il, tl)),
                                rtol=1e-12)
     assert grad.shape == lp.shape
+
+
+@pytest.mark.parametrize("batch_chunk", [1, 3, 7])
+def test_dask_concatenated_targets_by_batch_chunk(batch_chunk):
+    """1-d (concatenated) targets on Dask: each batch chunk gathers its own labels, so the
+    graph has a few tasks per chunk (the generic recursion has some per frame and state),
+    nothing is computed until asked, and loss and gradient are torch's."""
+    da = pytest.importorskip("dask.array")
+    import dask
+
+    g = np.random.default_rng(11)
+    T, N, C = 30, 7, 6
+    x = g.standard_normal((T, N, C))
+    lp = x - np.log(np.exp(x).sum(-1, keepdims=True))
+    tl = np.array([5, 0, 3, 8, 1, 4, 2])
+    il = np.array([30, 10, 20, 30, 5, 25, 30])
+    labels = g.integers(1, C, int(tl.sum()))
+    args = (da.from_array(lp, chunks=(T, batch_chunk, C)), da.from_array(labels, chunks=4),
+            da.from_array(il, chunks=batch_chunk), da.from_array(tl, chunks=batch_chunk))
+    calls = []
+
+    def count(*a, **k):
+        calls.append(1)
+        return dask.get(*a, **k)
+
+    with dask.config.set(scheduler=count):
+        loss = anyloss.ctc_loss(*args, reduction="none")
+        _, grad = anyloss.ctc_loss_and_grad(*args, reduction="sum")
+    assert not calls
+    n_chunks = -(-N // batch_chunk)
+    assert len(dict(loss.__dask_graph__())) <= 10 * n_chunks + 10
+    expected, expected_grad = _torch_loss_and_grad(lp, labels, il, tl, reduction="none")
+    np.testing.assert_allclose(loss.compute(), expected, rtol=1e-10)
+    np.testing.assert_allclose(grad.compute(), expected_grad, rtol=1e-8, atol=1e-10)
