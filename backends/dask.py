@@ -91,23 +91,32 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, *, blank, zero_i
 
 def ctc_loss_and_grad(log_probs, targets, input_lengths, target_lengths, *, blank,
                       zero_infinity, max_target_length):
-    """Per-sample losses (N,) and their gradient (T, N, C), lazily, by batch chunk."""
+    """Per-sample losses (N,) and their gradient (T, N, C), lazily, by batch chunk.
 
-    def part(index):
-        def compute(lp, tg, il, tl):
-            from anyloss.ctc import ctc_loss_and_grad as numpy_loss_and_grad
+    One kernel call per chunk gives both: its block is the gradient with one more
+    class column, whose first frame holds the chunk's losses, and the two results
+    are slices of it (computed together, as in ``dask.compute(loss, grad)``, each
+    chunk runs once).
+    """
+    n_classes = log_probs.shape[2]
 
-            # NumPy's own dispatch: the compiled kernel, or the generic alpha-beta without numba.
-            result = numpy_loss_and_grad(lp, tg, il, tl, blank=blank, reduction="none",
-                                         zero_infinity=zero_infinity)
-            return result[index]
+    def compute(lp, tg, il, tl):
+        import numpy as np
 
-        return _numpy_block(compute)
+        from anyloss.ctc import ctc_loss_and_grad as numpy_loss_and_grad
+
+        # NumPy's own dispatch: the compiled kernel, or the generic alpha-beta without numba.
+        losses, grad = numpy_loss_and_grad(lp, tg, il, tl, blank=blank, reduction="none",
+                                           zero_infinity=zero_infinity)
+        both = np.zeros(grad.shape[:2] + (n_classes + 1,), dtype=grad.dtype)
+        both[:, :, :n_classes] = grad
+        both[0, :, n_classes] = losses
+        return both
 
     args = _ctc_blocks(log_probs, targets, input_lengths, target_lengths)
-    losses = da.blockwise(part(0), "n", *args, dtype=log_probs.dtype, concatenate=True)
-    grad = da.blockwise(part(1), "tnc", *args, dtype=log_probs.dtype, concatenate=True)
-    return losses, grad
+    both = da.blockwise(_numpy_block(compute), "tnc", *args, dtype=log_probs.dtype,
+                        concatenate=True, adjust_chunks={"c": lambda c: c + 1})
+    return both[0, :, n_classes], both[:, :, :n_classes]
 
 
 # --- cross entropy: the NumPy blocked pass over chunks of the non-class axes -------------
