@@ -135,7 +135,7 @@ def nll_loss(
                                        ignore_index=ignore_index, reduction=reduction)
     if loss is not NotImplemented:
         return loss
-    xp, input, target, weight = _class_operands(func, input, target, weight)
+    xp, input, target, weight = _class_operands(func, input, target, weight, xp)
     target = _check_class_target(input, target, weight)
     plain = _check_class_indices(xp, target, input.shape[_class_axis(input)], ignore_index)
     return _class_index_loss(xp, input, target, weight, ignore_index, reduction, 0.0, plain)
@@ -220,7 +220,7 @@ def cross_entropy(
     if loss is not NotImplemented:
         return loss
     xp, input, target, weight, probabilities, plain = _cross_entropy_operands(
-        func, input, target, weight, ignore_index, label_smoothing
+        func, input, target, weight, ignore_index, xp
     )
     loss = _dispatch.call_fast_path(func, xp, input, target, weight, ignore_index=ignore_index,
                                     reduction=reduction, label_smoothing=label_smoothing)
@@ -277,8 +277,9 @@ def cross_entropy_and_grad(
     """
     func = "cross_entropy_and_grad"
     reduction = _reduction.resolve(reduction, size_average, reduce)
+    _check_label_smoothing(label_smoothing)
     xp, input, target, weight, probabilities, plain = _cross_entropy_operands(
-        func, input, target, weight, ignore_index, label_smoothing
+        func, input, target, weight, ignore_index
     )
     result = _dispatch.call_fast_path(func, xp, input, target, weight, ignore_index=ignore_index,
                                       reduction=reduction, label_smoothing=label_smoothing)
@@ -484,12 +485,15 @@ def _class_namespace(func: str, input: Any, target: Any, weight: Any | None) -> 
                      optional=("weight",))
 
 
-def _class_operands(func: str, input: Any, target: Any, weight: Any | None):
+def _class_operands(func: str, input: Any, target: Any, weight: Any | None,
+                    xp: ModuleType | None = None):
     """Namespace, and input/weight in one floating dtype, for class-index targets.
 
-    The target must be an integer array; it is returned unchanged.
+    The target must be an integer array; it is returned unchanged. ``xp``, when the
+    caller has it already, is the arrays' namespace.
     """
-    xp = _class_namespace(func, input, target, weight)
+    if xp is None:
+        xp = _class_namespace(func, input, target, weight)
     float_dtype(func, xp, input)  # the input itself must be floating
     if not isdtype(xp, target.dtype, "integral"):
         raise TypeError(
@@ -688,18 +692,19 @@ def _class_index_masks(xp: ModuleType, target: Any, n_classes: int, ignore_index
     return ignored, in_range
 
 
-def _cross_entropy_operands(func, input, target, weight, ignore_index, label_smoothing):
+def _cross_entropy_operands(func, input, target, weight, ignore_index, xp=None):
     """Validated ``(xp, input, target, weight, probabilities, plain)`` of a cross-entropy call.
 
-    All checks of :func:`cross_entropy` run here, before any fast path sees the
-    arrays: options, shapes, dtypes and (on eager arrays) the class indices.
-    ``plain`` is :func:`_check_class_indices`'s answer (False for probabilities).
+    The checks of :func:`cross_entropy` after ``label_smoothing``'s run here, before
+    any fast path sees the arrays: shapes, dtypes and (on eager arrays) the class
+    indices. ``plain`` is :func:`_check_class_indices`'s answer (False for
+    probabilities); ``xp``, when the caller has it already, the arrays' namespace.
     """
-    _check_label_smoothing(label_smoothing)
     if _is_array(input) and _is_array(target) and tuple(input.shape) == tuple(target.shape):
-        xp, input, target, weight = _probability_operands(input, target, weight, ignore_index)
+        xp, input, target, weight = _probability_operands(input, target, weight, ignore_index,
+                                                          xp)
         return xp, input, target, weight, True, False
-    xp, input, target, weight = _class_operands(func, input, target, weight)
+    xp, input, target, weight = _class_operands(func, input, target, weight, xp)
     target = _check_class_target(input, target, weight)
     plain = _check_class_indices(xp, target, input.shape[_class_axis(input)], ignore_index)
     return xp, input, target, weight, False, plain
@@ -790,12 +795,13 @@ def _along_class_axis(xp: ModuleType, weight: Any, like: Any) -> Any:
     return xp.reshape(weight, (1, weight.shape[0]) + (1,) * (like.ndim - 2))
 
 
-def _probability_operands(input: Any, target: Any, weight: Any | None, ignore_index: int):
+def _probability_operands(input: Any, target: Any, weight: Any | None, ignore_index: int,
+                          xp: ModuleType | None = None):
     """Checks of ``cross_entropy`` with class probabilities; ``(xp, input, target, weight)``
-    in one floating dtype."""
+    in one floating dtype (``xp``, when the caller has it already, the namespace)."""
     func = "cross_entropy"
-    xp = namespace(func, {"input": input, "target": target, "weight": weight},
-                   optional=("weight",))
+    if xp is None:
+        xp = _class_namespace(func, input, target, weight)
     if not isdtype(xp, target.dtype, "real floating"):
         raise TypeError(
             "Expected floating point type for target with class probabilities, got "

@@ -46,7 +46,7 @@ from anyloss._array import (
     stop_gradient,
 )
 from anyloss._ops import take_along_axis
-from anyloss._validate import any_true
+from anyloss._validate import any_true, extrema
 
 __all__ = ["ctc_loss", "ctc_loss_and_grad"]
 
@@ -247,12 +247,11 @@ def _check_length_values(xp, il, tl, n_frames) -> None:
     for name, lengths, upper in (("input_lengths", il, n_frames), ("target_lengths", tl, None)):
         if lengths.shape[0] == 0:
             continue
-        low = int(xp.min(lengths))
+        low, high = extrema(xp, lengths)
         if low < 0:
             raise ValueError(
                 f"Expected {name} to have value at least 0, but got value {low} {_ALLOCATE}"
             )
-        high = int(xp.max(lengths))
         if upper is not None and high > upper:
             raise ValueError(
                 f"Expected {name} to have value at most {upper}, but got value {high} {_ALLOCATE}"
