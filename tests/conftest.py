@@ -1,18 +1,10 @@
-"""Fixtures shared by the tests: one ``backend`` per array library, and the oracle."""
+"""Fixtures shared by the tests: one ``backend`` per array library."""
 
 from __future__ import annotations
 
-import warnings
-
-import numpy as np
 import pytest
 
 from anyloss.conformance import namespaces
-from anyloss.conformance.tolerances import tolerance
-
-# The conformance suite's tolerances, so that the suite and the tests cannot drift apart.
-FLOAT64 = tolerance("float64")
-FLOAT32 = tolerance("float32")
 
 
 @pytest.fixture(params=namespaces.NAMES)
@@ -22,30 +14,3 @@ def backend(request) -> namespaces.Namespace:
         return namespaces.get(request.param)
     except ImportError as exc:
         pytest.skip(str(exc))
-
-
-def torch_oracle(loss: str, arrays: dict, options: dict, requires_grad=()):
-    """``torch.nn.functional.<loss>`` on the same data, and the torch inputs it used."""
-    torch = pytest.importorskip("torch")
-    import torch.nn.functional as F
-
-    tensors = {
-        k: torch.tensor(a, requires_grad=k in requires_grad) for k, a in arrays.items()
-    }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return getattr(F, loss)(**tensors, **options), tensors
-
-
-def call_quietly(func, *args, **kwargs):
-    """Call ``func`` with the UserWarnings the case is known to raise silenced."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        return func(*args, **kwargs)
-
-
-def assert_close(actual: np.ndarray, expected: np.ndarray, **tolerance) -> None:
-    """Element-by-element comparison, shapes and nan positions included."""
-    actual, expected = np.asarray(actual), np.asarray(expected)
-    assert actual.shape == expected.shape, (actual.shape, expected.shape)
-    np.testing.assert_allclose(actual, expected, equal_nan=True, **tolerance)

@@ -9,7 +9,7 @@ import anyloss
 from anyloss._dispatch import backends_with_fast_path
 from anyloss.conformance import catalogue, namespaces
 
-from conftest import FLOAT64, assert_close, call_quietly, torch_oracle
+from helpers import FLOAT64, assert_close, call_quietly, torch_oracle
 
 CASES = [c for c in catalogue.cases() if c.differentiable]
 

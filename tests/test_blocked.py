@@ -13,7 +13,7 @@ import pytest
 
 import anyloss
 
-from conftest import call_quietly, torch_oracle
+from helpers import call_quietly, torch_oracle
 
 torch = pytest.importorskip("torch")
 

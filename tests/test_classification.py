@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import anyloss
-from conftest import FLOAT64, assert_close, call_quietly
+from helpers import FLOAT64, assert_close, call_quietly
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import anyloss
-from conftest import FLOAT64, assert_close
+from helpers import FLOAT64, assert_close
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

@@ -8,7 +8,7 @@ import pytest
 import anyloss
 from anyloss.conformance import catalogue, namespaces
 
-from conftest import FLOAT64, assert_close, call_quietly
+from helpers import FLOAT64, assert_close, call_quietly
 
 CASES = list(catalogue.cases())
 

@@ -12,7 +12,7 @@ import pytest
 import anyloss
 from anyloss.conformance import catalogue
 
-from conftest import FLOAT64, assert_close, call_quietly
+from helpers import FLOAT64, assert_close, call_quietly
 
 torch = pytest.importorskip("torch")
 

@@ -8,7 +8,7 @@ import pytest
 import anyloss
 from anyloss.conformance import catalogue
 
-from conftest import FLOAT32, FLOAT64, assert_close, call_quietly, torch_oracle
+from helpers import FLOAT32, FLOAT64, assert_close, call_quietly, torch_oracle
 
 CASES = list(catalogue.cases())
 REFERENCES = catalogue.references()

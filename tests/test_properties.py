@@ -22,7 +22,7 @@ from hypothesis.extra import numpy as hnp
 import anyloss
 from anyloss.conformance import catalogue, namespaces
 
-from conftest import FLOAT64, assert_close, call_quietly, torch_oracle
+from helpers import FLOAT64, assert_close, call_quietly, torch_oracle
 
 torch = pytest.importorskip("torch")
 
