@@ -11,17 +11,16 @@ floating dtype. Their names, signatures, defaults and semantics are those of
 2.0
 """
 
-from anyloss import classification, ctc, distributions, embedding, losses, margin, regression
-from anyloss._dispatch import fast_paths, fast_paths_enabled, set_fast_paths
+from anyloss import classes, classification, ctc, embedding, margin, probabilistic, regression
+from anyloss._registry import fast_path_level, fast_paths, fast_paths_enabled, set_fast_paths
+from anyloss._version import __version__
+from anyloss.classes import *  # noqa: F403
 from anyloss.classification import *  # noqa: F403
 from anyloss.ctc import *  # noqa: F403
-from anyloss.distributions import *  # noqa: F403
 from anyloss.embedding import *  # noqa: F403
-from anyloss.losses import *  # noqa: F403
 from anyloss.margin import *  # noqa: F403
+from anyloss.probabilistic import *  # noqa: F403
 from anyloss.regression import *  # noqa: F403
-
-__version__ = "0.1.0"
 
 __all__ = sorted(
     [
@@ -29,11 +28,12 @@ __all__ = sorted(
         *classification.__all__,
         *margin.__all__,
         *embedding.__all__,
-        *distributions.__all__,
+        *probabilistic.__all__,
         *ctc.__all__,
+        "fast_path_level",
         "fast_paths",
         "fast_paths_enabled",
         "set_fast_paths",
-        *losses.__all__,
+        *classes.__all__,
     ]
 )

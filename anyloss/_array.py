@@ -4,10 +4,9 @@ Everything in :mod:`anyloss` that needs to know *which* array library it is
 talking to asks this module. It relies on ``array_api_compat`` for the
 questions and imports no array library itself; the few operations the standard
 lacks (stopping a gradient, telling a traced JAX value from a concrete one)
-are delegated lazily to :mod:`anyloss.backends`, which is only imported once
-an array of that library has been seen. The same modules list each library's
-native kernels for the building blocks of :mod:`anyloss._ops` (and for
-:func:`anyloss._reduction.mean`), found here by :func:`native`.
+are the registry's ``'primitive'`` kernels (:mod:`anyloss._registry`), declared
+here and imported from :mod:`anyloss.backends` only once an array of that
+library has been seen.
 
 The answers that depend only on a namespace and a dtype are remembered, since
 asking again costs more than many small array operations.
@@ -17,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import importlib
 import math
 from collections.abc import Callable, Collection, Mapping
 from types import ModuleType
 from typing import Any
 
 import array_api_compat as _compat
+
+from anyloss._registry import Kernel, declare, primitive
 
 __all__ = [
     "namespace",
@@ -36,9 +36,14 @@ __all__ = [
     "indexing_dtype",
     "device",
     "size",
-    "native",
-    "call_native",
+    "numpy_scalar_results",
 ]
+
+declare(
+    Kernel("stop_gradient", "torch", "primitive", "torch:stop_gradient", "Tensor.detach"),
+    Kernel("stop_gradient", "jax", "primitive", "jax:stop_gradient", "jax.lax.stop_gradient"),
+    Kernel("is_traced", "jax", "primitive", "jax:is_tracer", "isinstance(x, jax.core.Tracer)"),
+)
 
 _PYTHON_SCALARS = (bool, int, float, complex)
 
@@ -135,9 +140,7 @@ def is_eager(x: Any) -> bool:
     if type(x) in _EAGER_TYPES:
         return True
     if _compat.is_jax_array(x):
-        from anyloss.backends import jax as jax_backend
-
-        return not jax_backend.is_tracer(x)
+        return not _primitive("is_traced", "jax")(x)
     eager = not _compat.is_lazy_array(x)
     known = _NAMESPACE_OF_TYPE.get(type(x))
     if eager and known is not None and known[0] in _ALWAYS_EAGER:
@@ -230,11 +233,9 @@ def stop_gradient(x: Any) -> Any:
     ``jax.lax.stop_gradient``; libraries without autodiff get ``x`` back.
     """
     if _compat.is_torch_array(x):
-        return x.detach()
+        return _primitive("stop_gradient", "torch")(x)
     if _compat.is_jax_array(x):
-        from anyloss.backends import jax as jax_backend
-
-        return jax_backend.stop_gradient(x)
+        return _primitive("stop_gradient", "jax")(x)
     return x
 
 
@@ -257,37 +258,41 @@ def size(x: Any) -> float:
     return math.prod(float("nan") if n is None else n for n in x.shape)
 
 
-# --- native building blocks -----------------------------------------------------------
-
-#: Libraries with a backend module that may hold native building blocks.
-_BACKENDS_WITH_BLOCKS = frozenset({"torch", "jax", "numpy"})
-
-
-@functools.cache
-def _backend_blocks(xp: ModuleType) -> dict[str, Callable[..., Any]]:
-    """The ``BUILDING_BLOCKS`` table of ``xp``'s backend module (empty if none), once."""
-    name = library_name(xp)
-    if name not in _BACKENDS_WITH_BLOCKS:
-        return {}
-    try:
-        module = importlib.import_module(f"anyloss.backends.{name}")
-    except ImportError:  # pragma: no cover - a backend that cannot load runs portable
-        return {}
-    return dict(getattr(module, "BUILDING_BLOCKS", {}))
+def _primitive(function: str, library: str) -> Callable[..., Any]:
+    """The registry's primitive ``function`` of ``library``, which must exist."""
+    kernel = primitive(function, library)
+    if kernel is None:  # pragma: no cover - declared above
+        raise RuntimeError(f"no primitive {function!r} for {library}")
+    return kernel
 
 
-@functools.cache
-def native(xp: ModuleType, block: str) -> Callable[..., Any] | None:
-    """The library's own kernel for building ``block`` under namespace ``xp``, or ``None``.
+def numpy_scalar_results(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Decorate a public function: the one rule for the type of a 0-d result.
 
-    Looked up once per (namespace, block); the backend module is imported on
-    first use, so ``import anyloss`` still imports no array library.
+    A 0-d NumPy array that ``func`` returns (alone or in a tuple) becomes a NumPy
+    scalar of its dtype, as NumPy's own reductions return, so that the type never
+    depends on the path that computed it (a kernel, the written-once formula, a
+    blocked evaluation) or on the input's size. Other libraries' results are
+    returned as they are: 0-d arrays.
     """
-    return _backend_blocks(xp).get(block)
+
+    @functools.wraps(func)
+    def with_scalar_results(*args: Any, **kwargs: Any) -> Any:
+        out = func(*args, **kwargs)
+        if type(out) is tuple:
+            return tuple(_numpy_scalar(o) for o in out)
+        return _numpy_scalar(out)
+
+    return with_scalar_results
 
 
-def call_native(xp: ModuleType, block: str, *args: Any) -> Any:
-    """``block``'s native kernel applied to ``args``, or ``NotImplemented`` (none, or declined)."""
-    kernel = native(xp, block)
-    return NotImplemented if kernel is None else kernel(*args)
+def _numpy_scalar(x: Any) -> Any:
+    cls = type(x)
+    is_ndarray = _IS_NDARRAY.get(cls)
+    if is_ndarray is None:
+        is_ndarray = _IS_NDARRAY[cls] = cls.__module__ == "numpy" and cls.__name__ == "ndarray"
+    return x[()] if is_ndarray and x.ndim == 0 else x
 
+
+#: type -> whether it is NumPy's ndarray (so that this module need not import NumPy).
+_IS_NDARRAY: dict[type, bool] = {}

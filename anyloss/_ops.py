@@ -7,36 +7,25 @@ the mathematical function does not have.
 
 Where a library has its own kernel for a block (``torch.nn.functional.logsigmoid``,
 ``torch.special.xlogy``, ``torch.logsumexp``, ``jax.nn.log_sigmoid``, NumPy's
-``vecdot``...), the block calls it: the backend module of that library
-(:mod:`anyloss.backends`) lists its kernels in a ``BUILDING_BLOCKS`` table, looked
-up once per namespace by :func:`native`. A kernel may return ``NotImplemented``
-to decline a call (e.g. one that autograd must see through); the portable formula
-written here then runs. Kernels follow the gradient conventions of torch's own
-losses, so that gradients through anyloss stay equal to torch's.
-
-:func:`reduce_blockwise` evaluates an elementwise loss and its reduction in
-cache-sized blocks of rows where the library is eager and nothing needs the
-unreduced loss: the temporaries of a formula then never leave the CPU cache.
+``vecdot``...), the block calls it: each block declares its kernels in the
+registry (:mod:`anyloss._registry`, stage ``'block'``) just above its
+definition. A kernel may return ``NotImplemented`` to decline a call (e.g. one
+that autograd must see through); the portable formula written here then runs.
+Kernels follow the gradient conventions of torch's own losses, so that gradients
+through anyloss stay equal to torch's. With fast paths at level ``'none'`` only
+the portable formulas run.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
 from types import ModuleType
 from typing import Any
 
-from anyloss import _reduction
-from anyloss._array import (
-    call_native,
-    indexing_dtype,
-    native,
-    needs_float32_accumulation,
-    stop_gradient,
-)
+from anyloss._array import indexing_dtype, stop_gradient
+from anyloss._registry import Kernel, call, declare
 
 __all__ = [
-    "native",
     "softplus",
     "log_sigmoid",
     "xlogy",
@@ -52,9 +41,26 @@ __all__ = [
     "logsumexp",
     "log_softmax",
     "take_along_axis",
-    "reduce_blockwise",
 ]
 
+
+def _declare_block(function: str, **by_library: tuple[str, ...]) -> None:
+    """Declare the kernels of block ``function``: ``library=(target, engine[, accepts])``."""
+    declare(*(Kernel(function, library, "block", *spec) for library, spec in by_library.items()))
+
+
+def _block(xp: ModuleType, function: str, *args: Any) -> Any:
+    """The library's kernel of block ``function`` applied to ``args``, or ``NotImplemented``."""
+    return call("block", function, xp, *args)
+
+
+
+_declare_block(
+    "softplus",
+    torch=("torch:softplus", "-F.logsigmoid(-x)"),
+    numpy=("numpy.blocks:softplus", "max(x, 0) + log1p(exp(-|x|)), ufuncs in place"),
+    jax=("jax:softplus", "jax.nn.softplus"),
+)
 
 
 def softplus(xp: ModuleType, x: Any) -> Any:
@@ -63,21 +69,37 @@ def softplus(xp: ModuleType, x: Any) -> Any:
     Computed as ``logaddexp(0, x)``, which never overflows: for ``x = 1000``
     it gives 1000, where the naive formula gives inf.
 
-    >>> softplus(xp, xp.asarray([-1000.0, 0.0, 1000.0]))   # doctest: +SKIP
-    array([0., 0.69314718, 1000.])
+    >>> import array_api_strict as xp
+    >>> softplus(xp, xp.asarray([-1000.0, 0.0, 1000.0]))
+    Array([0.00000000e+00, 6.93147181e-01, 1.00000000e+03], dtype=array_api_strict.float64)
     """
-    out = call_native(xp, "softplus", x)
+    out = _block(xp, "softplus", x)
     if out is not NotImplemented:
         return out
     return xp.logaddexp(0.0, x)
 
 
+_declare_block(
+    "log_sigmoid",
+    torch=("torch:log_sigmoid", "F.logsigmoid"),
+    numpy=("numpy.blocks:log_sigmoid", "min(x, 0) - log1p(exp(-|x|)), ufuncs in place"),
+    jax=("jax:log_sigmoid", "jax.nn.log_sigmoid"),
+)
+
+
 def log_sigmoid(xp: ModuleType, x: Any) -> Any:
     """``log(1 / (1 + exp(-x)))``, finite for every finite ``x``: ``-softplus(-x)``."""
-    out = call_native(xp, "log_sigmoid", x)
+    out = _block(xp, "log_sigmoid", x)
     if out is not NotImplemented:
         return out
     return -softplus(xp, -x)
+
+
+_declare_block(
+    "xlogy",
+    torch=("torch:xlogy", "torch.special.xlogy"),
+    numpy=("numpy.blocks:xlogy", "x * log(y), one where"),
+)
 
 
 def xlogy(xp: ModuleType, x: Any, y: Any) -> Any:
@@ -89,15 +111,23 @@ def xlogy(xp: ModuleType, x: Any, y: Any) -> Any:
     ``nan`` for ``xlogy(0, nan)`` and for the gradient with respect to ``y`` at
     ``x = y = 0``, as torch's own ``kl_div`` does.)
 
-    >>> xlogy(xp, xp.asarray([0.0, 2.0]), xp.asarray([0.0, 3.0]))   # doctest: +SKIP
-    array([0., 2.19722458])
+    >>> import array_api_strict as xp
+    >>> xlogy(xp, xp.asarray([0.0, 2.0]), xp.asarray([0.0, 3.0]))
+    Array([0.        , 2.19722458], dtype=array_api_strict.float64)
     """
-    out = call_native(xp, "xlogy", x, y)
+    out = _block(xp, "xlogy", x, y)
     if out is not NotImplemented:
         return out
     zero = x == 0
     safe_y = xp.where(zero, 1.0, y)
     return xp.where(zero, 0.0, x * xp.log(safe_y))
+
+
+_declare_block(
+    "relu",
+    torch=("torch:relu", "torch.clamp_min (gradient 1 at 0)"),
+    numpy=("numpy.blocks:relu", "np.maximum"),
+)
 
 
 def relu(xp: ModuleType, x: Any) -> Any:
@@ -106,10 +136,18 @@ def relu(xp: ModuleType, x: Any) -> Any:
     torch's kernel is ``clamp_min``, whose gradient at exactly 0 is 1, as in
     torch's own margin losses.
     """
-    out = call_native(xp, "relu", x)
+    out = _block(xp, "relu", x)
     if out is not NotImplemented:
         return out
     return xp.maximum(x, 0.0)
+
+
+_declare_block(
+    "positive_part",
+    torch=("torch:positive_part", "torch.relu"),
+    numpy=("numpy.blocks:positive_part", "np.maximum"),
+    jax=("jax:positive_part", "jax.nn.relu"),
+)
 
 
 def positive_part(xp: ModuleType, x: Any) -> Any:
@@ -119,20 +157,34 @@ def positive_part(xp: ModuleType, x: Any) -> Any:
     ``multilabel_margin_loss``): one pass where the library has ``relu``, instead
     of a comparison and a ``where``.
     """
-    out = call_native(xp, "positive_part", x)
+    out = _block(xp, "positive_part", x)
     if out is not NotImplemented:
         return out
     return xp.where(x > 0, x, 0.0)
 
 
+_declare_block(
+    "clip",
+    torch=("torch:clip", "torch.clamp"),
+    numpy=("numpy.blocks:clip", "np.clip"),
+)
+
+
 def clip(xp: ModuleType, x: Any, lower: float, upper: float) -> Any:
     """``min(max(x, lower), upper)`` for Python numbers ``lower <= upper``."""
-    out = call_native(xp, "clip", x, lower, upper)
+    out = _block(xp, "clip", x, lower, upper)
     if out is not NotImplemented:
         return out
     if hasattr(xp, "clip"):
         return xp.clip(x, lower, upper)
     return xp.minimum(xp.maximum(x, lower), upper)
+
+
+_declare_block(
+    "clamp_min_identity_gradient",
+    torch=("torch:clamp_min_identity_gradient", "clamp of a clone under no_grad"),
+    numpy=("numpy.blocks:clamp_min_identity_gradient", "np.maximum"),
+)
 
 
 def clamp_min_identity_gradient(xp: ModuleType, x: Any, lower: float) -> Any:
@@ -143,10 +195,17 @@ def clamp_min_identity_gradient(xp: ModuleType, x: Any, lower: float) -> Any:
     library: below ``lower`` the value is ``(x - stop_gradient(x)) + lower``,
     which equals ``lower`` exactly and has derivative 1 with respect to ``x``.
     """
-    out = call_native(xp, "clamp_min_identity_gradient", x, lower)
+    out = _block(xp, "clamp_min_identity_gradient", x, lower)
     if out is not NotImplemented:
         return out
     return xp.where(x < lower, (x - stop_gradient(x)) + lower, x)
+
+
+_declare_block(
+    "clamped_log",
+    torch=("torch:clamped_log", "torch.log, clamped in place", "not under autograd"),
+    numpy=("numpy.blocks:clamped_log", "np.log, clamped in place"),
+)
 
 
 def clamped_log(xp: ModuleType, x: Any, floor: float) -> Any:
@@ -155,48 +214,83 @@ def clamped_log(xp: ModuleType, x: Any, floor: float) -> Any:
     The logarithm only sees ``x`` where it is above ``exp(floor)`` (double
     ``where``), so ``x = 0`` gives ``floor`` and a zero gradient, not nan.
     """
-    out = call_native(xp, "clamped_log", x, floor)
+    out = _block(xp, "clamped_log", x, floor)
     if out is not NotImplemented:
         return out
     above = x > math.exp(floor)
     return xp.where(above, xp.log(xp.where(above, x, 1.0)), floor)
 
 
+_declare_block(
+    "clamped_log1p",
+    torch=("torch:clamped_log1p", "torch.log1p, clamped in place", "not under autograd"),
+    numpy=("numpy.blocks:clamped_log1p", "np.log1p, clamped in place"),
+)
+
+
 def clamped_log1p(xp: ModuleType, x: Any, floor: float) -> Any:
     """``max(log1p(x), floor)`` for ``x >= -1``, finite gradient where the clamp holds."""
-    out = call_native(xp, "clamped_log1p", x, floor)
+    out = _block(xp, "clamped_log1p", x, floor)
     if out is not NotImplemented:
         return out
     above = x > math.expm1(floor)  # log1p(x) > floor  <=>  x > expm1(floor)
     return xp.where(above, xp.log1p(xp.where(above, x, 0.0)), floor)
 
 
+_declare_block(
+    "clamp_min",
+    torch=("torch:clamp_min", "torch.clamp_min"),
+    numpy=("numpy.blocks:clamp_min", "np.maximum"),
+)
+
+
 def clamp_min(xp: ModuleType, x: Any, lower: float) -> Any:
     """``max(x, lower)`` as torch's ``clamp_min``: nan stays nan, and the gradient at
     exactly ``lower`` passes through (derivative 1), unlike ``maximum``'s one half."""
-    out = call_native(xp, "clamp_min", x, lower)
+    out = _block(xp, "clamp_min", x, lower)
     if out is not NotImplemented:
         return out
     return xp.where(x < lower, lower, x)
 
 
+_declare_block(
+    "sqrt_zero_gradient",
+    torch=("torch:sqrt_zero_gradient", "torch.sqrt", "not under autograd"),
+    numpy=("numpy.blocks:sqrt_zero_gradient", "np.sqrt"),
+)
+
+
 def sqrt_zero_gradient(xp: ModuleType, s: Any) -> Any:
     """``sqrt(s)`` for ``s >= 0`` whose gradient at ``s == 0`` is 0 instead of inf
     (a double ``where``), as torch's norms give at a zero vector."""
-    out = call_native(xp, "sqrt_zero_gradient", s)
+    out = _block(xp, "sqrt_zero_gradient", s)
     if out is not NotImplemented:
         return out
     zero = s == 0
     return xp.where(zero, 0.0, xp.sqrt(xp.where(zero, 1.0, s)))
 
 
+_declare_block(
+    "sum_of_products",
+    torch=("torch:sum_of_products", "torch.linalg.vecdot"),
+    numpy=("numpy.blocks:sum_of_products", "np.vecdot", "NumPy 2"),
+)
+
+
 def sum_of_products(xp: ModuleType, a: Any, b: Any, axis: int) -> Any:
     """``sum(a * b, axis)`` for real arrays that broadcast, in one call where the library
     has a dot-product kernel (NumPy's ``vecdot``, which keeps no ``a * b``; torch's)."""
-    out = call_native(xp, "sum_of_products", a, b, axis)
+    out = _block(xp, "sum_of_products", a, b, axis)
     if out is not NotImplemented:
         return out
     return xp.sum(a * b, axis=axis)
+
+
+_declare_block(
+    "logsumexp",
+    torch=("torch:logsumexp", "torch.logsumexp"),
+    jax=("jax:logsumexp", "jax.nn.logsumexp"),
+)
 
 
 def logsumexp(xp: ModuleType, x: Any, axis: int, keepdims: bool = False) -> Any:
@@ -205,7 +299,7 @@ def logsumexp(xp: ModuleType, x: Any, axis: int, keepdims: bool = False) -> Any:
     Rows whose maximum is infinite are shifted by 0 instead, so that a row of
     all ``-inf`` gives ``-inf`` (not nan) and ``+inf`` gives ``+inf``.
     """
-    out = call_native(xp, "logsumexp", x, axis, keepdims)
+    out = _block(xp, "logsumexp", x, axis, keepdims)
     if out is not NotImplemented:
         return out
     peak = xp.max(x, axis=axis, keepdims=True)
@@ -213,6 +307,13 @@ def logsumexp(xp: ModuleType, x: Any, axis: int, keepdims: bool = False) -> Any:
     shift = stop_gradient(shift)
     out = xp.log(xp.sum(xp.exp(x - shift), axis=axis, keepdims=True)) + shift
     return out if keepdims else xp.squeeze(out, axis=axis)
+
+
+_declare_block(
+    "log_softmax",
+    torch=("torch:log_softmax", "F.log_softmax"),
+    numpy=("numpy.blocks:log_softmax", "ufuncs in place", "non-empty ndarrays"),
+)
 
 
 def log_softmax(xp: ModuleType, x: Any, axis: int) -> Any:
@@ -225,7 +326,7 @@ def log_softmax(xp: ModuleType, x: Any, axis: int) -> Any:
     infinite are shifted by 0. An empty ``x`` is returned as it is (Dask cannot
     take the maximum of an empty chunk).
     """
-    out = call_native(xp, "log_softmax", x, axis)
+    out = _block(xp, "log_softmax", x, axis)
     if out is not NotImplemented:
         return out
     if any(n == 0 for n in x.shape):
@@ -233,6 +334,13 @@ def log_softmax(xp: ModuleType, x: Any, axis: int) -> Any:
     peak = xp.max(x, axis=axis, keepdims=True)
     shifted = x - stop_gradient(xp.where(xp.isfinite(peak), peak, 0.0))
     return shifted - xp.log(xp.sum(xp.exp(shifted), axis=axis, keepdims=True))
+
+
+_declare_block(
+    "take_along_axis",
+    torch=("torch:take_along_axis", "torch.gather or torch.take_along_dim"),
+    numpy=("numpy.blocks:take_along_axis", "one flat take", "C-contiguous, no broadcasting"),
+)
 
 
 def take_along_axis(xp: ModuleType, x: Any, indices: Any, axis: int) -> Any:
@@ -245,7 +353,7 @@ def take_along_axis(xp: ModuleType, x: Any, indices: Any, axis: int) -> Any:
     integer dtype works (they are cast to the library's indexing dtype, which
     torch requires).
     """
-    out = call_native(xp, "take_along_axis", x, indices, axis)
+    out = _block(xp, "take_along_axis", x, indices, axis)
     if out is not NotImplemented:
         return out
     if hasattr(xp, "take_along_axis"):
@@ -262,108 +370,3 @@ def take_along_axis(xp: ModuleType, x: Any, indices: Any, axis: int) -> Any:
     hits = idx_last[..., None] == classes
     picked = xp.sum(xp.where(hits, x_last[..., None, :], 0.0), axis=-1)
     return xp.moveaxis(picked, -1, axis)
-
-
-# --- blocked evaluation -------------------------------------------------------------
-
-#: Below this many elements a formula runs whole: its temporaries are small anyway.
-MIN_BLOCKED_ELEMENTS = 1 << 19
-
-
-def reduce_blockwise(
-    xp: ModuleType,
-    formula: Callable[..., Any],
-    operands: Sequence[Any],
-    reduction: str,
-    *,
-    split: Sequence[bool] | None = None,
-    row_elements: int | None = None,
-) -> Any:
-    """``reduce(formula(*operands), reduction)``, in blocks of rows where that pays.
-
-    ``formula`` maps the operands to the unreduced loss, whose leading axis is
-    the operands' leading (row) axis: elementwise losses, or losses that reduce
-    the trailing axes of each row. For ``'sum'`` and ``'mean'`` on large eager
-    arrays of a library whose backend allows it (NumPy; torch on the CPU when
-    autograd does not record), the rows are cut into blocks of the size the
-    backend asks for (its ``blockwise_elements`` block, some 10^4 elements, a
-    fraction of a core's L2 cache); each block is evaluated and summed while
-    its temporaries are still in cache, and the block sums are added. A
-    formula of many passes then costs little more than one pass over the data,
-    instead of allocating and filling a fresh full-size array per operation.
-    Everywhere else (``'none'``, lazy or traced arrays, autograd, 16-bit
-    floats, small arrays) the formula runs once on the whole operands.
-
-    Parameters
-    ----------
-    operands
-        Arrays, Python numbers or ``None``, passed to ``formula`` in order.
-    split
-        Which operands have the leading axis to cut (the others are passed
-        whole to every block). By default: the arrays with the largest number
-        of dimensions whose leading size is the largest (broadcasting from the
-        right leaves the others whole).
-    row_elements
-        Elements of the widest temporary per row, when the formula builds a
-        wider one than its operands (default: the widest operand's row).
-    """
-    plan = None
-    if reduction != "none" and (row_elements is not None or not _all_small(operands)):
-        plan = _block_plan(xp, operands, split, row_elements)
-    if plan is None:
-        return _reduction.reduce(xp, formula(*operands), reduction)
-    split, n_rows, rows = plan
-    parts = []
-    count = 0
-    for start in range(0, n_rows, rows):
-        stop = start + rows
-        block = [a[start:stop] if cut else a for a, cut in zip(operands, split)]
-        loss = formula(*block)
-        parts.append(xp.sum(loss))
-        count += math.prod(loss.shape)
-    total = xp.sum(xp.stack(parts))
-    return total if reduction == "sum" else total / count
-
-
-def _all_small(operands: Sequence[Any]) -> bool:
-    """Whether every array operand is known to hold fewer than ``MIN_BLOCKED_ELEMENTS``:
-    the quick answer of small calls, before any planning."""
-    for a in operands:
-        shape = getattr(a, "shape", None)
-        if shape is not None and (None in shape
-                                  or not math.prod(shape) < MIN_BLOCKED_ELEMENTS):
-            return False
-    return True
-
-
-def _block_plan(xp, operands, split, row_elements):
-    """``(split, n_rows, rows_per_block)`` when blocked evaluation pays, else ``None``."""
-    block_elements = native(xp, "blockwise_elements")
-    if block_elements is None:
-        return None
-    arrays = [a for a in operands if hasattr(a, "shape")]
-    largest = max((math.prod(a.shape) for a in arrays), default=0)
-    if row_elements is None and largest < MIN_BLOCKED_ELEMENTS:
-        return None  # the common quick answer for small arrays
-    ndim = max(a.ndim for a in arrays)
-    if ndim == 0:
-        return None
-    if split is None:
-        n_rows = max(a.shape[0] for a in arrays if a.ndim == ndim)
-        split = [hasattr(a, "shape") and a.ndim == ndim and a.shape[0] == n_rows
-                 for a in operands]
-    else:
-        n_rows = next(a.shape[0] for a, cut in zip(operands, split) if cut)
-    if row_elements is None:
-        row_elements = max(math.prod(a.shape[1:]) for a in arrays)
-    if n_rows < 2 or n_rows * row_elements < MIN_BLOCKED_ELEMENTS:
-        return None
-    if any(needs_float32_accumulation(a.dtype) for a in arrays):
-        return None
-    per_block = block_elements(arrays)
-    if per_block is None:
-        return None
-    rows = max(1, per_block // max(row_elements, 1))
-    if 2 * rows > n_rows:
-        return None
-    return split, n_rows, rows

@@ -8,15 +8,25 @@ and ``reduce`` booleans, which override it when either is given.
 
 from __future__ import annotations
 
+import math
 import warnings
 from types import ModuleType
 from typing import Any
 
-from anyloss._array import call_native, needs_float32_accumulation
+from anyloss._array import needs_float32_accumulation
+from anyloss._registry import Kernel, call, declare
 
-__all__ = ["resolve", "legacy_reduction", "reduce", "sum_along", "total", "mean"]
+__all__ = ["resolve", "legacy_reduction", "reduce", "sum_along", "total", "mean", "divide_or_nan"]
 
 STANDARD = ("none", "mean", "sum")
+
+declare(
+    Kernel("sum_along", "numpy", "block", "numpy.blocks:sum_along",
+           "np.add.reduce without np.sum's wrapper", "floating ndarrays"),
+    Kernel("mean", "torch", "block", "torch:mean", "torch.mean"),
+    Kernel("mean", "numpy", "block", "numpy.blocks:mean",
+           "np.add.reduce, one division"),
+)
 
 
 def legacy_reduction(size_average: bool | None, reduce: bool | None, stacklevel: int = 4) -> str:
@@ -82,7 +92,7 @@ def sum_along(xp: ModuleType, x: Any, axis: int | tuple[int, ...] | None = None)
     """
     if needs_float32_accumulation(x.dtype):
         return xp.astype(xp.sum(xp.astype(x, xp.float32), axis=axis), x.dtype)
-    out = call_native(xp, "sum", x, axis)
+    out = call("block", "sum_along", xp, x, axis)
     return xp.sum(x, axis=axis) if out is NotImplemented else out
 
 
@@ -101,7 +111,7 @@ def mean(xp: ModuleType, x: Any) -> Any:
         return xp.sum(x) * float("nan")
     if needs_float32_accumulation(x.dtype):
         return xp.astype(xp.mean(xp.astype(x, xp.float32)), x.dtype)
-    out = call_native(xp, "mean", x)
+    out = call("block", "mean", xp, x)
     return xp.mean(x) if out is NotImplemented else out
 
 
@@ -114,3 +124,13 @@ def reduce(xp: ModuleType, loss: Any, reduction: str) -> Any:
     if reduction == "mean":
         return mean(xp, loss)
     raise ValueError(f"{reduction} is not a valid value for reduction")
+
+
+def divide_or_nan(xp: ModuleType, total: Any, denominator: Any) -> Any:
+    """``total / denominator`` for 0-d arrays, nan where ``denominator`` is 0.
+
+    The weighted mean of the class losses (nothing counted gives 0/0 = nan, as in
+    torch). A double ``where`` keeps the gradient of that case 0 instead of nan.
+    """
+    empty = denominator == 0
+    return xp.where(empty, math.nan, total / xp.where(empty, 1.0, denominator))

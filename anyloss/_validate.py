@@ -10,7 +10,8 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from anyloss._array import call_native, is_eager, isdtype
+from anyloss._array import is_eager, isdtype
+from anyloss._registry import Kernel, call, declare
 
 __all__ = [
     "broadcast_shape",
@@ -20,6 +21,11 @@ __all__ = [
     "any_true",
     "extrema",
 ]
+
+declare(
+    Kernel("extrema", "torch", "block", "torch:extrema", "torch.aminmax"),
+    Kernel("extrema", "numpy", "block", "numpy.blocks:extrema", "np.minimum/maximum.reduce"),
+)
 
 
 def broadcast_shape(*shapes: tuple) -> tuple:
@@ -52,7 +58,7 @@ def _broadcast_two(a: tuple, b: tuple) -> tuple:
                 f"The size of tensor a ({a[i]}) must match the size of tensor b "
                 f"({b[i]}) at non-singleton dimension {i}"
             )
-    return tuple(size_b if size_a == 1 else size_a for size_a, size_b in zip(a, b))
+    return tuple(size_b if size_a == 1 else size_a for size_a, size_b in zip(a, b, strict=True))
 
 
 def _is_known(n: Any) -> bool:
@@ -103,7 +109,7 @@ def extrema(xp: Any, x: Any) -> tuple[Any, Any]:
     pair (``torch.aminmax``), it is used: value checks run on every call, and their
     cost is a few operations and one look at the host.
     """
-    out = call_native(xp, "extrema", x)
+    out = call("block", "extrema", xp, x)
     if out is not NotImplemented:
         return out
     to_python = int if isdtype(xp, x.dtype, "integral") else float

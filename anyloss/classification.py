@@ -33,7 +33,9 @@ import math
 from types import ModuleType
 from typing import Any
 
-from anyloss import _dispatch, _ops, _reduction
+import array_api_extra as xpx
+
+from anyloss import _blocked, _ops, _reduction, _registry
 from anyloss._array import (
     float_dtype,
     indexing_dtype,
@@ -41,7 +43,10 @@ from anyloss._array import (
     isdtype,
     namespace,
     needs_float32_accumulation,
+    numpy_scalar_results,
 )
+from anyloss._class_index import along_class_axis, class_axis, class_index_loss, masks
+from anyloss._registry import Kernel, kernels
 from anyloss._validate import any_true, broadcast_shape, extrema
 
 __all__ = [
@@ -75,6 +80,14 @@ _TORCH_DTYPE_NAMES = {
 _LOG_FLOOR = -100.0
 
 
+@numpy_scalar_results
+@kernels(
+    Kernel("nll_loss", "torch", "first", "torch:nll_loss", "F.nll_loss",
+           "CPU; float32/64; int64 targets; weight of the input's dtype; "
+           "not empty"),
+    Kernel("nll_loss", "numpy", "first", "numpy.class_losses:nll_loss", "one numba loop",
+           "numba; C-contiguous float32/64 (N, C); int64 targets in range"),
+)
 def nll_loss(
     input: Any,
     target: Any,
@@ -131,16 +144,31 @@ def nll_loss(
     func = "nll_loss"
     reduction = _reduction.resolve(reduction, size_average, reduce)
     xp = _class_namespace(func, input, target, weight)
-    loss = _dispatch.call_native_first(func, xp, input, target, weight,
-                                       ignore_index=ignore_index, reduction=reduction)
+    loss = _registry.call("first", func, xp, input, target, weight,
+                          ignore_index=ignore_index, reduction=reduction)
     if loss is not NotImplemented:
         return loss
     xp, input, target, weight = _class_operands(func, input, target, weight, xp)
     target = _check_class_target(input, target, weight)
-    plain = _check_class_indices(xp, target, input.shape[_class_axis(input)], ignore_index)
-    return _class_index_loss(xp, input, target, weight, ignore_index, reduction, 0.0, plain)
+    plain = _check_class_indices(xp, target, input.shape[class_axis(input)], ignore_index)
+    return class_index_loss(xp, input, target, weight, ignore_index, reduction, 0.0, plain)
 
 
+@numpy_scalar_results
+@kernels(
+    Kernel("cross_entropy", "torch", "first", "torch:cross_entropy_plain_cpu",
+           "F.cross_entropy", "CPU; float32/64; int64 targets; weight of the input's dtype; "
+           "not empty"),
+    Kernel("cross_entropy", "torch", "checked", "torch:cross_entropy", "F.cross_entropy",
+           "any device; 16-bit floats in float32"),
+    Kernel("cross_entropy", "jax", "checked", "jax:cross_entropy",
+           "anyloss's formula under jax.jit", "class indices"),
+    Kernel("cross_entropy", "numpy", "checked", "numpy.cross_entropy:cross_entropy",
+           "one blocked pass over rows on a thread pool, numba for float32 rows",
+           "class indices; 2^15 elements or more"),
+    Kernel("cross_entropy", "dask", "checked", "dask:cross_entropy",
+           "the NumPy pass per chunk", "class indices; 2-d or more; known chunks"),
+)
 def cross_entropy(
     input: Any,
     target: Any,
@@ -214,28 +242,41 @@ def cross_entropy(
     reduction = _reduction.resolve(reduction, size_average, reduce)
     _check_label_smoothing(label_smoothing)
     xp = _class_namespace(func, input, target, weight)
-    loss = _dispatch.call_native_first(func, xp, input, target, weight,
-                                       ignore_index=ignore_index, reduction=reduction,
-                                       label_smoothing=label_smoothing)
+    loss = _registry.call("first", func, xp, input, target, weight,
+                          ignore_index=ignore_index, reduction=reduction,
+                          label_smoothing=label_smoothing)
     if loss is not NotImplemented:
         return loss
     xp, input, target, weight, probabilities, plain = _cross_entropy_operands(
         func, input, target, weight, ignore_index, xp
     )
-    loss = _dispatch.call_fast_path(func, xp, input, target, weight, ignore_index=ignore_index,
-                                    reduction=reduction, label_smoothing=label_smoothing)
+    loss = _registry.call("checked", func, xp, input, target, weight,
+                          ignore_index=ignore_index, reduction=reduction,
+                          label_smoothing=label_smoothing)
     if loss is not NotImplemented:
         return loss
     if probabilities:
         return _cross_entropy_probabilities(
             xp, input, target, weight, reduction, label_smoothing
         )
-    log_probs = _ops.log_softmax(xp, input, axis=_class_axis(input))
-    return _class_index_loss(
+    log_probs = _ops.log_softmax(xp, input, axis=class_axis(input))
+    return class_index_loss(
         xp, log_probs, target, weight, ignore_index, reduction, label_smoothing, plain
     )
 
 
+@numpy_scalar_results
+@kernels(
+    Kernel("cross_entropy_and_grad", "torch", "checked", "torch:cross_entropy_and_grad",
+           "F.cross_entropy and autograd", "any device; 16-bit floats in float32"),
+    Kernel("cross_entropy_and_grad", "jax", "checked", "jax:cross_entropy_and_grad",
+           "jax.vjp of the jitted formula", "class indices"),
+    Kernel("cross_entropy_and_grad", "numpy", "checked",
+           "numpy.cross_entropy:cross_entropy_and_grad",
+           "the blocked pass, writing the gradient", "class indices; 2^15 elements or more"),
+    Kernel("cross_entropy_and_grad", "dask", "checked", "dask:cross_entropy_and_grad",
+           "the NumPy pass per chunk", "class indices; 2-d or more; known chunks"),
+)
 def cross_entropy_and_grad(
     input: Any,
     target: Any,
@@ -281,16 +322,17 @@ def cross_entropy_and_grad(
     xp, input, target, weight, probabilities, plain = _cross_entropy_operands(
         func, input, target, weight, ignore_index
     )
-    result = _dispatch.call_fast_path(func, xp, input, target, weight, ignore_index=ignore_index,
-                                      reduction=reduction, label_smoothing=label_smoothing)
+    result = _registry.call("checked", func, xp, input, target, weight,
+                            ignore_index=ignore_index, reduction=reduction,
+                            label_smoothing=label_smoothing)
     if result is not NotImplemented:
         return result
     if probabilities:
         loss = _cross_entropy_probabilities(xp, input, target, weight, reduction,
                                             label_smoothing)
         return loss, _probabilities_grad(xp, input, target, weight, reduction, label_smoothing)
-    log_probs = _ops.log_softmax(xp, input, axis=_class_axis(input))
-    loss = _class_index_loss(
+    log_probs = _ops.log_softmax(xp, input, axis=class_axis(input))
+    loss = class_index_loss(
         xp, log_probs, target, weight, ignore_index, reduction, label_smoothing, plain
     )
     grad = _class_index_grad(xp, input, target, weight, ignore_index, reduction,
@@ -298,6 +340,7 @@ def cross_entropy_and_grad(
     return loss, grad
 
 
+@numpy_scalar_results
 def binary_cross_entropy(
     input: Any,
     target: Any,
@@ -371,9 +414,10 @@ def binary_cross_entropy(
         return loss * w[0] if w else loss
 
     operands = (input, target) if weight is None else (input, target, weight)
-    return _ops.reduce_blockwise(xp, pointwise, operands, reduction)
+    return _blocked.reduce_blockwise(xp, pointwise, operands, reduction)
 
 
+@numpy_scalar_results
 def binary_cross_entropy_with_logits(
     input: Any,
     target: Any,
@@ -455,7 +499,7 @@ def binary_cross_entropy_with_logits(
         loss = (1.0 - y) * x - log_sigmoid
         return loss if w is None else loss * w
 
-    return _ops.reduce_blockwise(xp, pointwise, (input, target, weight, pos_weight), reduction)
+    return _blocked.reduce_blockwise(xp, pointwise, (input, target, weight, pos_weight), reduction)
 
 
 # --- multi-class helpers ---------------------------------------------------------------
@@ -468,10 +512,6 @@ def _is_array(x: Any) -> bool:
 def _torch_dtype_name(dtype: Any) -> str:
     name = str(dtype).rsplit(".", 1)[-1].strip("'>")
     return _TORCH_DTYPE_NAMES.get(name, name)
-
-
-def _class_axis(input: Any) -> int:
-    return 0 if input.ndim == 1 else 1
 
 
 def _check_label_smoothing(label_smoothing: float) -> None:
@@ -516,7 +556,7 @@ def _check_class_target(input: Any, target: Any, weight: Any | None) -> Any:
     ndim = input.ndim
     if ndim < 1:
         raise ValueError(f"Expected 1 or more dimensions (got {ndim})")
-    n_classes = input.shape[_class_axis(input)]
+    n_classes = input.shape[class_axis(input)]
     if ndim != 1:
         target_batch = target.shape[0] if target.ndim > 0 else 0
         if input.shape[0] != target_batch:
@@ -559,109 +599,6 @@ def _check_class_target(input: Any, target: Any, weight: Any | None) -> Any:
     return target
 
 
-def _equal_to(xp: ModuleType, target: Any, value: int) -> Any:
-    """``target == value`` for an integer target, false where ``value`` is not representable."""
-    info = xp.iinfo(target.dtype)
-    if not info.min <= value <= info.max:
-        return xp.zeros_like(target, dtype=xp.bool)
-    return target == value
-
-
-def _class_index_loss(
-    xp: ModuleType,
-    log_probs: Any,
-    target: Any,
-    weight: Any | None,
-    ignore_index: int,
-    reduction: str,
-    label_smoothing: float,
-    plain: bool,
-) -> Any:
-    """Reduced (label-smoothed) negative log-likelihood of class-index targets.
-
-    ``log_probs`` are log-probabilities ``(C,)`` or ``(N, C, ...)``, ``target``
-    the class indices, shapes and (on eager arrays) values already checked by
-    :func:`_check_class_indices`, whose answer ``plain`` says whether the masks of
-    ignored and invalid targets can be left out. An index outside ``[0, C)`` that
-    is not ``ignore_index`` gives a nan element (possible on lazy arrays only).
-    """
-    if plain:
-        return _plain_class_index_loss(xp, log_probs, target, weight, reduction,
-                                       label_smoothing)
-    axis = _class_axis(log_probs)
-    n_classes = log_probs.shape[axis]
-    ignored, in_range = _class_index_masks(xp, target, n_classes, ignore_index)
-
-    # Every gather reads a valid class: ignored and invalid positions read class 0
-    # and are replaced afterwards (double-where keeps their gradients at zero).
-    usable = in_range & xp.logical_not(ignored)
-    index_dtype = indexing_dtype(xp)
-    safe_target = xp.where(usable, target, xp.zeros_like(target))
-    safe_target = xp.astype(safe_target, index_dtype)
-    picked = _ops.take_along_axis(
-        xp, log_probs, xp.expand_dims(safe_target, axis=axis), axis=axis
-    )
-    loss = -xp.squeeze(picked, axis=axis)
-    if weight is None:
-        target_weight = xp.ones_like(loss)
-    else:
-        weight = xp.reshape(weight, (n_classes,))
-        flat = xp.take(weight, xp.reshape(safe_target, (-1,)), axis=0)
-        target_weight = xp.reshape(flat, target.shape)
-        loss = loss * target_weight
-    if label_smoothing > 0:
-        if weight is not None:
-            log_probs = log_probs * _along_class_axis(xp, weight, log_probs)
-        smooth = -xp.sum(log_probs, axis=axis)
-        loss = (1.0 - label_smoothing) * loss + (label_smoothing / n_classes) * smooth
-    loss = xp.where(ignored, 0.0, xp.where(in_range, loss, math.nan))
-    if reduction == "none":
-        return loss
-    total_loss = _reduction.total(xp, loss)
-    if reduction == "sum":
-        return total_loss
-    # All targets ignored (or all weights zero): nan, as 0/0, through a double where
-    # so that the gradient stays zero rather than nan.
-    total_weight = _reduction.total(xp, xp.where(usable, target_weight, 0.0))
-    no_weight = total_weight == 0
-    safe_total = xp.where(no_weight, 1.0, total_weight)
-    return xp.where(no_weight, math.nan, total_loss / safe_total)
-
-
-def _plain_class_index_loss(xp, log_probs, target, weight, reduction, label_smoothing):
-    """:func:`_class_index_loss` for targets that :func:`_check_class_indices` vouched for
-    (all in ``[0, C)``, none ignored): the same arithmetic without the masks."""
-    axis = _class_axis(log_probs)
-    n_classes = log_probs.shape[axis]
-    index_dtype = indexing_dtype(xp)
-    if target.dtype != index_dtype:
-        target = xp.astype(target, index_dtype)
-    picked = _ops.take_along_axis(xp, log_probs, xp.expand_dims(target, axis=axis), axis=axis)
-    loss = -xp.squeeze(picked, axis=axis)
-    if weight is not None:
-        weight = xp.reshape(weight, (n_classes,))
-        target_weight = xp.reshape(xp.take(weight, xp.reshape(target, (-1,)), axis=0),
-                                   target.shape)
-        loss = loss * target_weight
-    if label_smoothing > 0:
-        if weight is not None:
-            log_probs = log_probs * _along_class_axis(xp, weight, log_probs)
-        smooth = -xp.sum(log_probs, axis=axis)
-        loss = (1.0 - label_smoothing) * loss + (label_smoothing / n_classes) * smooth
-    if reduction == "none":
-        return loss
-    total_loss = _reduction.total(xp, loss)
-    if reduction == "sum":
-        return total_loss
-    if weight is None:
-        return total_loss / math.prod(target.shape)
-    # All weights zero: nan, as 0/0, through a double where (the gradient stays zero).
-    total_weight = _reduction.total(xp, target_weight)
-    no_weight = total_weight == 0
-    safe_total = xp.where(no_weight, 1.0, total_weight)
-    return xp.where(no_weight, math.nan, total_loss / safe_total)
-
-
 def _check_class_indices(xp: ModuleType, target: Any, n_classes: int, ignore_index: int) -> bool:
     """Check the values of an eager class-index ``target``; whether it is *plain*.
 
@@ -677,19 +614,11 @@ def _check_class_indices(xp: ModuleType, target: Any, n_classes: int, ignore_ind
     low, high = extrema(xp, target)
     if 0 <= low and high < n_classes:
         return not low <= ignore_index <= high
-    ignored, in_range = _class_index_masks(xp, target, n_classes, ignore_index)
+    ignored, in_range = masks(xp, target, n_classes, ignore_index)
     invalid = xp.logical_not(ignored) & xp.logical_not(in_range)
     if any_true(xp, invalid):
         raise IndexError(f"Target {_first(xp, target, invalid)} is out of bounds.")
     return False
-
-
-def _class_index_masks(xp: ModuleType, target: Any, n_classes: int, ignore_index: int):
-    """``(ignored, in_range)``: where ``target`` is ``ignore_index``, and where it is a
-    class in ``[0, C)``."""
-    ignored = _equal_to(xp, target, ignore_index)
-    in_range = (target >= 0) & xp.logical_not(_equal_or_above(xp, target, n_classes))
-    return ignored, in_range
 
 
 def _cross_entropy_operands(func, input, target, weight, ignore_index, xp=None):
@@ -706,7 +635,7 @@ def _cross_entropy_operands(func, input, target, weight, ignore_index, xp=None):
         return xp, input, target, weight, True, False
     xp, input, target, weight = _class_operands(func, input, target, weight, xp)
     target = _check_class_target(input, target, weight)
-    plain = _check_class_indices(xp, target, input.shape[_class_axis(input)], ignore_index)
+    plain = _check_class_indices(xp, target, input.shape[class_axis(input)], ignore_index)
     return xp, input, target, weight, False, plain
 
 
@@ -719,10 +648,10 @@ def _class_index_grad(xp, input, target, weight, ignore_index, reduction, label_
     if needs_float32_accumulation(dtype):
         input = xp.astype(input, xp.float32)
         weight = None if weight is None else xp.astype(weight, xp.float32)
-    axis = _class_axis(input)
+    axis = class_axis(input)
     n_classes = input.shape[axis]
     probs = xp.exp(_ops.log_softmax(xp, input, axis=axis))
-    ignored, in_range = _class_index_masks(xp, target, n_classes, ignore_index)
+    ignored, in_range = masks(xp, target, n_classes, ignore_index)
     usable = in_range & xp.logical_not(ignored)
     safe_target = xp.astype(xp.where(usable, target, xp.zeros_like(target)), indexing_dtype(xp))
     if weight is None:
@@ -742,10 +671,9 @@ def _class_index_grad(xp, input, target, weight, ignore_index, reduction, label_
     coef = xp.where(usable, scale, 0.0)
     coef = xp.where(ignored | in_range, coef, math.nan)
     eps = label_smoothing
-    along = _along_class_axis  # reshapes a (C,) vector to broadcast along the class axis
+    along = along_class_axis  # reshapes a (C,) vector to broadcast along the class axis
     softmax_factor = coef * ((1.0 - eps) * target_weight + (eps / n_classes) * weight_total)
-    classes = along(xp, xp.arange(n_classes, dtype=safe_target.dtype), input)
-    one_hot = xp.astype(xp.expand_dims(safe_target, axis=axis) == classes, input.dtype)
+    one_hot = xpx.one_hot(safe_target, n_classes, dtype=input.dtype, axis=axis, xp=xp)
     hit = coef * (1.0 - eps) * target_weight
     grad = (xp.expand_dims(softmax_factor, axis=axis) * probs
             - xp.expand_dims(hit, axis=axis) * one_hot)
@@ -761,11 +689,11 @@ def _probabilities_grad(xp, input, target, weight, reduction, label_smoothing):
     if needs_float32_accumulation(dtype):
         input, target = xp.astype(input, xp.float32), xp.astype(target, xp.float32)
         weight = None if weight is None else xp.astype(weight, xp.float32)
-    axis = _class_axis(input)
+    axis = class_axis(input)
     n_classes = input.shape[axis]
     if label_smoothing > 0:
         target = target * (1.0 - label_smoothing) + label_smoothing / n_classes
-    weighted = target if weight is None else target * _along_class_axis(xp, weight, input)
+    weighted = target if weight is None else target * along_class_axis(xp, weight, input)
     probs = xp.exp(_ops.log_softmax(xp, input, axis=axis))
     grad = xp.sum(weighted, axis=axis, keepdims=True) * probs - weighted
     if reduction == "mean":
@@ -774,25 +702,11 @@ def _probabilities_grad(xp, input, target, weight, reduction, label_smoothing):
     return xp.astype(grad, dtype)
 
 
-def _equal_or_above(xp: ModuleType, target: Any, value: int) -> Any:
-    """``target >= value``, false everywhere when ``value`` exceeds the dtype's range."""
-    if value > xp.iinfo(target.dtype).max:
-        return xp.zeros_like(target, dtype=xp.bool)
-    return target >= value
-
-
 def _first(xp: ModuleType, target: Any, condition: Any) -> int:
     """The first element of an eager ``target`` where ``condition`` holds, as an int."""
     flat_condition = xp.reshape(xp.astype(condition, xp.int8), (-1,))
     position = int(xp.argmax(flat_condition))
     return int(xp.reshape(target, (-1,))[position])
-
-
-def _along_class_axis(xp: ModuleType, weight: Any, like: Any) -> Any:
-    """A ``(C,)`` weight reshaped to broadcast along the class axis of ``like``."""
-    if like.ndim == 1:
-        return weight
-    return xp.reshape(weight, (1, weight.shape[0]) + (1,) * (like.ndim - 2))
 
 
 def _probability_operands(input: Any, target: Any, weight: Any | None, ignore_index: int,
@@ -811,7 +725,7 @@ def _probability_operands(input: Any, target: Any, weight: Any | None, ignore_in
         raise ValueError("ignore_index is not supported for floating point target")
     if input.ndim < 1:
         raise ValueError(f"Expected 1 or more dimensions (got {input.ndim})")
-    axis = _class_axis(input)
+    axis = class_axis(input)
     n_classes = input.shape[axis]
     if weight is not None and (weight.ndim != 1 or weight.shape[0] != n_classes):
         raise ValueError(
@@ -836,13 +750,13 @@ def _cross_entropy_probabilities(
 ) -> Any:
     """``cross_entropy`` for a floating target of class probabilities (input's shape),
     operands already checked and cast by :func:`_probability_operands`."""
-    axis = _class_axis(input)
+    axis = class_axis(input)
     n_classes = input.shape[axis]
     if label_smoothing > 0:
         target = target * (1.0 - label_smoothing) + label_smoothing / n_classes
-    terms = _ops.log_softmax(xp, input, axis=_class_axis(input)) * target
+    terms = _ops.log_softmax(xp, input, axis=class_axis(input)) * target
     if weight is not None:
-        terms = terms * _along_class_axis(xp, weight, input)
+        terms = terms * along_class_axis(xp, weight, input)
     loss = -xp.sum(terms, axis=axis)
     return _reduction.reduce(xp, loss, reduction)
 
@@ -853,7 +767,8 @@ def _cross_entropy_probabilities(
 def _binary_operands(func: str, input: Any, target: Any, *optional: Any | None):
     """Namespace and the arrays (``None`` kept) in one floating dtype."""
     others = (target, *optional)
-    named = {"input": input, "target": target, **dict(zip(("weight", "pos_weight"), optional))}
+    names = ("weight", "pos_weight")
+    named = {"input": input, "target": target, **dict(zip(names, optional, strict=False))}
     xp = namespace(func, named, optional=("weight", "pos_weight"))
     float_dtype(func, xp, input)  # the input itself must be floating
     present = [a for a in (input, *others) if a is not None]

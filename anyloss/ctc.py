@@ -9,19 +9,23 @@ with blanks to ``l' = (blank, l_1, blank, l_2, ..., l_U, blank)`` of ``2U + 1``
 states; a path may stay in a state, move one state on, or skip a blank between
 two *different* labels. In log space::
 
-    alpha_t(s) = log_probs[t, l'_s] + logsumexp(alpha_{t-1}(s), alpha_{t-1}(s-1),
-                                                alpha_{t-1}(s-2) if l'_s != blank and l'_s != l'_{s-2})
+    alpha_t(s) = log_probs[t, l'_s]
+                 + logsumexp(alpha_{t-1}(s), alpha_{t-1}(s-1),
+                             alpha_{t-1}(s-2) if l'_s != blank and l'_s != l'_{s-2})
     loss = -logsumexp(alpha_{T'-1}(2U), alpha_{T'-1}(2U - 1))
 
 with ``T'`` the sample's input length. The generic formula below is written in
 the array API, vectorized over the batch and the ``2S + 1`` states, with one
-Python loop over time. Fast paths (see :mod:`anyloss._dispatch`) call
+Python loop over time. Fast paths (see :mod:`anyloss._registry`) call
 ``torch.nn.functional.ctc_loss``, a ``lax.scan`` on JAX, a compiled or
 vectorized NumPy kernel, and that kernel over the batch chunks of a Dask array.
 
 Gradients follow torch's convention, on every path: the gradient with respect
-to ``log_probs[t, n, c]`` (for ``t`` below the input length) is
-``exp(log_probs[t, n, c]) - sum_{s: l'_s = c} exp(alpha_t(s) + beta_t(s) - log_probs[t, n, c] + loss_n)``,
+to ``log_probs[t, n, c]`` (for ``t`` below the input length) is::
+
+    exp(log_probs[t, n, c])
+        - sum_{s: l'_s = c} exp(alpha_t(s) + beta_t(s) - log_probs[t, n, c] + loss_n)
+
 which is the gradient with respect to the *logits* when ``log_probs`` is their
 ``log_softmax`` (the way every CTC model is trained), and differs from the
 partial derivative with respect to ``log_probs`` alone by ``exp(log_probs)``.
@@ -34,7 +38,7 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
 
-from anyloss import _dispatch, _reduction
+from anyloss import _ctc_recursion, _reduction, _registry
 from anyloss._array import (
     device,
     float_dtype,
@@ -43,14 +47,17 @@ from anyloss._array import (
     library_name,
     namespace,
     needs_float32_accumulation,
-    stop_gradient,
+    numpy_scalar_results,
 )
-from anyloss._ops import take_along_axis
+from anyloss._registry import Kernel, kernels
 from anyloss._validate import any_true, extrema
 
 __all__ = ["ctc_loss", "ctc_loss_and_grad"]
 
 _ALLOCATE = "(while checking arguments for ctc_loss_allocate_outputs)"
+
+#: Libraries whose autodiff sees the generic losses: they carry torch's gradient convention.
+_AUTODIFF_LIBRARIES = ("torch", "jax")
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,14 @@ class _Call:
     max_target_length: int  # S of the padded form the generic path builds
 
 
+@numpy_scalar_results
+@kernels(
+    Kernel("ctc_loss", "torch", "checked", "torch:ctc_loss", "F.ctc_loss"),
+    Kernel("ctc_loss", "jax", "checked", "jax:ctc_loss", "lax.scan over the frames"),
+    Kernel("ctc_loss", "numpy", "checked", "numpy.ctc:ctc_loss",
+           "numba, rescaled probability space; without numba, log space vectorised"),
+    Kernel("ctc_loss", "dask", "checked", "dask:ctc_loss", "the NumPy kernel per batch chunk"),
+)
 def ctc_loss(
     log_probs: Any,
     targets: Any,
@@ -109,21 +124,39 @@ def ctc_loss(
     A zero-length target costs ``-sum_t log_probs[t, blank]``; a zero-length
     input costs 0 for an empty target and ``inf`` otherwise.
 
-    >>> lp = np.log(np.full((2, 1, 2), 0.5))                              # doctest: +SKIP
-    >>> float(ctc_loss(lp, np.asarray([[1]]), [2], [1], reduction='sum'))  # 3 paths of 1/4
-    0.28768207245178085
+    Two frames of two equally likely classes, one label: three of the four paths
+    (``1 1``, ``1 blank``, ``blank 1``) collapse to it, a loss of ``-log(3/4)``.
+
+    >>> import numpy as np
+    >>> lp = np.log(np.full((2, 1, 2), 0.5))
+    >>> round(float(ctc_loss(lp, np.asarray([[1]]), [2], [1], reduction='sum')), 12)
+    0.287682072452
     """
     call = _prepare("ctc_loss", log_probs, targets, input_lengths, target_lengths,
                     blank, reduction, zero_infinity)
-    losses = _dispatch.call_fast_path(
-        "ctc_loss", call.xp, *_work_arrays(call), blank=call.blank,
+    losses = _registry.call(
+        "checked", "ctc_loss", call.xp, *_work_arrays(call), blank=call.blank,
         zero_infinity=call.zero_infinity, max_target_length=call.max_target_length,
     )
     if losses is NotImplemented:
-        losses = _generic_losses(call)
+        losses = _ctc_recursion.losses(
+            call.xp, _work_arrays(call)[0], call.targets, call.input_lengths,
+            call.target_lengths, call.max_target_length, call.blank, call.zero_infinity,
+            torch_gradient=library_name(call.xp) in _AUTODIFF_LIBRARIES)
     return _reduce(call, losses)
 
 
+@numpy_scalar_results
+@kernels(
+    Kernel("ctc_loss_and_grad", "torch", "checked", "torch:ctc_loss_and_grad",
+           "F.ctc_loss and autograd"),
+    Kernel("ctc_loss_and_grad", "jax", "checked", "jax:ctc_loss_and_grad",
+           "jax.vjp of the scan"),
+    Kernel("ctc_loss_and_grad", "numpy", "checked", "numpy.ctc:ctc_loss_and_grad",
+           "numba alpha-beta, one sample per thread", "numba installed"),
+    Kernel("ctc_loss_and_grad", "dask", "checked", "dask:ctc_loss_and_grad",
+           "the NumPy kernel per batch chunk"),
+)
 def ctc_loss_and_grad(
     log_probs: Any,
     targets: Any,
@@ -153,12 +186,14 @@ def ctc_loss_and_grad(
     """
     call = _prepare("ctc_loss_and_grad", log_probs, targets, input_lengths, target_lengths,
                     blank, reduction, zero_infinity)
-    result = _dispatch.call_fast_path(
-        "ctc_loss_and_grad", call.xp, *_work_arrays(call), blank=call.blank,
+    result = _registry.call(
+        "checked", "ctc_loss_and_grad", call.xp, *_work_arrays(call), blank=call.blank,
         zero_infinity=call.zero_infinity, max_target_length=call.max_target_length,
     )
     if result is NotImplemented:
-        result = _generic_losses_and_grad(call)
+        result = _ctc_recursion.losses_and_grad(
+            call.xp, _work_arrays(call)[0], call.targets, call.input_lengths,
+            call.target_lengths, call.max_target_length, call.blank, call.zero_infinity)
     losses, grad = result
     xp = call.xp
     if call.reduction == "mean":
@@ -282,7 +317,7 @@ def _max_target_length(xp, targets, tl, eager) -> int:
 
 def _check_labels(xp, targets, tl, max_target, n_classes, blank) -> None:
     """IndexError for a label outside [0, C) among the first target_length labels."""
-    padded = _padded_targets(xp, targets, tl, max_target, blank)
+    padded = _ctc_recursion.padded_targets(xp, targets, tl, max_target, blank)
     if padded.shape[1] == 0:
         return
     too_high = padded >= n_classes
@@ -307,188 +342,3 @@ def _reduce(call: _Call, losses: Any) -> Any:
     if call.unbatched and call.reduction == "none":
         return losses[0]
     return _reduction.reduce(xp, losses, call.reduction)
-
-
-# --- the generic formula ------------------------------------------------------------------
-
-
-def _padded_targets(xp, targets, tl, max_target, blank) -> Any:
-    """(N, max_target) labels; positions at or past a sample's target length hold ``blank``."""
-    batch = tl.shape[0]
-    positions = xp.arange(max_target, dtype=tl.dtype)
-    valid = positions[None, :] < tl[:, None]
-    if targets.ndim == 2:
-        return xp.where(valid, targets[:, :max_target], xp.asarray(blank, dtype=targets.dtype))
-    if max_target == 0 or targets.shape[0] == 0:
-        return xp.full((batch, max_target), blank, dtype=targets.dtype)
-    starts = xp.cumulative_sum(tl) - tl
-    index = xp.clip(starts[:, None] + positions[None, :], 0, targets.shape[0] - 1)
-    gathered = xp.reshape(xp.take(targets, xp.reshape(index, (-1,)), axis=0), (batch, max_target))
-    return xp.where(valid, gathered, xp.asarray(blank, dtype=targets.dtype))
-
-
-def extended_labels(xp, targets, tl, max_target, blank, n_classes) -> tuple[Any, Any]:
-    """The blank-extended labels ``l'`` (N, 2S + 1) and where a skip over a blank is allowed.
-
-    ``skip[n, s]`` is true for a label state whose label differs from the one two
-    states back (a repeat needs a blank between the two labels).
-    """
-    labels = xp.clip(_padded_targets(xp, targets, tl, max_target, blank), 0, n_classes - 1)
-    batch = tl.shape[0]
-    blanks = xp.full((batch, max_target), blank, dtype=labels.dtype)
-    interleaved = xp.reshape(xp.stack([blanks, labels], axis=-1), (batch, 2 * max_target))
-    ext = xp.concat([interleaved, xp.full((batch, 1), blank, dtype=labels.dtype)], axis=1)
-    before = xp.concat([xp.full((batch, 2), -1, dtype=labels.dtype), ext[:, :-2]], axis=1)
-    odd = (xp.arange(2 * max_target + 1) % 2) == 1
-    return ext, odd[None, :] & (ext != before)
-
-
-def _start(xp, batch: int, n_states: int, dtype) -> Any:
-    """The forward variables before the first frame: log 1 in state 0, log 0 elsewhere."""
-    first = xp.arange(n_states)[None, :] == 0
-    return xp.where(first, xp.zeros((batch, n_states), dtype=dtype),
-                    xp.full((batch, n_states), -math.inf, dtype=dtype))
-
-
-def _logsumexp3(xp, a, b, c) -> Any:
-    """``log(exp(a) + exp(b) + exp(c))`` elementwise; -inf (with a zero, finite gradient) for three -inf."""
-    peak = stop_gradient(xp.maximum(xp.maximum(a, b), c))
-    peak = xp.where(xp.isfinite(peak), peak, 0.0)
-    total = xp.exp(a - peak) + xp.exp(b - peak) + xp.exp(c - peak)
-    positive = total > 0
-    return xp.where(positive, xp.log(xp.where(positive, total, 1.0)) + peak, -math.inf)
-
-
-def _shift(xp, x, by: int) -> Any:
-    """``x`` moved ``by`` states to the right along axis 1, filled with -inf."""
-    if by >= x.shape[1]:
-        return xp.full(x.shape, -math.inf, dtype=x.dtype)
-    fill = xp.full((x.shape[0], by), -math.inf, dtype=x.dtype)
-    return xp.concat([fill, x[:, :-by]], axis=1)
-
-
-def _generic_alphas(xp, lp, ext, skip, il) -> Any:
-    """Final forward variables (N, 2S + 1), each frozen at its sample's input length."""
-    n_frames, batch = lp.shape[0], lp.shape[1]
-    n_states = ext.shape[1]
-    emissions = take_along_axis(
-        xp, lp, xp.broadcast_to(ext[None, :, :], (n_frames, batch, n_states)), axis=2
-    )
-    alpha = _start(xp, batch, n_states, lp.dtype)
-    no_skip = xp.asarray(-math.inf, dtype=lp.dtype)
-    for t in range(n_frames):
-        two_back = xp.where(skip, _shift(xp, alpha, 2), no_skip)
-        new = _logsumexp3(xp, alpha, _shift(xp, alpha, 1), two_back) + emissions[t, ...]
-        alpha = xp.where((t < il)[:, None], new, alpha)
-    return alpha
-
-
-def _final_log_likelihood(xp, alpha, tl) -> Any:
-    """``logsumexp(alpha[2U], alpha[2U - 1])`` per sample (just ``alpha[0]`` for U = 0)."""
-    last = 2 * tl
-    end = take_along_axis(xp, alpha, last[:, None], axis=1)[:, 0]
-    before = take_along_axis(xp, alpha, xp.maximum(last - 1, 0)[:, None], axis=1)[:, 0]
-    before = xp.where(tl > 0, before, -math.inf)
-    return _logsumexp3(xp, end, before, xp.full_like(end, -math.inf))
-
-
-def _torch_gradient_convention(xp, lp, il) -> Any:
-    """Zero in value; its gradient adds ``exp(log_probs)`` on the frames below the input length.
-
-    This turns the exact partial derivative into torch's gradient (see the module
-    docstring), so that autodiff through the generic formula agrees with torch.
-    """
-    frames = xp.arange(lp.shape[0])
-    inside = (frames[:, None] < il[None, :])[:, :, None]
-    probs = xp.exp(lp)
-    weight = stop_gradient(xp.where(inside & xp.isfinite(probs), probs, 0.0))
-    return xp.sum(xp.sum(weight * (lp - stop_gradient(lp)), axis=2), axis=0)
-
-
-def _generic_losses(call: _Call) -> Any:
-    """Per-sample losses (N,) with the formula written in the array API."""
-    xp = call.xp
-    lp = _work_arrays(call)[0]
-    ext, skip = extended_labels(xp, call.targets, call.target_lengths, call.max_target_length,
-                                call.blank, lp.shape[2])
-    alpha = _generic_alphas(xp, lp, ext, skip, call.input_lengths)
-    losses = -_final_log_likelihood(xp, alpha, call.target_lengths)
-    if library_name(xp) in ("torch", "jax"):  # the libraries with autodiff
-        losses = losses + _torch_gradient_convention(xp, lp, call.input_lengths)
-    if call.zero_infinity:
-        losses = xp.where(losses == math.inf, xp.zeros_like(losses), losses)
-    return losses
-
-
-def _generic_losses_and_grad(call: _Call) -> tuple[Any, Any]:
-    """Per-sample losses (N,) and torch-convention gradient (T, N, C) by alpha-beta, in the array API."""
-    xp = call.xp
-    lp = _work_arrays(call)[0]
-    n_frames, batch, n_classes = lp.shape
-    tl, il = call.target_lengths, call.input_lengths
-    ext, skip = extended_labels(xp, call.targets, tl, call.max_target_length, call.blank, n_classes)
-    n_states = ext.shape[1]
-    emissions = take_along_axis(
-        xp, lp, xp.broadcast_to(ext[None, :, :], (n_frames, batch, n_states)), axis=2
-    )
-    state = xp.arange(n_states)
-    no_skip = xp.asarray(-math.inf, dtype=lp.dtype)
-    minus_inf = xp.full((batch, n_states), -math.inf, dtype=lp.dtype)
-
-    alphas = []
-    alpha = _start(xp, batch, n_states, lp.dtype)
-    for t in range(n_frames):
-        two_back = xp.where(skip, _shift(xp, alpha, 2), no_skip)
-        alpha = _logsumexp3(xp, alpha, _shift(xp, alpha, 1), two_back) + emissions[t, ...]
-        alphas.append(alpha)
-
-    # beta_t(s): log-probability of frames t..T'-1 given state s at frame t, emission at t included.
-    last = xp.astype(2 * tl, ext.dtype)
-    is_end = (state[None, :] == last[:, None]) | ((state[None, :] == last[:, None] - 1) & (tl[:, None] > 0))
-    skip_next = xp.concat([skip[:, 2:], xp.zeros((batch, 2), dtype=xp.bool)], axis=1)
-    beta = minus_inf
-    grad_parts = [None] * n_frames
-    probs = xp.exp(lp)
-    one_hot = xp.astype(ext[:, :, None] == xp.arange(n_classes, dtype=ext.dtype)[None, None, :],
-                        lp.dtype)
-    ll = _final_log_likelihood(xp, _alphas_at_input_length(xp, alphas, il), tl)
-    possible = ll > -math.inf
-    ll_or_0 = xp.where(possible, ll, 0.0)
-    for t in reversed(range(n_frames)):
-        at_end = (t == il - 1)[:, None]
-        inside = (t < il - 1)[:, None]
-        ahead1 = _unshift(xp, beta, 1)
-        ahead2 = xp.where(skip_next, _unshift(xp, beta, 2), no_skip)
-        carried = _logsumexp3(xp, beta, ahead1, ahead2)
-        beta = xp.where(at_end, xp.where(is_end, emissions[t, ...], -math.inf),
-                        xp.where(inside, carried + emissions[t, ...], minus_inf))
-        post = xp.exp(alphas[t] + beta - emissions[t, ...] - ll_or_0[:, None])  # alpha*beta/p/P
-        per_class = xp.sum(post[:, :, None] * one_hot, axis=1)  # (N, C)
-        # torch's gradient of an infinite loss is nan on every class of every frame.
-        frame = xp.where(possible[:, None], probs[t, ...] - per_class, math.nan)
-        frame = xp.where((t < il)[:, None], frame, 0.0)
-        grad_parts[t] = frame
-    grad = xp.stack(grad_parts, axis=0)
-    losses = -ll
-    if call.zero_infinity:
-        infinite = losses == math.inf
-        losses = xp.where(infinite, 0.0, losses)
-        grad = xp.where(infinite[None, :, None], 0.0, grad)
-    return losses, grad
-
-
-def _alphas_at_input_length(xp, alphas, il) -> Any:
-    """The forward variables at each sample's last frame (frame il - 1); the start for il = 0."""
-    batch, n_states = alphas[0].shape
-    result = _start(xp, batch, n_states, alphas[0].dtype)
-    for t, alpha in enumerate(alphas):
-        result = xp.where((t == il - 1)[:, None], alpha, result)
-    return result
-
-
-def _unshift(xp, x, by: int) -> Any:
-    """``x`` moved ``by`` states to the left along axis 1, filled with -inf."""
-    if by >= x.shape[1]:
-        return xp.full(x.shape, -math.inf, dtype=x.dtype)
-    fill = xp.full((x.shape[0], by), -math.inf, dtype=x.dtype)
-    return xp.concat([x[:, by:], fill], axis=1)

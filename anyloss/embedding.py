@@ -14,8 +14,14 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from anyloss import _ops, _reduction
-from anyloss._array import float_dtype, isdtype, namespace, needs_float32_accumulation
+from anyloss import _blocked, _ops, _reduction
+from anyloss._array import (
+    float_dtype,
+    isdtype,
+    namespace,
+    needs_float32_accumulation,
+    numpy_scalar_results,
+)
 from anyloss._operands import elementwise_operands
 from anyloss._validate import broadcast_shape, shape_text
 
@@ -88,6 +94,7 @@ def _vector_norm(xp: ModuleType, d: Any, p: float, axis: int, keepdims: bool) ->
     return _root(xp, xp.sum(powers, axis=axis, keepdims=keepdims), p)
 
 
+@numpy_scalar_results
 def pairwise_distance(
     x1: Any, x2: Any, p: float = 2.0, eps: float = 1e-6, keepdim: bool = False
 ) -> Any:
@@ -124,6 +131,7 @@ def _distance(xp: ModuleType, x1: Any, x2: Any, p: float, eps: float, keepdim: b
     return _vector_norm(xp, diff, p, axis=diff.ndim - 1, keepdims=keepdim)
 
 
+@numpy_scalar_results
 def cosine_embedding_loss(
     input1: Any,
     input2: Any,
@@ -212,7 +220,7 @@ def cosine_embedding_loss(
         return _reduction.reduce(xp, per_pair(input1, input2, target), reduction)
     n = target.shape[0]
     split = (input1.shape[0] == n, input2.shape[0] == n, True)
-    return _ops.reduce_blockwise(xp, per_pair, (input1, input2, target), reduction,
+    return _blocked.reduce_blockwise(xp, per_pair, (input1, input2, target), reduction,
                                  split=split)
 
 
@@ -236,6 +244,7 @@ def _triplet_hinge(xp, distance, anchor, positive, negative, margin, swap):
     return _clamp_min_zero(xp, margin + to_positive - to_negative)
 
 
+@numpy_scalar_results
 def triplet_margin_loss(
     anchor: Any,
     positive: Any,
@@ -300,9 +309,10 @@ def _triplet_loss(xp, distance, anchor, positive, negative, margin, swap, reduct
 
     if anchor.ndim < 2:  # one triplet (or 0-d): no rows to evaluate in blocks
         return _reduction.reduce(xp, per_triplet(anchor, positive, negative), reduction)
-    return _ops.reduce_blockwise(xp, per_triplet, (anchor, positive, negative), reduction)
+    return _blocked.reduce_blockwise(xp, per_triplet, (anchor, positive, negative), reduction)
 
 
+@numpy_scalar_results
 def triplet_margin_with_distance_loss(
     anchor: Any,
     positive: Any,

@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from anyloss import _array, _dispatch, _ops, _reduction
-from anyloss._array import float_dtype, isdtype, namespace
+from anyloss import _array, _blocked, _ops, _reduction, _registry
+from anyloss._array import float_dtype, isdtype, namespace, numpy_scalar_results
 from anyloss._operands import elementwise_operands
+from anyloss._registry import Kernel, kernels
 from anyloss._validate import broadcast_shape, extrema, shape_text
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
 ]
 
 
+@numpy_scalar_results
 def soft_margin_loss(
     input: Any,
     target: Any,
@@ -57,9 +59,10 @@ def soft_margin_loss(
     def log_likelihood(x, y):  # -loss; the sign is applied once, after the reduction
         return _ops.log_sigmoid(xp, y * x)
 
-    return -_ops.reduce_blockwise(xp, log_likelihood, (input, target), reduction)
+    return -_blocked.reduce_blockwise(xp, log_likelihood, (input, target), reduction)
 
 
+@numpy_scalar_results
 def hinge_embedding_loss(
     input: Any,
     target: Any,
@@ -94,9 +97,10 @@ def hinge_embedding_loss(
         hinge = xp.where(y != 1, _ops.relu(xp, margin - x), 0.0)
         return hinge + xp.where(y != -1, x, 0.0)
 
-    return _ops.reduce_blockwise(xp, hinge_embedding, (input, target), reduction)
+    return _blocked.reduce_blockwise(xp, hinge_embedding, (input, target), reduction)
 
 
+@numpy_scalar_results
 def margin_ranking_loss(
     input1: Any,
     input2: Any,
@@ -106,7 +110,11 @@ def margin_ranking_loss(
     reduce: bool | None = None,
     reduction: str = "mean",
 ) -> Any:
-    r"""Ranking loss for pairs, :math:`\ell_n = \max(0, -y_n (x^{(1)}_n - x^{(2)}_n) + \mathrm{margin})`.
+    r"""Ranking loss for pairs of inputs.
+
+    .. math::
+
+        \ell_n = \max(0, -y_n (x^{(1)}_n - x^{(2)}_n) + \mathrm{margin})
 
     ``target`` 1 means ``input1`` should rank higher, -1 that ``input2`` should.
 
@@ -137,7 +145,7 @@ def margin_ranking_loss(
     def ranking_hinge(x1, x2, y):  # margin - y (x1 - x2) is torch's -y (x1 - x2) + margin
         return _ops.relu(xp, margin - y * (x1 - x2))
 
-    return _ops.reduce_blockwise(xp, ranking_hinge, (input1, input2, target), reduction)
+    return _blocked.reduce_blockwise(xp, ranking_hinge, (input1, input2, target), reduction)
 
 
 # --- Losses over classes -----------------------------------------------------------
@@ -166,6 +174,7 @@ def _check_vector_or_matrix(input: Any) -> None:
         )
 
 
+@numpy_scalar_results
 def multilabel_soft_margin_loss(
     input: Any,
     target: Any,
@@ -222,9 +231,17 @@ def multilabel_soft_margin_loss(
 
     if input.ndim < 2:  # one sample: no rows to evaluate in blocks
         return _reduction.reduce(xp, per_sample(*operands), reduction)
-    return _ops.reduce_blockwise(xp, per_sample, operands, reduction)
+    return _blocked.reduce_blockwise(xp, per_sample, operands, reduction)
 
 
+@numpy_scalar_results
+@kernels(
+    Kernel("multilabel_margin_loss", "torch", "first", "torch:multilabel_margin_loss",
+           "F.multilabel_margin_loss", "CPU; float32/64; int64 targets; not empty"),
+    Kernel("multilabel_margin_loss", "numpy", "first",
+           "numpy.class_losses:multilabel_margin_loss", "one numba loop",
+           "numba; C-contiguous float32/64 (N, C); int64 targets in range"),
+)
 def multilabel_margin_loss(
     input: Any,
     target: Any,
@@ -269,7 +286,7 @@ def multilabel_margin_loss(
     func = "multilabel_margin_loss"
     xp = namespace(func, {"input": input, "target": target})
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    loss = _dispatch.call_native_first(func, xp, input, target, reduction=reduction)
+    loss = _registry.call("first", func, xp, input, target, reduction=reduction)
     if loss is not NotImplemented:
         return loss
     float_dtype(func, xp, input)
@@ -317,7 +334,7 @@ def multilabel_margin_loss(
 
     if input.ndim <= 1:
         return xp.reshape(per_sample(x, t, lengths), ())
-    return _ops.reduce_blockwise(xp, per_sample, (x, t, lengths), reduction,
+    return _blocked.reduce_blockwise(xp, per_sample, (x, t, lengths), reduction,
                                  row_elements=max(width, 1) * n_classes)
 
 
@@ -330,6 +347,15 @@ def _outside(xp, target: Any, low: int, high: int) -> bool:
     return smallest < low or largest > high
 
 
+@numpy_scalar_results
+@kernels(
+    Kernel("multi_margin_loss", "torch", "first", "torch:multi_margin_loss",
+           "F.multi_margin_loss", "CPU; float32/64; int64 targets; weight of the input's dtype; "
+           "not empty"),
+    Kernel("multi_margin_loss", "numpy", "first", "numpy.class_losses:multi_margin_loss",
+           "one numba loop", "numba; C-contiguous float32/64 (N, C); int64 targets in range; "
+           "p in (1, 2)"),
+)
 def multi_margin_loss(
     input: Any,
     target: Any,
@@ -374,8 +400,8 @@ def multi_margin_loss(
     func = "multi_margin_loss"
     xp = namespace(func, {"input": input, "target": target, "weight": weight}, optional=("weight",))
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    loss = _dispatch.call_native_first(func, xp, input, target, p=p, margin=margin,
-                                       weight=weight, reduction=reduction)
+    loss = _registry.call("first", func, xp, input, target, p=p, margin=margin,
+                          weight=weight, reduction=reduction)
     if loss is not NotImplemented:
         return loss
     if p != 1 and p != 2:
@@ -425,4 +451,4 @@ def multi_margin_loss(
 
     if reduction == "none":
         return xp.reshape(per_sample(x, t), target.shape)
-    return _ops.reduce_blockwise(xp, per_sample, (x, t), reduction)
+    return _blocked.reduce_blockwise(xp, per_sample, (x, t), reduction)

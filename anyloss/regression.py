@@ -16,13 +16,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from anyloss import _ops, _reduction
+from anyloss import _blocked, _ops, _reduction
+from anyloss._array import numpy_scalar_results
 from anyloss._operands import elementwise_operands
 from anyloss._validate import check_same_shape_as_input, warn_if_shapes_differ
 
 __all__ = ["l1_loss", "mse_loss", "huber_loss", "smooth_l1_loss"]
 
 
+@numpy_scalar_results
 def l1_loss(
     input: Any,
     target: Any,
@@ -67,6 +69,7 @@ def l1_loss(
                             mean_over_weight=True)
 
 
+@numpy_scalar_results
 def mse_loss(
     input: Any,
     target: Any,
@@ -97,6 +100,7 @@ def mse_loss(
                             mean_over_weight=True)
 
 
+@numpy_scalar_results
 def huber_loss(
     input: Any,
     target: Any,
@@ -141,6 +145,7 @@ def huber_loss(
                             reduction, mean_over_weight=False)
 
 
+@numpy_scalar_results
 def smooth_l1_loss(
     input: Any,
     target: Any,
@@ -179,11 +184,11 @@ def smooth_l1_loss(
     if beta < 0:
         raise ValueError("smooth_l1_loss does not support negative values for beta.")
     if beta == 0:
-        return _ops.reduce_blockwise(xp, lambda x, y: xp.abs(x - y), (input, target), reduction)
+        return _blocked.reduce_blockwise(xp, lambda x, y: xp.abs(x - y), (input, target), reduction)
     # Huber's loss over beta; the division is done once on a sum or a mean.
     if reduction == "none":
         return _huber(xp, beta)(input, target) / beta
-    return _ops.reduce_blockwise(xp, _huber(xp, beta), (input, target), reduction) / beta
+    return _blocked.reduce_blockwise(xp, _huber(xp, beta), (input, target), reduction) / beta
 
 
 def _huber(xp: Any, delta: float):
@@ -221,10 +226,10 @@ def _weighted_reduce(
     ``mean_over_weight`` selects torch's ``'mean'``: the weighted sum over the
     sum of the weights (l1, mse), or the plain mean of the weighted loss (huber).
     Without a weight the formula is evaluated blockwise (see
-    :func:`anyloss._ops.reduce_blockwise`).
+    :func:`anyloss._blocked.reduce_blockwise`).
     """
     if weight is None:
-        return _ops.reduce_blockwise(xp, formula, (input, target), reduction)
+        return _blocked.reduce_blockwise(xp, formula, (input, target), reduction)
     loss = formula(input, target)
     _, (loss, weight) = elementwise_operands(func, {"input": loss, "weight": weight})
     check_same_shape_as_input(weight, input)

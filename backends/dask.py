@@ -1,12 +1,22 @@
-"""Dask fast paths: the NumPy kernels mapped over chunks of the batch, lazily."""
+"""Dask kernels: the NumPy kernels mapped over chunks of the batch, lazily.
+
+Each chunk calls the NumPy backend's kernels directly (not anyloss's public
+functions, whose checks ran once on the whole call), or, where one declines,
+the same recursion written in the array API (:mod:`anyloss._ctc_recursion`).
+"""
 
 from __future__ import annotations
 
 import math
 
+import array_api_compat.numpy as npx
 import dask.array as da
+import numpy as np
 
-from anyloss.backends import numpy as numpy_backend
+from anyloss import _ctc_recursion
+from anyloss._reduction import divide_or_nan
+from anyloss.backends.numpy import cross_entropy as numpy_cross_entropy
+from anyloss.backends.numpy import ctc as numpy_ctc
 
 
 def _batch_chunked(log_probs, targets, input_lengths, target_lengths):
@@ -43,20 +53,6 @@ def _ctc_blocks(log_probs, targets, input_lengths, target_lengths):
             target_lengths.rechunk((batch_chunks,)), "n")
 
 
-def _padded_labels(labels, starts, lengths):
-    """Padded ``(n, S)`` targets of n samples from the whole concatenated ``labels``:
-    sample i's labels are ``labels[starts[i] : starts[i] + lengths[i]]``, then zeros."""
-    import numpy as np
-
-    width = int(lengths.max()) if lengths.size else 0
-    if labels.shape[0] == 0:
-        return np.zeros((lengths.shape[0], width), dtype=labels.dtype)
-    columns = np.arange(width)
-    listed = columns < lengths[:, None]
-    positions = np.clip(starts[:, None] + columns, 0, labels.shape[0] - 1)
-    return np.where(listed, labels[positions], 0).astype(labels.dtype, copy=False)
-
-
 def _numpy_block(compute):
     """A blockwise function calling ``compute(lp, padded_targets, il, tl)`` on a block of
     either argument layout of :func:`_ctc_blocks` (padded targets, or concatenated
@@ -65,7 +61,8 @@ def _numpy_block(compute):
     def block(lp, tg, *rest):
         if len(rest) == 3:  # concatenated labels, offsets, input and target lengths
             starts, il, tl = rest
-            tg = _padded_labels(tg, starts, tl)
+            width = int(tl.max()) if tl.size else 0
+            tg = _ctc_recursion.padded_targets(npx, tg, tl, width, 0, starts=starts)
         else:
             il, tl = rest
         return compute(lp, tg, il, tl)
@@ -81,7 +78,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, *, blank, zero_i
     """
 
     def compute(lp, tg, il, tl):
-        return numpy_backend.ctc_loss(lp, tg, il, tl,
+        return numpy_ctc.ctc_loss(lp, tg, il, tl,
                                       **_block_options(tg, tl, blank, zero_infinity))
 
     args = _ctc_blocks(log_probs, targets, input_lengths, target_lengths)
@@ -101,13 +98,12 @@ def ctc_loss_and_grad(log_probs, targets, input_lengths, target_lengths, *, blan
     n_classes = log_probs.shape[2]
 
     def compute(lp, tg, il, tl):
-        import numpy as np
-
-        from anyloss.ctc import ctc_loss_and_grad as numpy_loss_and_grad
-
-        # NumPy's own dispatch: the compiled kernel, or the generic alpha-beta without numba.
-        losses, grad = numpy_loss_and_grad(lp, tg, il, tl, blank=blank, reduction="none",
-                                           zero_infinity=zero_infinity)
+        options = _block_options(tg, tl, blank, zero_infinity)
+        result = numpy_ctc.ctc_loss_and_grad(lp, tg, il, tl, **options)
+        if result is NotImplemented:  # no numba: the alpha-beta recursion in the array API
+            result = _ctc_recursion.losses_and_grad(
+                npx, lp, tg, il, tl, options["max_target_length"], blank, zero_infinity)
+        losses, grad = result
         both = np.zeros(grad.shape[:2] + (n_classes + 1,), dtype=grad.dtype)
         both[:, :, :n_classes] = grad
         both[0, :, n_classes] = losses
@@ -136,8 +132,6 @@ def _ce_chunked(input, target, weight):
 
 
 def _ce_declines(input, target) -> bool:
-    import numpy as np
-
     return (input.ndim < 2 or not np.issubdtype(target.dtype, np.integer)
             or any(math.isnan(n) for n in input.shape) or input.shape[1] == 0)
 
@@ -148,11 +142,11 @@ def _ce_elements(input, target, weight, ignore_index, label_smoothing):
     n_classes = input.shape[1]
 
     def losses(xb, tb, wb=None):
-        return numpy_backend.cross_entropy_elements(
+        return numpy_cross_entropy.cross_entropy_elements(
             xb, tb, wb, ignore_index=ignore_index, label_smoothing=label_smoothing)[0]
 
     def weights(tb, wb=None):
-        return numpy_backend.cross_entropy_targets(tb, wb, n_classes, ignore_index)[3]
+        return numpy_cross_entropy.cross_entropy_targets(tb, wb, n_classes, ignore_index)[3]
 
     elements = da.blockwise(losses, t_index, x, x_index, t, t_index, *w_args,
                             dtype="float64", concatenate=True)
@@ -167,9 +161,7 @@ def _ce_reduce(elements, mean_weights, reduction, dtype):
     total = elements.sum()
     if reduction == "sum":
         return total.astype(dtype)
-    denominator = mean_weights.sum()
-    empty = denominator == 0
-    return da.where(empty, math.nan, total / da.where(empty, 1.0, denominator)).astype(dtype)
+    return divide_or_nan(da, total, mean_weights.sum()).astype(dtype)
 
 
 def cross_entropy(input, target, weight, *, ignore_index, reduction, label_smoothing):
@@ -196,7 +188,7 @@ def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, la
     block_reduction = "mean" if reduction == "mean" else "sum"
 
     def grad_block(xb, tb, d, wb=None):
-        return numpy_backend.blocked_cross_entropy_and_grad(
+        return numpy_cross_entropy.blocked_cross_entropy_and_grad(
             xb, tb, wb, ignore_index=ignore_index, reduction=block_reduction,
             label_smoothing=label_smoothing, denominator=d)[1]
 

@@ -1,8 +1,22 @@
-"""JAX-specific operations used by the portable core."""
+"""JAX kernels: the primitives the standard lacks, CTC as one ``lax.scan``, jitted cross
+entropy, and JAX's own building blocks.
+
+Every function here is the target of a record of :mod:`anyloss._registry`,
+declared beside the anyloss function it stands in for. The recursions and
+formulas are anyloss's own (:mod:`anyloss._ctc_recursion`,
+:mod:`anyloss._class_index`), compiled by JAX.
+"""
 
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
+
+from anyloss import _ctc_recursion as recursion
+from anyloss._class_index import class_index_loss
+from anyloss._ops import log_softmax
+
+# --- primitives ------------------------------------------------------------------------------
 
 
 def stop_gradient(x: jax.Array) -> jax.Array:
@@ -15,20 +29,19 @@ def is_tracer(x: object) -> bool:
     return isinstance(x, jax.core.Tracer)
 
 
+# --- CTC --------------------------------------------------------------------------------------
+
+
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, *, blank, zero_infinity,
              max_target_length):
     """Per-sample CTC losses (N,): the forward recursion as one ``lax.scan`` over the frames.
 
-    The step is anyloss's generic one (see :mod:`anyloss.ctc`), so ``jax.jit``
-    compiles it once whatever ``T``; gradients follow torch's convention.
+    The step is anyloss's generic one (:mod:`anyloss._ctc_recursion`), so
+    ``jax.jit`` compiles it once whatever ``T``; gradients follow torch's convention.
     """
-    import jax.numpy as jnp
-
-    from anyloss import ctc as _ctc
-
     n_frames, batch, n_classes = log_probs.shape
-    ext, skip = _ctc.extended_labels(jnp, targets, target_lengths, max_target_length, blank,
-                                     n_classes)
+    ext, skip = recursion.extended_labels(jnp, targets, target_lengths, max_target_length,
+                                          blank, n_classes)
     n_states = ext.shape[1]
     emissions = jnp.take_along_axis(
         log_probs, jnp.broadcast_to(ext[None], (n_frames, batch, n_states)), axis=2
@@ -37,14 +50,14 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, *, blank, zero_i
 
     def step(alpha, frame):
         t, emission = frame
-        two_back = jnp.where(skip, _ctc._shift(jnp, alpha, 2), no_skip)
-        new = _ctc._logsumexp3(jnp, alpha, _ctc._shift(jnp, alpha, 1), two_back) + emission
-        return jnp.where((t < input_lengths)[:, None], new, alpha), None
+        two_back = jnp.where(skip, recursion.shift(jnp, alpha, 2), no_skip)
+        new = recursion.logsumexp3(jnp, alpha, recursion.shift(jnp, alpha, 1), two_back)
+        return jnp.where((t < input_lengths)[:, None], new + emission, alpha), None
 
-    start = _ctc._start(jnp, batch, n_states, log_probs.dtype)
-    alpha, _ = jax.lax.scan(step, start, (jnp.arange(n_frames), emissions))
-    losses = -_ctc._final_log_likelihood(jnp, alpha, target_lengths)
-    losses = losses + _ctc._torch_gradient_convention(jnp, log_probs, input_lengths)
+    first = recursion.start(jnp, batch, n_states, log_probs.dtype)
+    alpha, _ = jax.lax.scan(step, first, (jnp.arange(n_frames), emissions))
+    losses = -recursion.final_log_likelihood(jnp, alpha, target_lengths)
+    losses = losses + recursion.torch_gradient_convention(jnp, log_probs, input_lengths)
     if zero_infinity:
         losses = jnp.where(losses == jnp.inf, jnp.zeros_like(losses), losses)
     return losses
@@ -53,7 +66,6 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, *, blank, zero_i
 def ctc_loss_and_grad(log_probs, targets, input_lengths, target_lengths, *, blank,
                       zero_infinity, max_target_length):
     """Per-sample losses (N,) and the gradient of their sum, by ``jax.vjp`` of :func:`ctc_loss`."""
-    import jax.numpy as jnp
 
     def losses_of(lp):
         return ctc_loss(lp, targets, input_lengths, target_lengths, blank=blank,
@@ -67,85 +79,46 @@ def ctc_loss_and_grad(log_probs, targets, input_lengths, target_lengths, *, blan
     return losses, jnp.where(infinite[:, :, None], jnp.nan, grad)
 
 
-def _class_mask(target, value, above=False):
-    """``target == value`` (or ``>= value``), constant where ``value`` is outside the dtype."""
-    import jax.numpy as jnp
+# --- cross entropy ----------------------------------------------------------------------------
 
-    info = jnp.iinfo(target.dtype)
-    if above:
-        return target >= value if value <= info.max else jnp.zeros(target.shape, bool)
-    return target == value if info.min <= value <= info.max else jnp.zeros(target.shape, bool)
+
+def _declines(input, target) -> bool:
+    """Probability targets and inputs with no class take the generic path."""
+    return not jnp.issubdtype(target.dtype, jnp.integer) or input.shape[input.ndim > 1] == 0
+
+
+def _class_index_cross_entropy(input, target, weight, *, ignore_index, reduction,
+                               label_smoothing):
+    """anyloss's class-index formula (16-bit floats computed in float32), to be jitted."""
+    dtype = input.dtype
+    if dtype in (jnp.float16, jnp.bfloat16):
+        input = input.astype(jnp.float32)
+        weight = None if weight is None else weight.astype(jnp.float32)
+    log_probs = log_softmax(jnp, input, axis=0 if input.ndim == 1 else 1)
+    loss = class_index_loss(jnp, log_probs, target, weight, ignore_index, reduction,
+                            label_smoothing, plain=False)
+    return loss.astype(dtype)
+
+
+_cross_entropy_jit = jax.jit(_class_index_cross_entropy,
+                             static_argnames=("ignore_index", "reduction", "label_smoothing"))
 
 
 def cross_entropy(input, target, weight, *, ignore_index, reduction, label_smoothing):
-    """Class-index cross entropy as ``logsumexp(x) - x[y]``: a gather, no one-hot over C.
+    """Class-index cross entropy: anyloss's formula compiled by ``jax.jit``, once per
+    shape and options (also when called eagerly: one dispatch instead of dozens).
 
-    The maximum is subtracted (outside the gradient) before the exponentials and
-    from the gathered logit, so the rounding is that of the generic log-softmax;
-    the smoothing term sums the shifted logits, which are all <= 0, so it has no
-    cancellation. Works under ``jax.jit``; probability targets decline.
+    Works under an outer ``jax.jit``; probability targets decline.
     """
-    import jax.numpy as jnp
-
-    if not jnp.issubdtype(target.dtype, jnp.integer) or input.shape[input.ndim > 1] == 0:
+    if _declines(input, target):
         return NotImplemented
-    # One compiled kernel per shape and options, also when called eagerly.
     return _cross_entropy_jit(input, target, weight, ignore_index=ignore_index,
                               reduction=reduction, label_smoothing=label_smoothing)
 
 
-def _cross_entropy_formula(input, target, weight, *, ignore_index, reduction, label_smoothing):
-    import jax.numpy as jnp
-
-    dtype = input.dtype
-    x = input.astype(jnp.float32) if dtype in (jnp.float16, jnp.bfloat16) else input
-    axis = 0 if x.ndim == 1 else 1
-    n_classes = x.shape[axis]
-    peak = jnp.max(x, axis=axis, keepdims=True)
-    peak = jax.lax.stop_gradient(jnp.where(jnp.isfinite(peak), peak, 0.0))
-    shifted = x - peak
-    log_total = jnp.log(jnp.sum(jnp.exp(shifted), axis=axis))
-    ignored = _class_mask(target, ignore_index)
-    in_range = (target >= 0) & ~_class_mask(target, n_classes, above=True)
-    usable = in_range & ~ignored
-    safe = jnp.where(usable, target, 0).astype(jnp.int32 if n_classes < 2**31 else jnp.int64)
-    picked = jnp.squeeze(jnp.take_along_axis(x, jnp.expand_dims(safe, axis), axis=axis), axis)
-    nll = log_total - (picked - jnp.squeeze(peak, axis))
-    if weight is None:
-        target_weight = jnp.ones_like(nll)
-        loss = nll
-    else:
-        weight = weight.astype(x.dtype)
-        target_weight = weight[safe]
-        loss = target_weight * nll
-    if label_smoothing > 0:
-        if weight is None:
-            spread = n_classes * log_total - jnp.sum(shifted, axis=axis)
-        else:
-            along = weight.reshape((n_classes,) + (1,) * (x.ndim - axis - 1))
-            spread = jnp.sum(weight) * log_total - jnp.sum(shifted * along, axis=axis)
-        loss = (1.0 - label_smoothing) * loss + (label_smoothing / n_classes) * spread
-    loss = jnp.where(ignored, 0.0, jnp.where(in_range, loss, jnp.nan))
-    if reduction == "none":
-        return loss.astype(dtype)
-    total = jnp.sum(loss)
-    if reduction == "sum":
-        return total.astype(dtype)
-    # A plain 0/0 when nothing counts: nan, and torch's gradient (0 on ignored targets,
-    # nan on targets of weight 0).
-    denominator = jnp.sum(jnp.where(usable, target_weight, 0.0))
-    return (total / denominator).astype(dtype)
-
-
-_cross_entropy_jit = jax.jit(_cross_entropy_formula,
-                             static_argnames=("ignore_index", "reduction", "label_smoothing"))
-
-
 def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, label_smoothing):
     """The loss and, by ``jax.vjp`` of :func:`cross_entropy`, its gradient wrt ``input``."""
-    import jax.numpy as jnp
-
-    if not jnp.issubdtype(target.dtype, jnp.integer) or input.shape[input.ndim > 1] == 0:
+    if _declines(input, target):
         return NotImplemented
 
     def loss_of(x):
@@ -157,13 +130,15 @@ def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, la
     return loss, grad
 
 
-# --- building blocks of the generic formulas (looked up by anyloss._array.native) --------
+# --- building blocks of the generic formulas (stage 'block') ----------------------------------
 # Only kernels whose gradients follow torch's conventions: jax.nn.relu (gradient 0 at 0)
 # and jax.scipy.special.xlogy (nan gradient at x = y = 0) are left to the portable code.
 
-BUILDING_BLOCKS = {
-    "log_sigmoid": jax.nn.log_sigmoid,
-    "softplus": jax.nn.softplus,
-    "logsumexp": lambda x, axis, keepdims: jax.nn.logsumexp(x, axis=axis, keepdims=keepdims),
-    "positive_part": jax.nn.relu,  # gradient 0 at 0
-}
+log_sigmoid = jax.nn.log_sigmoid
+softplus = jax.nn.softplus
+positive_part = jax.nn.relu  # gradient 0 at 0
+
+
+def logsumexp(x, axis, keepdims):
+    """``jax.nn.logsumexp`` along ``axis``."""
+    return jax.nn.logsumexp(x, axis=axis, keepdims=keepdims)

@@ -1,6 +1,13 @@
-"""PyTorch fast paths: the native ``torch.nn.functional`` kernels (and cuDNN on the GPU)."""
+"""PyTorch kernels: ``torch.nn.functional`` itself (and cuDNN on the GPU), and torch's own
+building blocks of the generic formulas.
+
+Every function here is the target of a record of :mod:`anyloss._registry`,
+declared beside the anyloss function it stands in for.
+"""
 
 from __future__ import annotations
+
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -8,7 +15,8 @@ import torch.nn.functional as F
 
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, *, blank, zero_infinity,
              max_target_length):
-    """Per-sample CTC losses (N,) from ``torch.nn.functional.ctc_loss``; torch's autograd applies."""
+    """Per-sample CTC losses (N,) from ``torch.nn.functional.ctc_loss`` (with torch's
+    autograd)."""
     return F.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=blank,
                       reduction="none", zero_infinity=zero_infinity)
 
@@ -61,33 +69,62 @@ def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, la
     return loss.detach(), grad
 
 
-# --- native twins, tried before anyloss checks anything (anyloss._dispatch.NATIVE_FIRST) ---
+# --- kernels tried before anyloss checks anything (stage 'first') ----------------------------
 # Each takes the public arguments (reduction resolved) and declines what is not the plain
 # case: CPU tensors only (on CUDA a bad class index is a device-side assert, which
 # anyloss's own checks must see first), float32/float64 input (16-bit floats follow
 # anyloss's float32 accumulation instead), int64 class indices, a weight of the input's
-# dtype, no empty input (torch's margin kernels read uninitialised memory there). When
-# torch raises, anyloss._dispatch.call_native_first falls back to the checked path.
+# dtype, no empty input (torch's margin kernels read uninitialised memory there).
 
 _NATIVE_FLOATS = (torch.float32, torch.float64)
 _CPU = torch.device("cpu")
+#: The message of a failed CPU allocation, which torch raises as a RuntimeError.
+_ALLOCATION_FAILURE = "can't allocate memory"
+
+
+def _bad_input_declines(kernel):
+    """Decorate a stage-'first' kernel: torch's errors for bad input become a decline.
+
+    torch reports bad arguments with ``RuntimeError`` (shapes, dtypes),
+    ``IndexError`` (a class index out of range), ``ValueError`` and ``TypeError``;
+    for those the kernel returns ``NotImplemented``, and anyloss's checked path
+    raises its own error with its own wording. An out-of-memory error is not bad
+    input: it propagates, as does every other exception.
+    """
+
+    @functools.wraps(kernel)
+    def declining(*args, **kwargs):
+        try:
+            return kernel(*args, **kwargs)
+        except torch.OutOfMemoryError:
+            raise
+        except (RuntimeError, IndexError, ValueError, TypeError) as exc:
+            if _ALLOCATION_FAILURE in str(exc):
+                raise
+            return NotImplemented
+
+    return declining
 
 
 def _plain(input, target, weight=None) -> bool:
-    """Whether the native twin's result is anyloss's for these arguments (see above)."""
+    """Whether the kernel's result is anyloss's for these arguments (see above)."""
     return (input.device == _CPU and input.dtype in _NATIVE_FLOATS and input.numel() > 0
             and target.device == _CPU
             and (weight is None or (weight.dtype == input.dtype and weight.device == _CPU)))
 
 
-def nll_loss_native_first(input, target, weight, *, ignore_index, reduction):
+@_bad_input_declines
+def nll_loss(input, target, weight, *, ignore_index, reduction):
+    """``F.nll_loss`` of a plain CPU call (see above), or ``NotImplemented``."""
     if not (target.dtype == torch.int64 and _plain(input, target, weight)):
         return NotImplemented
     return F.nll_loss(input, target, weight, ignore_index=ignore_index, reduction=reduction)
 
 
-def cross_entropy_native_first(input, target, weight, *, ignore_index, reduction,
-                               label_smoothing):
+@_bad_input_declines
+def cross_entropy_plain_cpu(input, target, weight, *, ignore_index, reduction,
+                            label_smoothing):
+    """``F.cross_entropy`` of a plain CPU call (see above), or ``NotImplemented``."""
     if not ((target.dtype == torch.int64 or target.dtype == input.dtype)
             and _plain(input, target, weight)):
         return NotImplemented
@@ -95,33 +132,61 @@ def cross_entropy_native_first(input, target, weight, *, ignore_index, reduction
                            reduction=reduction, label_smoothing=label_smoothing)
 
 
-def multi_margin_loss_native_first(input, target, *, p, margin, weight, reduction):
+@_bad_input_declines
+def multi_margin_loss(input, target, *, p, margin, weight, reduction):
+    """``F.multi_margin_loss`` of a plain CPU call (see above), or ``NotImplemented``."""
     if not (target.dtype == torch.int64 and _plain(input, target, weight)):
         return NotImplemented
     return F.multi_margin_loss(input, target, p=p, margin=margin, weight=weight,
                                reduction=reduction)
 
 
-def multilabel_margin_loss_native_first(input, target, *, reduction):
+@_bad_input_declines
+def multilabel_margin_loss(input, target, *, reduction):
+    """``F.multilabel_margin_loss`` of a plain CPU call (see above), or ``NotImplemented``."""
     if not (target.dtype == torch.int64 and _plain(input, target)):
         return NotImplemented
     return F.multilabel_margin_loss(input, target, reduction=reduction)
 
 
-# --- building blocks of the generic formulas (looked up by anyloss._array.native) --------
+# --- primitives ------------------------------------------------------------------------------
+
+
+def stop_gradient(x):
+    """``x`` detached from autograd (the same values, no gradient through it)."""
+    return x.detach()
+
+
+# --- building blocks of the generic formulas (stage 'block') ----------------------------------
+# Each may decline (NotImplemented) a call that autograd must see through: the portable
+# formula's double where keeps gradients finite where torch's kernel would not.
 
 
 def _records_gradient(*tensors) -> bool:
     return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
 
 
-def _softplus(x):
-    # -logsigmoid(-x) is exact everywhere; F.softplus turns linear above 20.
+log_sigmoid = F.logsigmoid
+xlogy = torch.special.xlogy
+positive_part = torch.relu  # gradient 0 at 0
+clip = torch.clamp
+clamp_min = torch.clamp_min
+mean = torch.mean
+
+
+def softplus(x):
+    """``softplus`` as ``-logsigmoid(-x)``: exact everywhere (``F.softplus`` turns linear
+    above 20)."""
     return -F.logsigmoid(-x)
 
 
-def _clamp_min_identity_gradient(x, lower):
-    """torch's own idiom (gaussian_nll_loss): clamp a clone under no_grad."""
+def relu(x):
+    """``max(x, 0)`` with gradient 1 at 0, as torch's margin losses have it."""
+    return torch.clamp_min(x, 0.0)
+
+
+def clamp_min_identity_gradient(x, lower):
+    """torch's own idiom (``gaussian_nll_loss``): clamp a clone under ``no_grad``."""
     if not _records_gradient(x):
         return torch.clamp_min(x, lower)
     out = x.clone()
@@ -130,66 +195,68 @@ def _clamp_min_identity_gradient(x, lower):
     return out
 
 
-def _clamped_log(x, floor):
+def clamped_log(x, floor):
+    """``max(log(x), floor)``, clamped in place; declines under autograd."""
     if _records_gradient(x):
         return NotImplemented  # the portable double where keeps the gradient finite at 0
     return torch.log(x).clamp_min_(floor)
 
 
-def _clamped_log1p(x, floor):
+def clamped_log1p(x, floor):
+    """``max(log1p(x), floor)``, clamped in place; declines under autograd."""
     if _records_gradient(x):
         return NotImplemented
     return torch.log1p(x).clamp_min_(floor)
 
 
-def _take_along_axis(x, indices, axis):
+def sqrt_zero_gradient(s):
+    """``sqrt(s)``; declines under autograd."""
+    if _records_gradient(s):
+        return NotImplemented  # the portable double where gives gradient 0 at 0
+    return torch.sqrt(s)
+
+
+def logsumexp(x, axis, keepdims):
+    """``torch.logsumexp`` along ``axis``."""
+    return torch.logsumexp(x, dim=axis, keepdim=keepdims)
+
+
+def log_softmax(x, axis):
+    """``F.log_softmax`` along ``axis``."""
+    return F.log_softmax(x, dim=axis)
+
+
+def sum_of_products(a, b, axis):
+    """``sum(a * b, axis)`` by ``torch.linalg.vecdot``."""
+    return torch.linalg.vecdot(a, b, dim=axis)
+
+
+def take_along_axis(x, indices, axis):
+    """``take_along_axis`` by ``torch.gather`` (no broadcasting) or ``take_along_dim``."""
     if indices.dtype != torch.int64:
         indices = indices.to(torch.int64)
     if indices.ndim == x.ndim and all(
-        i == n for d, (i, n) in enumerate(zip(indices.shape, x.shape)) if d != axis % x.ndim
+        i == n for d, (i, n) in enumerate(zip(indices.shape, x.shape, strict=True))
+        if d != axis % x.ndim
     ):
         return torch.gather(x, axis, indices)  # no broadcasting to do: the lighter call
     return torch.take_along_dim(x, indices, dim=axis)
 
 
-#: Elements per block of anyloss._ops.reduce_blockwise: 1 MiB of float32, which ATen's
-#: threads share (half each on 2 cores, within a core's L2 cache). Few blocks keep the
-#: dispatch cost and the number of parallel regions small: each region waits for every
-#: thread, and on a busy machine a thread may be off its core for a scheduler tick.
-#: (Measured on a 2-core EPYC: 16K elements per block is 2x slower when idle, 1M too.)
+#: Elements per block of anyloss._blocked.reduce_blockwise: 1 MiB of float32, which ATen's
+#: threads share (half each on 2 cores, within a core's L2 cache); measured in
+#: benchmarks/README.md.
 BLOCK_ELEMENTS = 1 << 18
 
 
-def _blockwise_elements(arrays):
-    """Block size for anyloss._ops.reduce_blockwise, or None on a GPU or under autograd."""
+def blockwise_elements(arrays):
+    """Block size for anyloss._blocked.reduce_blockwise; declines on a GPU or under autograd."""
     if any(a.device.type != "cpu" for a in arrays) or _records_gradient(*arrays):
-        return None
+        return NotImplemented
     return BLOCK_ELEMENTS
 
 
-def _extrema(x):
+def extrema(x):
+    """``(min, max)`` of ``x`` as Python numbers, by ``torch.aminmax``."""
     low, high = torch.aminmax(x)
     return low.item(), high.item()
-
-
-BUILDING_BLOCKS = {
-    "log_sigmoid": F.logsigmoid,
-    "softplus": _softplus,
-    "xlogy": torch.special.xlogy,
-    "relu": lambda x: torch.clamp_min(x, 0.0),  # gradient 1 at 0, as torch's margin losses
-    "positive_part": torch.relu,  # gradient 0 at 0
-    "clip": torch.clamp,
-    "clamp_min_identity_gradient": _clamp_min_identity_gradient,
-    "clamped_log": _clamped_log,
-    "clamped_log1p": _clamped_log1p,
-    "logsumexp": lambda x, axis, keepdims: torch.logsumexp(x, dim=axis, keepdim=keepdims),
-    "log_softmax": lambda x, axis: F.log_softmax(x, dim=axis),
-    "take_along_axis": _take_along_axis,
-    "clamp_min": torch.clamp_min,
-    "sqrt_zero_gradient": lambda s: (NotImplemented if s.requires_grad and torch.is_grad_enabled()
-                                     else torch.sqrt(s)),
-    "mean": torch.mean,
-    "sum_of_products": lambda a, b, axis: torch.linalg.vecdot(a, b, dim=axis),
-    "blockwise_elements": _blockwise_elements,
-    "extrema": _extrema,
-}

@@ -2,7 +2,7 @@
 
 - :mod:`~anyloss.conformance.catalogue`: the seeded case catalogue, assembled from
   one module per family (``regression``, ``classification``, ``margin``,
-  ``embedding``, ``distributions``, ``ctc``), each holding its cases and its
+  ``embedding``, ``probabilistic``, ``ctc``), each holding its cases and its
   float64 reference implementations: plain loops, independent of anyloss's formulas.
 - :mod:`~anyloss.conformance.namespaces`: the array libraries the suite drives.
 - :mod:`~anyloss.conformance.tolerances`: the per-dtype tolerances, stated once.

@@ -17,12 +17,13 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Case", "reference", "register_cases", "cases", "references", "REDUCTIONS", "elementwise", "reduce", "rng"]
+__all__ = ["Case", "reference", "register_cases", "cases", "references", "REDUCTIONS",
+           "elementwise", "reduce", "rng"]
 
 REDUCTIONS = ("none", "mean", "sum")
 
 #: The family modules whose cases and references make up the catalogue.
-FAMILIES = ("regression", "classification", "margin", "embedding", "distributions", "ctc")
+FAMILIES = ("regression", "classification", "margin", "embedding", "probabilistic", "ctc")
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,13 @@ class Case:
 
     @property
     def id(self) -> str:
+        """The case's test id: loss, label, options and shapes, joined by dashes."""
         opts = ",".join(f"{k}={v}" for k, v in self.options.items())
         shapes = "x".join(str(a.shape) for a in self.arrays.values()).replace(" ", "")
         return "-".join(p for p in (self.loss, self.label, opts, shapes) if p)
 
     def arrays_as(self, dtype: Any) -> dict[str, np.ndarray]:
-        """The arrays with every real floating one cast to ``dtype``, complex ones to its complex twin."""
+        """The arrays with the real floating ones cast to ``dtype``, complex ones to its twin."""
         complex_dtype = np.result_type(dtype, np.complex64)
         return {
             k: a.astype(dtype) if np.issubdtype(a.dtype, np.floating)

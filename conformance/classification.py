@@ -66,10 +66,11 @@ def _class_index_reduction(losses, weights, shape, reduction):
 @reference("nll_loss")
 def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
              reduction="mean"):
+    """Minus the (weighted) log-probability of each target class; 'mean' over the kept weights."""
     reduction = _legacy(reduction, size_average, reduce)
     rows, targets, shape = _positions(input, target)
     losses, weights = [], []
-    for row, t in zip(rows, targets):
+    for row, t in zip(rows, targets, strict=True):
         if t == ignore_index:
             losses.append(0.0)
             weights.append(0.0)
@@ -83,6 +84,7 @@ def nll_loss(input, target, weight=None, size_average=None, ignore_index=-100, r
 @reference("cross_entropy")
 def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-100, reduce=None,
                   reduction="mean", label_smoothing=0.0):
+    """Log-softmax of each position's scores against a class index or a probability vector."""
     reduction = _legacy(reduction, size_average, reduce)
     rows, targets, shape = _positions(input, target)
     n_classes = np.asarray(input).shape[0 if np.ndim(input) == 1 else 1]
@@ -90,13 +92,13 @@ def cross_entropy(input, target, weight=None, size_average=None, ignore_index=-1
     eps = label_smoothing
     if np.shape(input) == np.shape(target):
         losses = []
-        for row, probs in zip(rows, targets):
+        for row, probs in zip(rows, targets, strict=True):
             logp = _log_softmax(row)
             smoothed = [q * (1 - eps) + eps / n_classes for q in probs]
             losses.append(-math.fsum(w[c] * smoothed[c] * logp[c] for c in range(n_classes)))
         return reduce_(losses, shape, reduction)
     losses, weights = [], []
-    for row, t in zip(rows, targets):
+    for row, t in zip(rows, targets, strict=True):
         if t == ignore_index:
             losses.append(0.0)
             weights.append(0.0)
@@ -124,6 +126,7 @@ def _bce(x: float, y: float) -> float:
 @reference("binary_cross_entropy")
 def binary_cross_entropy(input, target, weight=None, size_average=None, reduce=None,
                          reduction="mean"):
+    """``-(y log x + (1 - y) log(1 - x))`` per element, each log clamped at -100."""
     reduction = _legacy(reduction, size_average, reduce)
     if weight is None:
         values = elementwise(_bce, input, target)
@@ -146,6 +149,7 @@ def _bce_logits(x: float, y: float, w: float, p: float) -> float:
 @reference("binary_cross_entropy_with_logits")
 def binary_cross_entropy_with_logits(input, target, weight=None, size_average=None, reduce=None,
                                      reduction="mean", pos_weight=None):
+    """Binary cross entropy of ``sigmoid(x)``, by softplus; ``pos_weight`` scales the y term."""
     reduction = _legacy(reduction, size_average, reduce)
     weight = 1.0 if weight is None else weight
     pos_weight = 1.0 if pos_weight is None else pos_weight
@@ -191,6 +195,7 @@ def _log_probs(g, shape):
 
 @register_cases
 def nll_cases() -> Iterator[Case]:
+    """Every :data:`CLASS_SHAPES` entry with and without weight, ignored and legacy targets."""
     for seed, (input_shape, target_shape) in enumerate(CLASS_SHAPES):
         g = rng(300 + seed)
         n_classes = input_shape[0 if len(input_shape) == 1 else 1]
@@ -230,6 +235,7 @@ def nll_cases() -> Iterator[Case]:
 
 @register_cases
 def cross_entropy_cases() -> Iterator[Case]:
+    """Class indices and probabilities, label smoothing, ignored targets, logits of +-1e4."""
     for seed, (input_shape, target_shape) in enumerate(CLASS_SHAPES):
         g = rng(400 + seed)
         n_classes = input_shape[0 if len(input_shape) == 1 else 1]
@@ -324,6 +330,7 @@ BINARY_SHAPES = (
 
 @register_cases
 def binary_cross_entropy_cases() -> Iterator[Case]:
+    """Soft and hard targets, broadcast weights, ``pos_weight``, clamped logs, large logits."""
     for seed, (shape, weight_shapes) in enumerate(BINARY_SHAPES):
         g = rng(500 + seed)
         probs = g.uniform(0.02, 0.98, shape)

@@ -9,7 +9,8 @@ largest cross-library spread and a summary line; and exits 1 on any failure.
 on stderr when it is a terminal, and nothing extra is printed when it is not.
 
 ``anyloss info`` lists the array libraries, their versions and devices, and
-the fast paths active for each.
+the kernels the registry (:mod:`anyloss._registry`) has for each; ``anyloss
+info --markdown`` prints the README's fast-path tables from the same registry.
 """
 
 from __future__ import annotations
@@ -129,18 +130,25 @@ def conformance(args: argparse.Namespace, out: TextIO) -> int:
 
 def info(args: argparse.Namespace, out: TextIO) -> int:
     import anyloss
-    from anyloss._dispatch import FAST_PATHS, NATIVE_FIRST, fast_paths_enabled
+    from anyloss import _registry
 
+    if args.markdown:
+        print(_registry.markdown_tables(), end="", file=out)
+        return 0
     print(f"anyloss {anyloss.__version__}", file=out)
-    print(f"fast paths: {'on' if fast_paths_enabled() else 'off'}", file=out)
+    print(f"fast paths: {_registry.fast_path_level()}", file=out)
     for ns in namespaces.available():
         module = sys.modules.get(ns.name) or sys.modules.get(ns.xp.__name__)
         version = getattr(module, "__version__", "?")
-        devices = _devices(ns)
-        paths = sorted({loss for table in (FAST_PATHS, NATIVE_FIRST)
-                        for loss, libraries in table.items() if ns.name in libraries})
-        print(f"  {ns.name:<18} {version:<12} default device: {devices}", file=out)
-        print(f"  {'':<18} fast paths: {', '.join(paths) or 'none'}", file=out)
+        print(f"  {ns.name:<18} {version:<12} default device: {_devices(ns)}", file=out)
+        kernels = _registry.records(library=ns.name, stage=("first", "checked"))
+        if not kernels:
+            print(f"  {'':<18} kernels: none", file=out)
+        for k in kernels:
+            print(f"  {'':<18} {k.function} ({k.stage}): {k.engine}; {k.accepts}", file=out)
+        blocks = [k.function for k in _registry.records(library=ns.name, stage="block")]
+        if blocks:
+            print(f"  {'':<18} building blocks: {', '.join(blocks)}", file=out)
     for name, reason in namespaces.unavailable().items():
         print(f"  {name:<18} not available ({reason.splitlines()[0]})", file=out)
     return 0
@@ -177,6 +185,8 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--json", metavar="FILE", help="also write every outcome as JSON to FILE")
     run.set_defaults(handler=conformance)
     show = commands.add_parser("info", help="installed libraries, devices and fast paths")
+    show.add_argument("--markdown", action="store_true",
+                      help="print the README's fast-path tables, generated from the registry")
     show.set_defaults(handler=info)
     return parser
 

@@ -33,6 +33,7 @@ def _collapse(path, blank):
 @reference("ctc_loss")
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reduction="mean",
              zero_infinity=False):
+    """Minus the log of each sample's summed path probability; 'mean' is per target label."""
     log_probs = np.asarray(log_probs, dtype=np.float64)
     input_lengths = [int(n) for n in np.ravel(input_lengths)]
     target_lengths = [int(n) for n in np.ravel(target_lengths)]
@@ -43,7 +44,7 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=0, reducti
         targets = targets.reshape(1, -1)
     losses = []
     offset = 0
-    for n, (frames, size) in enumerate(zip(input_lengths, target_lengths)):
+    for n, (frames, size) in enumerate(zip(input_lengths, target_lengths, strict=True)):
         if targets.ndim == 2:
             wanted = [int(c) for c in targets[n, :size]]
         else:
@@ -115,12 +116,14 @@ def _log_softmax(x):
 
 @register_cases
 def ctc_cases() -> Iterator[Case]:
+    """Padded, concatenated and unbatched targets, impossible alignments, a 120-frame case."""
     g = rng(400)
     grads = ("log_probs",)
     # (T, N, C), padded targets, input lengths, target lengths, label
     batched = [
         # plain, a repeat that needs a blank, an empty target, a shorter input
-        ((6, 4, 4), [[1, 2, 3], [2, 2, 0], [0, 0, 0], [3, 1, 0]], [6, 5, 4, 3], [3, 2, 0, 2], "mixed"),
+        ((6, 4, 4), [[1, 2, 3], [2, 2, 0], [0, 0, 0], [3, 1, 0]], [6, 5, 4, 3], [3, 2, 0, 2],
+         "mixed"),
         # zero-length input: empty target costs 0; impossible ones only with zero_infinity (below)
         ((5, 2, 3), [[1, 2], [2, 1]], [5, 0], [2, 0], "empty-input"),
     ]

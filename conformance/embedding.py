@@ -29,12 +29,14 @@ def _norm(values: list[float], p: float) -> float:
 
 @reference("pairwise_distance")
 def pairwise_distance(x1, x2, p=2.0, eps=1e-6, keepdim=False):
+    """The p-norm of ``x1 - x2 + eps`` along the last axis."""
     a, b = np.broadcast_arrays(np.asarray(x1, dtype=np.float64), np.asarray(x2, dtype=np.float64))
     if a.ndim == 0:
         return np.asarray(_norm([a.item() - b.item() + eps], p))
     out = np.empty(a.shape[:-1])
     for idx in np.ndindex(out.shape):
-        out[idx] = _norm([u - v + eps for u, v in zip(a[idx].tolist(), b[idx].tolist())], p)
+        differences = zip(a[idx].tolist(), b[idx].tolist(), strict=True)
+        out[idx] = _norm([u - v + eps for u, v in differences], p)
     return out[..., None] if keepdim else out
 
 
@@ -43,7 +45,7 @@ _COSINE_EPSILON = float(np.float32(1e-12))
 
 
 def _cosine(u: list[float], v: list[float]) -> float:
-    dot = math.fsum(a * b for a, b in zip(u, v))
+    dot = math.fsum(a * b for a, b in zip(u, v, strict=True))
     squared_u = math.fsum(a * a for a in u) + _COSINE_EPSILON
     squared_v = math.fsum(b * b for b in v) + _COSINE_EPSILON
     return dot / math.sqrt(squared_u * squared_v)
@@ -51,10 +53,12 @@ def _cosine(u: list[float], v: list[float]) -> float:
 
 @reference("cosine_embedding_loss")
 def cosine_embedding_loss(input1, input2, target, margin=0.0, reduction="mean"):
+    """``1 - cos`` for target 1, ``max(0, cos - margin)`` for -1, 0 for any other target."""
     a, b = np.broadcast_arrays(np.asarray(input1, dtype=np.float64),
                                np.asarray(input2, dtype=np.float64))
-    cos = np.asarray([_cosine(u, v) for u, v in zip(a.reshape(-1, a.shape[-1]).tolist(),
-                                                      b.reshape(-1, b.shape[-1]).tolist())])
+    rows = zip(a.reshape(-1, a.shape[-1]).tolist(), b.reshape(-1, b.shape[-1]).tolist(),
+               strict=True)
+    cos = np.asarray([_cosine(u, v) for u, v in rows])
     cos = cos.reshape(a.shape[:-1])
     cos, target = np.broadcast_arrays(cos, np.asarray(target))
     out = np.zeros(cos.shape)
@@ -77,6 +81,7 @@ def _triplets(distance, anchor, positive, negative, margin, swap):
 @reference("triplet_margin_loss")
 def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6, swap=False,
                         reduction="mean"):
+    """The triplet hinge with :func:`pairwise_distance` of norm ``p`` as the distance."""
     def distance(u, v):
         return pairwise_distance(u, v, p, eps)
 
@@ -86,6 +91,7 @@ def triplet_margin_loss(anchor, positive, negative, margin=1.0, p=2.0, eps=1e-6,
 @reference("triplet_margin_with_distance_loss")
 def triplet_margin_with_distance_loss(anchor, positive, negative, distance_function=None,
                                       margin=1.0, swap=False, reduction="mean"):
+    """The triplet hinge with any distance (:func:`pairwise_distance` by default)."""
     distance = pairwise_distance if distance_function is None else distance_function
     return reduce(_triplets(distance, anchor, positive, negative, margin, swap), reduction)
 
@@ -99,6 +105,7 @@ def _with_zero_row(g: np.random.Generator, x: np.ndarray) -> np.ndarray:
 
 @register_cases
 def embedding_cases() -> Iterator[Case]:
+    """Distances of every p (equal rows included), cosine pairs, triplets with and without swap."""
     both = ("x1", "x2")
     g = rng(300)
     for shape1, shape2 in (((5, 4), (5, 4)), ((5, 4), (4,)), ((), ()), ((6,), (6,)),

@@ -17,6 +17,7 @@ def _log1p_exp(z: float) -> float:
 
 @reference("soft_margin_loss")
 def soft_margin_loss(input, target, reduction="mean"):
+    """``log(1 + exp(-y x))`` per element."""
     return reduce(elementwise(lambda x, y: _log1p_exp(-y * x), input, target), reduction)
 
 
@@ -30,12 +31,14 @@ def _hinge_embedding(x: float, y: float, margin: float) -> float:
 
 @reference("hinge_embedding_loss")
 def hinge_embedding_loss(input, target, margin=1.0, reduction="mean"):
+    """``x`` for target 1, ``max(0, margin - x)`` for -1, both terms for any other target."""
     values = elementwise(lambda x, y: _hinge_embedding(x, y, margin), input, target)
     return reduce(values, reduction)
 
 
 @reference("margin_ranking_loss")
 def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
+    """``max(0, -y (x1 - x2) + margin)`` per element."""
     values = elementwise(lambda a, b, y: max(0.0, -y * (a - b) + margin), input1, input2, target)
     return reduce(values, reduction)
 
@@ -46,6 +49,7 @@ def _signs(g: np.random.Generator, shape, dtype=np.float64) -> np.ndarray:
 
 @register_cases
 def margin_cases() -> Iterator[Case]:
+    """The three +-1-target losses on five shapes and several margins; targets other than +-1."""
     for seed, shape in enumerate(((4, 5), (), (7,), (0, 2), (2, 3, 4))):
         g = rng(200 + seed)
         x = 2 * g.standard_normal(shape)
@@ -80,6 +84,7 @@ def _log_sigmoid(z: float) -> float:
 
 @reference("multilabel_soft_margin_loss")
 def multilabel_soft_margin_loss(input, target, weight=None, reduction="mean"):
+    """Per sample, the (weighted) logistic loss of every class, averaged over the classes."""
     input = np.asarray(input, dtype=np.float64)
     weight = np.ones(input.shape[-1]) if weight is None else np.asarray(weight, dtype=np.float64)
     x, y, w = np.broadcast_arrays(input, np.asarray(target, dtype=np.float64), weight)
@@ -88,7 +93,7 @@ def multilabel_soft_margin_loss(input, target, weight=None, reduction="mean"):
     for idx in np.ndindex(out.shape):
         terms = [
             -wc * (yc * _log_sigmoid(xc) + (1.0 - yc) * _log_sigmoid(-xc))
-            for xc, yc, wc in zip(x[idx].tolist(), y[idx].tolist(), w[idx].tolist())
+            for xc, yc, wc in zip(x[idx].tolist(), y[idx].tolist(), w[idx].tolist(), strict=True)
         ]
         out[idx] = math.fsum(terms) / n_classes if n_classes else float("nan")
     return reduce(out, reduction)
@@ -107,11 +112,13 @@ def _multilabel_margin_row(x: list[float], targets: list[int]) -> float:
 
 @reference("multilabel_margin_loss")
 def multilabel_margin_loss(input, target, reduction="mean"):
+    """Per sample, the hinge of each listed class against each unlisted one, over C."""
     input, target = np.asarray(input, dtype=np.float64), np.asarray(target)
     if input.ndim <= 1:  # one sample; the result is 0-d whatever the reduction
         return np.asarray(_multilabel_margin_row(input.reshape(-1).tolist(),
                                                  target.reshape(-1).tolist()))
-    rows = [_multilabel_margin_row(x, t) for x, t in zip(input.tolist(), target.tolist())]
+    rows = [_multilabel_margin_row(x, t)
+            for x, t in zip(input.tolist(), target.tolist(), strict=True)]
     return reduce(np.asarray(rows, dtype=np.float64), reduction)
 
 
@@ -124,10 +131,12 @@ def _multi_margin_row(x: list[float], y: int, p: int, margin: float, weight) -> 
 
 @reference("multi_margin_loss")
 def multi_margin_loss(input, target, p=1, margin=1.0, weight=None, reduction="mean"):
+    """Per sample, ``max(0, margin - x[y] + x[i])**p`` summed over i != y, weighted, over C."""
     input, target = np.asarray(input, dtype=np.float64), np.asarray(target)
     rows = input.reshape(-1, 1 if input.ndim == 0 else input.shape[-1]).tolist()
+    targets = target.reshape(-1).tolist()
     values = np.asarray([_multi_margin_row(x, int(y), p, margin, weight)
-                         for x, y in zip(rows, target.reshape(-1).tolist())], dtype=np.float64)
+                         for x, y in zip(rows, targets, strict=True)], dtype=np.float64)
     if reduction == "none":
         return values.reshape(target.shape)
     return reduce(values, reduction)
@@ -147,6 +156,7 @@ _MULTILABEL_TARGETS = np.asarray([
 
 @register_cases
 def class_margin_cases() -> Iterator[Case]:
+    """The three losses over classes: weights, multi-label lists, 1-d and empty inputs."""
     g = rng(260)
     for shape in ((6, 5), (5,), (2, 3, 4), (0, 3)):
         x = 2 * g.standard_normal(shape)

@@ -122,7 +122,8 @@ def _load(name: str) -> Namespace | str:
         try:
             _cache[name] = _FACTORIES[name]()
         except KeyError:
-            raise ValueError(f"unknown array library {name!r}; known: {', '.join(NAMES)}")
+            raise ValueError(
+                f"unknown array library {name!r}; known: {', '.join(NAMES)}") from None
         except Exception as exc:  # ImportError, or CuPy without a GPU
             _cache[name] = f"{type(exc).__name__}: {exc}"
     return _cache[name]

@@ -27,12 +27,14 @@ def _weighted(values, weight, reduction, mean_over_weight):
 
 @reference("l1_loss")
 def l1_loss(input, target, reduction="mean", weight=None):
+    """``|x - y|`` per element, optionally weighted; 'mean' divides by the summed weight."""
     values = elementwise(lambda x, y: abs(x - y), input, target)
     return _weighted(values, weight, reduction, mean_over_weight=True)
 
 
 @reference("mse_loss")
 def mse_loss(input, target, reduction="mean", weight=None):
+    """``(x - y)**2`` per element, optionally weighted; 'mean' divides by the summed weight."""
     values = elementwise(lambda x, y: (x - y) ** 2, input, target)
     return _weighted(values, weight, reduction, mean_over_weight=True)
 
@@ -44,12 +46,14 @@ def _huber(x, y, delta):
 
 @reference("huber_loss")
 def huber_loss(input, target, reduction="mean", delta=1.0, weight=None):
+    """Quadratic below ``delta``, linear above; a weight scales each element, 'mean' counts them."""
     values = elementwise(lambda x, y: _huber(x, y, delta), input, target)
     return _weighted(values, weight, reduction, mean_over_weight=False)
 
 
 @reference("smooth_l1_loss")
 def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
+    """The Huber term of threshold ``beta`` divided by ``beta``; ``beta=0`` is ``l1_loss``."""
     if beta == 0:
         return l1_loss(input, target, reduction)
     values = elementwise(lambda x, y: _huber(x, y, beta) / beta, input, target)
@@ -58,6 +62,7 @@ def smooth_l1_loss(input, target, reduction="mean", beta=1.0):
 
 @register_cases
 def regression_cases() -> Iterator[Case]:
+    """Every reduction, delta and beta on :data:`SHAPES`; weighted and complex inputs."""
     for seed, (input_shape, target_shape) in enumerate(SHAPES):
         g = rng(seed)
         arrays = {"input": 2 * g.standard_normal(input_shape),

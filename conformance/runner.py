@@ -2,8 +2,9 @@
 
 :func:`run` calls every catalogue case on every given
 :class:`~anyloss.conformance.namespaces.Namespace`, for each dtype the
-library has, with anyloss's fast paths on and (where a loss has a fast path on
-that library) off, and compares each result with the float64 reference
+library has, with anyloss's fast paths on and (where anyloss has a kernel for
+that loss or a building block on that library) fully off, and compares each
+result with the float64 reference
 evaluated on the very inputs the library saw (rounded to the dtype under
 test). The :class:`Report` it returns holds one :class:`Outcome` per call and
 answers the questions a reader asks: what failed, by how much, and how far
@@ -22,7 +23,8 @@ from typing import Any
 import numpy as np
 
 import anyloss
-from anyloss._dispatch import backends_with_fast_path, fast_paths
+from anyloss import _registry
+from anyloss._registry import fast_paths
 
 from . import catalogue
 from .namespaces import Namespace
@@ -54,6 +56,7 @@ class Outcome:
     result: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
+        """The outcome as plain JSON types."""
         return {
             "loss": self.case.loss,
             "case": self.case.id,
@@ -76,10 +79,12 @@ class Report:
 
     @property
     def failures(self) -> list[Outcome]:
+        """The outcomes that did not pass."""
         return [o for o in self.outcomes if not o.passed]
 
     @property
     def passed(self) -> bool:
+        """Whether every outcome passed."""
         return not self.failures
 
     def table(self) -> dict[str, dict[str, tuple[int, int, float]]]:
@@ -108,11 +113,13 @@ class Report:
         for (case_id, dtype), group in groups.items():
             worst = 0.0
             for a, b in itertools.combinations(group, 2):
+                assert a.result is not None and b.result is not None  # grouped on that
                 worst = max(worst, relative_error(a.result, b.result, dtype))
             spreads.append((case_id, dtype, worst))
         return spreads
 
     def as_dict(self) -> dict[str, Any]:
+        """Every outcome as plain JSON types, and the run's libraries and dtypes."""
         spreads = self.spread()
         return {
             "anyloss_version": anyloss.__version__,
@@ -153,8 +160,11 @@ def _expected(case: catalogue.Case, dtype: str, references: dict[str, Callable])
 
 
 def _modes(loss: str, backend: str) -> tuple[bool, ...]:
-    """Fast paths on, and also off where ``loss`` has a fast path on ``backend``."""
-    return (True, False) if backend in backends_with_fast_path(loss) else (True,)
+    """Fast paths on, and also fully off (level ``'none'``: no kernel, no building block)
+    where ``backend`` has a kernel that a call of ``loss`` may use."""
+    has_kernel = (backend in _registry.libraries(loss)
+                  or _registry.records(library=backend, stage="block"))
+    return (True, False) if has_kernel else (True,)
 
 
 def _plan(namespaces: Sequence[Namespace], dtypes: Sequence[str],
@@ -178,7 +188,8 @@ def run(
     """Run ``cases`` (default: the whole catalogue) on ``namespaces`` in ``dtypes``.
 
     ``fast_path_modes`` selects the runs with fast paths on (``True``) and off
-    (``False``); a loss without a fast path on a library only runs with them on.
+    (``False``, level ``'none'``); where a library has no kernel a loss may use, the
+    loss only runs with them on.
 
     ``progress(done, total)`` is called after every call, for a progress bar.
     Nothing raises for a failing library: every failure is an :class:`Outcome`.
@@ -212,7 +223,8 @@ def _describe_mismatch(actual: np.ndarray, expected: np.ndarray) -> str:
     if actual.shape != expected.shape:
         return f"shape {actual.shape}, expected {expected.shape}"
     if not np.array_equal(np.isnan(actual), np.isnan(expected)):
-        return f"nan at {int(np.isnan(actual).sum())} places, expected {int(np.isnan(expected).sum())}"
+        return (f"nan at {int(np.isnan(actual).sum())} places, "
+                f"expected {int(np.isnan(expected).sum())}")
     flat_a, flat_e = actual.ravel(), expected.ravel()
     with np.errstate(invalid="ignore"):
         worst = int(np.nanargmax(np.abs(flat_a - flat_e))) if flat_a.size else 0

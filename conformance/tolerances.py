@@ -66,4 +66,5 @@ def within(actual: np.ndarray, expected: np.ndarray, dtype: str) -> bool:
         return False
     rtol, atol = TOLERANCES[dtype]
     finite = np.isfinite(expected)
-    return bool(np.all(np.abs(actual[finite] - expected[finite]) <= atol + rtol * np.abs(expected[finite])))
+    a, e = actual[finite], expected[finite]
+    return bool(np.all(np.abs(a - e) <= atol + rtol * np.abs(e)))

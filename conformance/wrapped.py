@@ -36,13 +36,14 @@ _FORWARDED_ATTRIBUTES = ("dtype", "shape", "ndim", "size", "device")
 
 def wrap_namespace(base: types.ModuleType, name: str,
                    overrides: dict[str, Callable[..., Any]] | None = None) -> types.ModuleType:
-    """A namespace module called ``name`` that wraps ``base``, with ``overrides`` replacing functions.
+    """A namespace module ``name`` that wraps ``base``, with ``overrides`` replacing functions.
 
     An override receives and returns *base* arrays (already unwrapped), so it
     can be written with ``base``'s functions. The module is registered in
     ``sys.modules`` under ``name``, so ``importlib.import_module(name)`` finds it.
     """
-    module = types.ModuleType(name, f"{base.__name__}, wrapped; replaced: {sorted(overrides or {})}")
+    replaced = overrides or {}
+    module = types.ModuleType(name, f"{base.__name__}, wrapped; replaced: {sorted(replaced)}")
     array_type = _array_class(module, base)
 
     def wrap(value: Any) -> Any:
@@ -67,13 +68,15 @@ def wrap_namespace(base: types.ModuleType, name: str,
             continue
         value = getattr(base, attr)
         is_function = callable(value) and not isinstance(value, type)
-        if attr in (overrides or {}):
-            value = overrides[attr]
+        if attr in replaced:
+            value = replaced[attr]
             is_function = True
         setattr(module, attr, delegate(value) if is_function else value)
-    module.__array_api_version__ = getattr(base, "__array_api_version__", "2024.12")
-    module.Array = array_type
-    module._wrap = wrap
+    vars(module).update(
+        __array_api_version__=getattr(base, "__array_api_version__", "2024.12"),
+        Array=array_type,
+        _wrap=wrap,
+    )
     sys.modules[name] = module
     return module
 
@@ -95,6 +98,7 @@ def _array_class(module: types.ModuleType, base: types.ModuleType) -> type:
 
     class Array:
         __slots__ = ("_inner_array",)
+        __hash__ = None  # type: ignore[assignment]  # arrays compare elementwise
 
         def __init__(self, inner: Any) -> None:
             self._inner_array = inner
@@ -134,9 +138,14 @@ def _array_class(module: types.ModuleType, base: types.ModuleType) -> type:
         setattr(Array, name, operator(name))
     for name in _FORWARDED_CONVERSIONS:
         setattr(Array, name, conversion(name))
+    def attribute(name: str) -> property:
+        def get(self: Any) -> Any:
+            return getattr(self._inner_array, name)
+
+        return property(get)
+
     for name in _FORWARDED_ATTRIBUTES:
-        setattr(Array, name, property(lambda self, n=name: getattr(self._inner_array, n)))
-    Array.__hash__ = None  # arrays compare elementwise
+        setattr(Array, name, attribute(name))
     Array.__qualname__ = Array.__name__ = "Array"
     Array.__module__ = module.__name__
     return Array

@@ -43,3 +43,16 @@ def assert_close(actual: np.ndarray, expected: np.ndarray, **tolerance) -> None:
     actual, expected = np.asarray(actual), np.asarray(expected)
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     np.testing.assert_allclose(actual, expected, equal_nan=True, **tolerance)
+
+
+class CountingScheduler:
+    """A Dask scheduler that runs graphs synchronously and counts how often it is asked."""
+
+    def __init__(self):
+        self.computes = 0
+
+    def __call__(self, dsk, keys, **kwargs):
+        import dask
+
+        self.computes += 1
+        return dask.get(dsk, keys, **kwargs)

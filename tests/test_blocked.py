@@ -1,6 +1,6 @@
 """Float64 parity of the blocked evaluation of reduced losses on large arrays.
 
-``anyloss._ops.reduce_blockwise`` evaluates ``'sum'`` and ``'mean'`` of large
+``anyloss._blocked.reduce_blockwise`` evaluates ``'sum'`` and ``'mean'`` of large
 eager NumPy and CPU torch arrays in row blocks; the catalogue's small arrays
 never reach it. These 1024×1024 cases do, on both libraries, against
 ``torch.nn.functional`` at rtol 1e-9.
@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import call_quietly, torch_oracle
 
 import anyloss
-
-from helpers import call_quietly, torch_oracle
 
 torch = pytest.importorskip("torch")
 
@@ -96,10 +95,10 @@ def test_these_sizes_take_the_blocked_path(library):
     """The cases above are large enough to be cut into row blocks (else they test nothing new)."""
     import array_api_compat
 
-    from anyloss import _ops
+    from anyloss import _blocked
 
     x = np.zeros((N, D))
     if library == "torch":
         x = torch.from_numpy(x)
-    plan = _ops._block_plan(array_api_compat.array_namespace(x), [x, x], None, None)
+    plan = _blocked._block_plan(array_api_compat.array_namespace(x), [x, x], None, None)
     assert plan is not None and plan[2] < N  # rows per block: several blocks

@@ -9,9 +9,9 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import FLOAT64, assert_close
 
 import anyloss
-from helpers import FLOAT64, assert_close
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -86,7 +86,7 @@ def test_integer_target_takes_the_float_input_dtype(backend):
 def test_invalid_reduction(loss):
     x = np.full(3, 0.5)
     args = {"gaussian_nll_loss": (x, x, x), "margin_ranking_loss": (x, x, x)}.get(loss, (x, x))
-    with pytest.raises(ValueError, match="^foo is not a valid value for reduction$"):
+    with pytest.raises(ValueError, match=r"^foo is not a valid value for reduction$"):
         getattr(anyloss, loss)(*args, reduction="foo")
 
 
@@ -109,7 +109,8 @@ def test_legacy_size_average_and_reduce(loss, size_average, reduce):
 
 
 def test_legacy_margin_ranking():
-    x = np.asarray([0.3, -0.2]); y = np.asarray([1.0, -1.0])
+    x = np.asarray([0.3, -0.2])
+    y = np.asarray([1.0, -1.0])
     with pytest.warns(UserWarning, match="please use reduction='sum' instead"):
         out = anyloss.margin_ranking_loss(x, -x, y, 0.5, size_average=False)
     expected = F.margin_ranking_loss(torch.tensor(x), torch.tensor(-x), torch.tensor(y), 0.5,
@@ -186,12 +187,12 @@ def test_kl_div_mean_warns_and_batchmean_does_not():
 
 @pytest.mark.parametrize("delta", [0.0, -1.0])
 def test_huber_rejects_non_positive_delta(delta):
-    with pytest.raises(ValueError, match="^huber_loss does not support non-positive values for delta.$"):
+    with pytest.raises(ValueError, match=r"^huber_loss does not support non-positive values for delta\.$"):
         anyloss.huber_loss(np.ones(2), np.zeros(2), delta=delta)
 
 
 def test_smooth_l1_rejects_negative_beta():
-    with pytest.raises(ValueError, match="^smooth_l1_loss does not support negative values for beta.$"):
+    with pytest.raises(ValueError, match=r"^smooth_l1_loss does not support negative values for beta\.$"):
         anyloss.smooth_l1_loss(np.ones(2), np.zeros(2), beta=-0.5)
 
 
@@ -205,7 +206,7 @@ def test_smooth_l1_with_beta_zero_is_l1(backend):
 
 @pytest.mark.parametrize("loss", ["l1_loss", "mse_loss", "huber_loss"])
 def test_weight_must_have_the_input_shape(loss):
-    with pytest.raises(ValueError, match="^Weights and input must have the same size.$"):
+    with pytest.raises(ValueError, match=r"^Weights and input must have the same size\.$"):
         getattr(anyloss, loss)(np.ones((2, 3)), np.ones((2, 3)), weight=np.ones(3))
 
 
@@ -215,17 +216,17 @@ def test_gaussian_negative_var(backend):
     if backend.name == "dask":
         anyloss.gaussian_nll_loss(x, y, var)  # value checks are skipped on lazy arrays
         return
-    with pytest.raises(ValueError, match="^var has negative entry/entries$"):
+    with pytest.raises(ValueError, match=r"^var has negative entry/entries$"):
         anyloss.gaussian_nll_loss(x, y, var)
-    with pytest.raises(ValueError, match="^var has negative entry/entries$"):
+    with pytest.raises(ValueError, match=r"^var has negative entry/entries$"):
         anyloss.gaussian_nll_loss(x, y, -1.0)
 
 
 @pytest.mark.parametrize("var_shape", [(4,), (4, 2), (2, 3, 4), (3, 2)])
 def test_gaussian_var_of_incorrect_size(var_shape):
-    with pytest.raises(ValueError, match="^var is of incorrect size$"):
+    with pytest.raises(ValueError, match=r"^var is of incorrect size$"):
         F.gaussian_nll_loss(torch.ones(3, 4), torch.ones(3, 4), torch.ones(var_shape))
-    with pytest.raises(ValueError, match="^var is of incorrect size$"):
+    with pytest.raises(ValueError, match=r"^var is of incorrect size$"):
         anyloss.gaussian_nll_loss(np.ones((3, 4)), np.ones((3, 4)), np.ones(var_shape))
 
 
@@ -263,3 +264,31 @@ def test_subpackages_are_installed():
 
     assert anyloss.backends.__name__ == "anyloss.backends"
     assert anyloss.conformance.__name__ == "anyloss.conformance"
+
+
+@pytest.mark.parametrize("level", ["all", "none"])
+def test_a_0d_numpy_result_is_always_a_numpy_scalar(level):
+    """One rule for the type of a 0-d result on NumPy, whatever path computed it: a NumPy
+    scalar of the result's dtype (as NumPy's reductions give), never a 0-d ndarray."""
+    from anyloss.conformance import catalogue
+
+    zero_d = 0
+    for case in catalogue.cases():
+        with anyloss.fast_paths(level), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            out = getattr(anyloss, case.loss)(**case.arrays, **case.options)
+        if np.ndim(out) == 0:
+            zero_d += 1
+            assert type(out) is np.dtype(out.dtype).type, (case.id, type(out))
+    assert zero_d > 500  # the catalogue's reduced cases, every loss
+
+
+def test_a_0d_result_does_not_depend_on_the_input_size():
+    """The NumPy cross-entropy pass (large inputs) and the formula (small ones) agree on type."""
+    g = np.random.default_rng(0)
+    for n in (4, 1 << 12):
+        x = g.standard_normal((n, 16)).astype(np.float32)
+        out = anyloss.cross_entropy(x, g.integers(0, 16, n))
+        assert type(out) is np.float32, (n, type(out))
+        loss, _ = anyloss.cross_entropy_and_grad(x, g.integers(0, 16, n))
+        assert type(loss) is np.float32, (n, type(loss))

@@ -8,27 +8,26 @@ import warnings
 
 import numpy as np
 import pytest
+from helpers import FLOAT64, assert_close, call_quietly
 
 import anyloss
 from anyloss.conformance import catalogue
 
-from helpers import FLOAT64, assert_close, call_quietly
-
 torch = pytest.importorskip("torch")
 
 #: Function name to class name, from the classes' own declarations.
-CLASS_OF = {cls.function: cls for cls in map(lambda n: getattr(anyloss, n), anyloss.losses.__all__)
+CLASS_OF = {cls.function: cls for cls in map(lambda n: getattr(anyloss, n), anyloss.classes.__all__)
             if cls is not anyloss.NLLLoss2d}
 
 
 def test_every_torch_loss_class_exists_with_torchs_constructor():
     """Same names, parameters, positional order and defaults as torch.nn."""
-    for name in anyloss.losses.__all__:
+    for name in anyloss.classes.__all__:
         ours = inspect.signature(getattr(anyloss, name))
         theirs = inspect.signature(getattr(torch.nn, name).__init__)
         theirs = [(p.name, p.kind, p.default) for p in theirs.parameters.values() if p.name != "self"]
         assert [(p.name, p.kind, p.default) for p in ours.parameters.values()] == theirs, name
-    assert len(anyloss.losses.__all__) == 22  # the 21 classes and the NLLLoss2d alias
+    assert len(anyloss.classes.__all__) == 22  # the 21 classes and the NLLLoss2d alias
 
 
 def _split(case, cls):
@@ -75,7 +74,7 @@ def test_class_is_thin_and_stores_weight_as_given():
     loss = anyloss.CrossEntropyLoss(weight, ignore_index=2, label_smoothing=0.1)
     assert loss.weight is weight
     assert (loss.ignore_index, loss.label_smoothing, loss.reduction) == (2, 0.1, "mean")
-    assert callable(loss) and loss.forward.__func__ is anyloss.losses.Loss.forward
+    assert callable(loss) and loss.forward.__func__ is anyloss.classes.Loss.forward
 
 
 def test_repr_shows_options_that_differ_from_defaults():

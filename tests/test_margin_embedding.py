@@ -11,9 +11,9 @@ import re
 
 import numpy as np
 import pytest
+from helpers import FLOAT64, assert_close, call_quietly
 
 import anyloss
-from helpers import FLOAT64, assert_close, call_quietly
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional

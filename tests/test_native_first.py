@@ -1,4 +1,4 @@
-"""Kernels tried before anyloss's checks (``anyloss._dispatch.NATIVE_FIRST``).
+"""Kernels tried before anyloss's checks (registry stage ``'first'``).
 
 On plain CPU torch calls, ``nll_loss``, ``cross_entropy`` and the two margin losses
 over classes hand the public arguments to ``torch.nn.functional`` first; on NumPy,
@@ -15,14 +15,14 @@ import numpy as np
 import pytest
 
 import anyloss
-from anyloss import _dispatch
-from anyloss.backends import numpy_compiled
+from anyloss import _registry
+from anyloss.backends.numpy import compiled
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
 from anyloss.backends import torch as torch_backend  # noqa: E402 - needs torch
 
-LOSSES = sorted(_dispatch.NATIVE_FIRST)
+LOSSES = sorted({k.function for k in _registry.records(library="torch", stage="first")})
 
 
 def _plain_call(loss: str, dtype=torch.float64):
@@ -37,28 +37,34 @@ def _plain_call(loss: str, dtype=torch.float64):
     return (x, classes), {}
 
 
-def _count_answers(monkeypatch, module, losses):
-    """Wraps each ``<loss>_native_first`` of ``module`` to count, per loss, the calls
-    it answered (did not decline); a generator for the fixtures below."""
+def _count_answers(monkeypatch, library, losses):
+    """Wraps the stage-'first' kernel of ``library`` for each of ``losses`` (its registry
+    record says where it lives) to count, per loss, the calls it answered (did not
+    decline); a generator for the fixtures below."""
+    import importlib
+
     calls = {name: 0 for name in losses}
     for name in losses:
-        original = getattr(module, f"{name}_native_first")
+        (record,) = _registry.records(name, library, "first")
+        module_name, attribute = record.target.split(":")
+        module = importlib.import_module(f"anyloss.backends.{module_name}")
+        original = getattr(module, attribute)
 
         def counting(*args, _name=name, _original=original, **kwargs):
             out = _original(*args, **kwargs)
             calls[_name] += out is not NotImplemented
             return out
 
-        monkeypatch.setattr(module, f"{name}_native_first", counting)
-    _dispatch._backend_function.cache_clear()
+        monkeypatch.setattr(module, attribute, counting)
+    _registry._clear_caches()
     yield calls
-    _dispatch._backend_function.cache_clear()
+    _registry._clear_caches()
 
 
 @pytest.fixture
 def spy(monkeypatch):
     """Calls answered by torch's kernels, per loss."""
-    yield from _count_answers(monkeypatch, torch_backend, LOSSES)
+    yield from _count_answers(monkeypatch, "torch", LOSSES)
 
 
 @pytest.mark.parametrize("loss", LOSSES)
@@ -104,15 +110,15 @@ def test_each_twin_declines_what_it_cannot_take():
     x = torch.zeros(2, 3)
     t = torch.zeros(2, dtype=torch.int64)
     nf = torch_backend
-    assert nf.nll_loss_native_first(x.half(), t, None, ignore_index=-100,
+    assert nf.nll_loss(x.half(), t, None, ignore_index=-100,
                                     reduction="mean") is NotImplemented
-    assert nf.nll_loss_native_first(x, t, torch.ones(3, dtype=torch.float64),
+    assert nf.nll_loss(x, t, torch.ones(3, dtype=torch.float64),
                                     ignore_index=-100, reduction="mean") is NotImplemented
-    assert nf.cross_entropy_native_first(x, t.int(), None, ignore_index=-100, reduction="mean",
+    assert nf.cross_entropy_plain_cpu(x, t.int(), None, ignore_index=-100, reduction="mean",
                                          label_smoothing=0.0) is NotImplemented
-    assert nf.multi_margin_loss_native_first(x[:0], t[:0], p=1, margin=1.0, weight=None,
+    assert nf.multi_margin_loss(x[:0], t[:0], p=1, margin=1.0, weight=None,
                                              reduction="mean") is NotImplemented
-    assert nf.multilabel_margin_loss_native_first(x, t.int(), reduction="mean") is NotImplemented
+    assert nf.multilabel_margin_loss(x, t.int(), reduction="mean") is NotImplemented
 
 
 # Each: a call torch itself rejects (with a RuntimeError, or accepts where anyloss does
@@ -148,30 +154,56 @@ def test_errors_stay_anylosss_own(loss, make, options, error, message):
         getattr(anyloss, loss)(*make(), **options)
 
 
-def test_a_twin_raising_falls_back_quietly(monkeypatch):
+def test_torch_errors_for_bad_input_decline():
+    """torch's own errors for bad arguments turn into a decline (then anyloss's checked
+    path raises its error, as the test above shows): shape, index and value errors."""
+    x = torch.zeros(3, 4)
+    assert torch_backend.nll_loss(x, torch.zeros(2, dtype=torch.int64), None,
+                                  ignore_index=-100, reduction="mean") is NotImplemented
+    assert torch_backend.nll_loss(x, torch.tensor([0, 4, 1]), None, ignore_index=-100,
+                                  reduction="mean") is NotImplemented
+    assert torch_backend.multi_margin_loss(x, torch.tensor([0, 1, 2]), p=3, margin=1.0,
+                                           weight=None, reduction="mean") is NotImplemented
+
+
+def test_a_kernel_bug_is_not_hidden(monkeypatch):
+    """Dispatch catches nothing: a kernel failing for its own reasons (a bug, an
+    out-of-memory error) reaches the caller instead of a silent second evaluation."""
     def broken(*args, **kwargs):
         raise RuntimeError("a native kernel failing for its own reasons")
 
-    monkeypatch.setattr(torch_backend, "nll_loss_native_first", broken)
-    _dispatch._backend_function.cache_clear()
+    monkeypatch.setattr(torch_backend, "nll_loss", broken)
+    _registry._clear_caches()
     try:
         (x, target), _ = _plain_call("nll_loss")
-        out = anyloss.nll_loss(x, target)
-        torch.testing.assert_close(out, F.nll_loss(x, target), rtol=1e-12, atol=0)
+        with pytest.raises(RuntimeError, match="failing for its own reasons"):
+            anyloss.nll_loss(x, target)
     finally:
-        _dispatch._backend_function.cache_clear()
+        _registry._clear_caches()
+
+
+def test_out_of_memory_is_not_a_decline(monkeypatch):
+    """The decline wrapper of torch's kernels lets allocation failures through."""
+    def out_of_memory(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: "
+                           "can't allocate memory: you tried to allocate 1024 bytes.")
+
+    monkeypatch.setattr(F, "nll_loss", out_of_memory)
+    (x, target), _ = _plain_call("nll_loss")
+    with pytest.raises(RuntimeError, match="can't allocate memory"):
+        torch_backend.nll_loss(x, target, None, ignore_index=-100, reduction="mean")
 
 
 # --- NumPy: compiled loops (numba) that check the class indices as they read them ----------
 
-NUMPY_LOSSES = sorted(name for name, table in _dispatch.NATIVE_FIRST.items() if "numpy" in table)
-needs_numba = pytest.mark.skipif(not numpy_compiled.HAVE_NUMBA, reason="numba is not installed")
+NUMPY_LOSSES = sorted({k.function for k in _registry.records(library="numpy", stage="first")})
+needs_numba = pytest.mark.skipif(not compiled.HAVE_NUMBA, reason="numba is not installed")
 
 
 @pytest.fixture
 def numpy_spy(monkeypatch):
     """Calls answered by the compiled NumPy loops, per loss."""
-    yield from _count_answers(monkeypatch, numpy_compiled, NUMPY_LOSSES)
+    yield from _count_answers(monkeypatch, "numpy", NUMPY_LOSSES)
 
 
 def _numpy_call(loss, dtype, weighted, ignored):
@@ -245,7 +277,7 @@ def test_numpy_declined_calls_take_the_checked_path(numpy_spy, loss, variant):
     elif variant == "strided":
         x = np.asfortranarray(x)
     else:
-        x, target = x[0], target[0] if loss == "nll_loss" else target[0]
+        x, target = x[0], target[0]
     with anyloss.fast_paths(enabled=False):
         expected = getattr(anyloss, loss)(x, target, **options)
     out = getattr(anyloss, loss)(x, target, **options)

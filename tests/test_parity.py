@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import FLOAT32, FLOAT64, assert_close, call_quietly, torch_oracle
 
 import anyloss
 from anyloss.conformance import catalogue
-
-from helpers import FLOAT32, FLOAT64, assert_close, call_quietly, torch_oracle
 
 CASES = list(catalogue.cases())
 REFERENCES = catalogue.references()

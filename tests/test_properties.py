@@ -11,18 +11,16 @@ For every drawn call, on numpy, array_api_strict and torch:
 from __future__ import annotations
 
 import math
-import warnings
 
 import numpy as np
 import pytest
+from helpers import FLOAT64, assert_close, call_quietly, torch_oracle
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import anyloss
 from anyloss.conformance import catalogue, namespaces
-
-from helpers import FLOAT64, assert_close, call_quietly, torch_oracle
 
 torch = pytest.importorskip("torch")
 

@@ -28,3 +28,15 @@ def test_readme_example_runs(capsys):
     values = {line.split()[-1] for line in lines if line.split()[0] in ("numpy", "torch", "jax")}
     assert len(values) == 1, lines  # the same number on every library
     assert "tensor([0.2500, 0.5000])" in lines[-1]
+
+
+def test_readme_fast_path_tables_are_the_registry():
+    """The README's fast-path tables are exactly what the registry generates."""
+    from anyloss import _registry
+
+    text = README.read_text()
+    begin = text.index("<!-- fast-path tables: generated")
+    begin = text.index("\n", begin) + 1
+    end = text.index("<!-- end of fast-path tables -->")
+    assert text[begin:end].strip() == _registry.markdown_tables().strip(), (
+        "README.md's fast-path tables differ from the registry: paste `anyloss info --markdown`")

@@ -68,11 +68,13 @@ class Loss:
     function: ClassVar[str]
     options: ClassVar[tuple[tuple[str, Any], ...]] = (*_LEGACY, _MEAN)
     inputs: ClassVar[tuple[str, ...]] = ("input", "target")
+    _init_signature: ClassVar[inspect.Signature]
+    __signature__: ClassVar[inspect.Signature]
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         params = [inspect.Parameter("self", inspect.Parameter.POSITIONAL_OR_KEYWORD)]
-        kind = inspect.Parameter.POSITIONAL_OR_KEYWORD
+        kind: inspect._ParameterKind = inspect.Parameter.POSITIONAL_OR_KEYWORD
         for name, default in cls.options:
             if (name, default) == KEYWORD_ONLY:
                 kind = inspect.Parameter.KEYWORD_ONLY
@@ -131,7 +133,8 @@ def _is_default(value: Any, default: Any) -> bool:
 
 def _describe(value: Any) -> str:
     if hasattr(value, "shape") and hasattr(value, "dtype"):
-        return f"<{type(value).__module__.split('.')[0]} array shape={tuple(value.shape)} dtype={value.dtype}>"
+        library = type(value).__module__.split(".")[0]
+        return f"<{library} array shape={tuple(value.shape)} dtype={value.dtype}>"
     if callable(value):
         return getattr(value, "__name__", repr(value))
     return repr(value)

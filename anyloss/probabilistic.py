@@ -11,8 +11,8 @@ import math
 import warnings
 from typing import Any
 
-from anyloss import _ops, _reduction
-from anyloss._array import is_eager, namespace
+from anyloss import _blocked, _ops, _reduction
+from anyloss._array import is_eager, namespace, numpy_scalar_results
 from anyloss._operands import elementwise_operands
 
 __all__ = ["kl_div", "poisson_nll_loss", "gaussian_nll_loss"]
@@ -24,6 +24,7 @@ _KL_MEAN_WARNING = (
 )
 
 
+@numpy_scalar_results
 def kl_div(
     input: Any,
     target: Any,
@@ -73,11 +74,12 @@ def kl_div(
         return _ops.xlogy(xp, y, y) - y * x
 
     if reduction == "batchmean":
-        total = _ops.reduce_blockwise(xp, pointwise, (input, target), "sum")
+        total = _blocked.reduce_blockwise(xp, pointwise, (input, target), "sum")
         return total / input.shape[0] if input.ndim != 0 else total
-    return _ops.reduce_blockwise(xp, pointwise, (input, target), reduction)
+    return _blocked.reduce_blockwise(xp, pointwise, (input, target), reduction)
 
 
+@numpy_scalar_results
 def poisson_nll_loss(
     input: Any,
     target: Any,
@@ -133,9 +135,10 @@ def poisson_nll_loss(
             loss = loss + xp.where(counted, stirling, 0.0)
         return loss
 
-    return _ops.reduce_blockwise(xp, pointwise, (input, target), reduction)
+    return _blocked.reduce_blockwise(xp, pointwise, (input, target), reduction)
 
 
+@numpy_scalar_results
 def gaussian_nll_loss(
     input: Any,
     target: Any,
@@ -211,7 +214,7 @@ def gaussian_nll_loss(
             loss = loss + 0.5 * math.log(2 * math.pi)
         return loss
 
-    return _ops.reduce_blockwise(xp, pointwise, (input, target, var), reduction)
+    return _blocked.reduce_blockwise(xp, pointwise, (input, target, var), reduction)
 
 
 def _any_below(xp: Any, x: Any, bound: float) -> bool:
@@ -233,7 +236,7 @@ def _gaussian_var_shape(xp: Any, var: Any, input: Any) -> Any:
         # One variance per sample (homoscedastic over the last dimension).
         return xp.expand_dims(var, axis=-1)
     if input.ndim == var.ndim and (
-        sum(v for i, v in zip(input.shape, var.shape) if i != v) == 1
+        sum(v for i, v in zip(input.shape, var.shape, strict=False) if i != v) == 1
     ):
         # The same number of dimensions, one of them of size 1 in var.
         return var

@@ -22,6 +22,7 @@ def _kl_term(x: float, y: float, log_target: bool) -> float:
 
 @reference("kl_div")
 def kl_div(input, target, reduction="mean", log_target=False):
+    """``y (log y - x)`` per element (``e^y (y - x)`` for log targets), 0 where y is 0."""
     values = elementwise(lambda x, y: _kl_term(x, y, log_target), input, target)
     if reduction == "batchmean":
         total = reduce(values, "sum")
@@ -38,12 +39,14 @@ def _poisson_term(x: float, y: float, log_input: bool, full: bool, eps: float) -
 
 @reference("poisson_nll_loss")
 def poisson_nll_loss(input, target, log_input=True, full=False, eps=1e-8, reduction="mean"):
+    """``e^x - y x`` (or ``x - y log(x + eps)``), plus Stirling's term with ``full``."""
     values = elementwise(lambda x, y: _poisson_term(x, y, log_input, full, eps), input, target)
     return reduce(values, reduction)
 
 
 @reference("gaussian_nll_loss")
 def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"):
+    """``(log v + (x - y)**2 / v) / 2`` with the variance clamped at ``eps``."""
     input = np.asarray(input)
     var = np.asarray(var, dtype=np.float64)
     if var.shape != input.shape and var.shape == input.shape[:-1]:
@@ -70,6 +73,7 @@ def _softmax(z: np.ndarray) -> np.ndarray:
 
 @register_cases
 def distribution_cases() -> Iterator[Case]:
+    """KL with zero and log targets, Poisson with every flag, Gaussian with each variance shape."""
     g = rng(300)
     for shape in ((4, 5), (3, 2, 4), (6,)):
         log_q = np.log(_softmax(g.standard_normal(shape)))
@@ -87,8 +91,8 @@ def distribution_cases() -> Iterator[Case]:
         yield Case("kl_div", {"input": np.asarray(-0.7), "target": np.asarray(0.4)},
                    {"reduction": reduction}, label="0d", differentiable=("input", "target"))
 
-    for shape in ((4, 5), (), (0, 3)):
-        rate = g.uniform(0.1, 4.0, shape)
+    for rate_shape in ((4, 5), (), (0, 3)):
+        rate = g.uniform(0.1, 4.0, rate_shape)
         counts = np.asarray(g.poisson(rate), dtype=np.float64)
         for reduction in REDUCTIONS:
             for full in (False, True):

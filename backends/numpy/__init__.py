@@ -1,0 +1,13 @@
+"""NumPy kernels, by subject.
+
+- :mod:`.cross_entropy`: cross entropy of class indices (and its gradient) in one
+  blocked pass over the input;
+- :mod:`.ctc`: CTC's forward pass and alpha-beta gradient;
+- :mod:`.class_losses`: ``nll_loss`` and the margin losses over classes, one
+  compiled loop per call, tried before anyloss's checks;
+- :mod:`.blocks`: building blocks of the generic formulas;
+- :mod:`.results`: the type of a 0-d result;
+- :mod:`.compiled`: every numba kernel, by subject (numba is optional).
+
+Each public function is the target of a record of :mod:`anyloss._registry`.
+"""

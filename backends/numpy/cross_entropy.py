@@ -1,0 +1,378 @@
+"""Cross entropy of class indices on NumPy arrays: one blocked pass over the input.
+
+The log-softmax is never materialised. Each worker takes a block of rows (or, for a
+K-dimensional input, of (sample, position) columns) small enough to stay in its L2
+cache, copies it shifted by the row maximum into a scratch buffer, reads the target's
+shifted logit and the smoothing sum there, exponentiates in place and sums: one read
+of the input from memory. The per-row log-sum-exp of the shifted logits follows;
+this is the blocked ("online") normaliser of Milakov & Gimelshein, *Online normalizer
+calculation for softmax* (2018), with the whole row of a block in cache instead of a
+running maximum. The gradient, when asked for, is written by the same pass from the
+cached exponentials: softmax minus the smoothed one-hot, scaled by the weights and the
+reduction's denominator. NumPy releases the GIL in its loops, so a few threads over
+blocks use every core.
+
+The float32 row loop runs compiled where numba is installed
+(:mod:`.compiled.cross_entropy`); everything else is NumPy calls writing into
+preallocated arrays. The Dask backend maps :func:`cross_entropy_elements`,
+:func:`cross_entropy_targets` and :func:`blocked_cross_entropy_and_grad` over
+its chunks.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import array_api_compat.numpy as npx
+import numpy as np
+
+from anyloss._class_index import masks
+from anyloss.backends.numpy import compiled
+from anyloss.backends.numpy.results import reduced_result
+
+__all__ = [
+    "cross_entropy",
+    "cross_entropy_and_grad",
+    "blocked_cross_entropy_and_grad",
+    "cross_entropy_elements",
+    "cross_entropy_targets",
+]
+
+#: Elements of the compute dtype in one worker's block (256 KiB of float32).
+_CE_BLOCK_ELEMENTS = 1 << 16
+#: Inputs smaller than this (elements) run on the calling thread.
+_CE_PARALLEL_ELEMENTS = 1 << 20
+#: Inputs smaller than this (elements) decline to the generic formula, whose dozen NumPy
+#: calls cost less than setting up the pass (the measurement is in benchmarks/README.md).
+_CE_MIN_ELEMENTS = 1 << 15
+_CE_POOL: list = []
+_CE_POOL_LOCK = threading.Lock()
+_CE_SCRATCH = threading.local()
+
+
+def _ce_workers() -> int:
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def _ce_pool() -> ThreadPoolExecutor:
+    with _CE_POOL_LOCK:
+        if not _CE_POOL:
+            _CE_POOL.append(ThreadPoolExecutor(_ce_workers(), thread_name_prefix="anyloss-ce"))
+        return _CE_POOL[0]
+
+
+def _ce_scratch(size: int, dtype) -> np.ndarray:
+    """The calling thread's scratch buffer of at least ``size`` elements of ``dtype``."""
+    buf = getattr(_CE_SCRATCH, "buf", None)
+    if buf is None or buf.dtype != dtype or buf.size < size:
+        buf = np.empty(max(size, _CE_BLOCK_ELEMENTS), dtype=dtype)
+        _CE_SCRATCH.buf = buf
+    return buf
+
+
+class _CrossEntropyPass:
+    """One blocked pass of cross entropy over a class-index problem.
+
+    ``x3`` is the input as ``(N, C, D)`` (class axis 1; ``D == 1`` for the common
+    ``(N, C)`` case), ``target`` ``(N, D)``. :meth:`run` fills, per target element,
+    the shift (row maximum), the sum of the shifted exponentials and, with label
+    smoothing, the weighted sum of the shifted logits; :meth:`losses` turns them
+    into the unreduced losses. After :meth:`with_gradient`, the same pass also
+    writes the gradient ``(N, C, D)`` in the input's dtype. The per-block work is
+    a handful of NumPy calls writing into preallocated arrays, so that the Python
+    overhead (which holds the GIL) stays small next to the loops (which do not).
+    """
+
+    def __init__(self, x3, target, weight, ignore_index, label_smoothing):
+        self.x3 = x3
+        n, c, d = x3.shape
+        self.n_classes = c
+        # The compute dtype: float32 for float16 input, else the input's own.
+        self.cdt = np.dtype(np.float32 if x3.dtype == np.float16 else x3.dtype)
+        self.eps = float(label_smoothing)
+        t = np.asarray(target).reshape(n, d)
+        self.usable, self.invalid, self.t, self.w_y = cross_entropy_targets(
+            t, weight, c, ignore_index)
+        if weight is None:
+            self.w = None
+            self.w_total = float(c)
+        else:
+            self.w = np.asarray(weight).reshape(c).astype(self.cdt)
+            self.w_total = float(np.sum(self.w, dtype=np.float64))
+        self.peak = np.empty((n, d), dtype=self.cdt)
+        self.total = np.empty((n, d), dtype=self.cdt)
+        self.smooth = np.empty((n, d), dtype=self.cdt) if self.eps > 0 else None
+        # Clamping the shift at the largest float keeps a row with a +inf logit at an
+        # inf loss (x - inf would be nan), as the generic formula's finite shift does.
+        self.big = np.finfo(self.cdt).max
+        self.grad = None
+        # The compiled engine takes C-contiguous float32 rows (the common large case).
+        self.compiled = (compiled.HAVE_NUMBA and x3.dtype == np.float32 and d == 1 and c > 0
+                         and x3[:, :, 0].flags.c_contiguous)
+        if self.compiled:
+            self.smooth_kind = 0 if self.eps == 0 else (1 if self.w is None else 2)
+            if self.smooth is None:
+                self.smooth = np.empty((n, d), dtype=self.cdt)  # written, not used
+            self.w_or_ones = np.ones(1, self.cdt) if self.w is None else self.w
+            self.kernels = compiled.load("cross_entropy")  # not in two pool threads at once
+
+    def with_gradient(self, scale: float) -> None:
+        """Also write the gradient of ``scale * sum(losses)`` during :meth:`run`."""
+        # coef: d(result)/d(loss element); 0 for ignored elements, nan for invalid ones.
+        coef = np.where(self.usable, scale, 0.0)
+        self.coef = np.where(self.invalid, np.nan, coef)
+        factor = (1.0 - self.eps) * self.w_y + (self.eps / self.n_classes) * self.w_total
+        self.softmax_factor = (self.coef * factor).astype(self.cdt)
+        self.a = np.empty_like(self.softmax_factor)  # softmax_factor / total, per block
+        self.spread = None
+        if self.eps > 0:
+            self.spread = (self.coef * (self.eps / self.n_classes)).astype(self.cdt)
+        elif self.compiled:
+            self.spread = np.zeros_like(self.softmax_factor)  # read, multiplies nothing
+        self.grad = np.empty(self.x3.shape, dtype=self.x3.dtype)
+
+    def blocks(self):
+        n, c, d = self.x3.shape
+        if d == 1:
+            rows = max(1, _CE_BLOCK_ELEMENTS // max(c, 1))
+            return [(i, min(i + rows, n), 0, 1) for i in range(0, n, rows)]
+        if c * d <= _CE_BLOCK_ELEMENTS:
+            rows = max(1, _CE_BLOCK_ELEMENTS // (c * d))
+            return [(i, min(i + rows, n), 0, d) for i in range(0, n, rows)]
+        cols = max(1, _CE_BLOCK_ELEMENTS // max(c, 1))
+        return [(i, i + 1, j, min(j + cols, d)) for i in range(n) for j in range(0, d, cols)]
+
+    def run(self):
+        blocks = self.blocks()
+        if self.x3.shape[2] != 1:
+            do = self._columns
+        else:
+            do = self._rows_compiled if self.compiled else self._rows
+        if self.x3.size < _CE_PARALLEL_ELEMENTS or len(blocks) < 2 or _ce_workers() == 1:
+            self._do(do, blocks)
+        else:
+            tasks = min(len(blocks), 4 * _ce_workers())
+            bounds = np.linspace(0, len(blocks), tasks + 1).astype(int)
+            pool = _ce_pool()
+            futures = [pool.submit(self._do, do, blocks[bounds[k]:bounds[k + 1]])
+                       for k in range(tasks)]
+            for future in futures:
+                future.result()
+        if self.grad is not None:
+            self._subtract_targets()
+
+    def _do(self, do, blocks):
+        with np.errstate(invalid="ignore", over="ignore"):
+            for block in blocks:
+                do(*block)
+
+    def _rows(self, n0, n1, _d0, _d1):
+        """Block of whole rows, class axis last: ``x[n0:n1, :, 0]``."""
+        c, nb = self.n_classes, n1 - n0
+        v = self.x3[n0:n1, :, 0]
+        buf = _ce_scratch(nb * c, self.cdt)[: nb * c].reshape(nb, c)
+        peak, total = self.peak[n0:n1, 0], self.total[n0:n1, 0]
+        np.max(v, axis=1, out=peak)
+        np.minimum(peak, self.big, out=peak)
+        np.subtract(v, peak[:, None], out=buf)
+        if self.smooth is not None:
+            smooth = self.smooth[n0:n1, 0]
+            if self.w is None:
+                np.sum(buf, axis=1, out=smooth)
+            else:
+                np.matmul(buf, self.w, out=smooth)
+        np.exp(buf, out=buf)
+        np.sum(buf, axis=1, out=total)
+        if self.grad is None:
+            return
+        a = self.a[n0:n1, 0]
+        np.divide(self.softmax_factor[n0:n1, 0], total, out=a)
+        out = self.grad[n0:n1, :, 0]
+        work = out if out.dtype == self.cdt else buf
+        np.multiply(buf, a[:, None], out=work)
+        if self.spread is not None:
+            spread = self.spread[n0:n1, 0, None]
+            if self.w is None:
+                np.subtract(work, spread, out=work)
+            else:
+                work -= spread * self.w
+        if work is buf:
+            np.copyto(out, buf, casting="unsafe")
+
+    def _rows_compiled(self, n0, n1, d0, d1):
+        """:meth:`_rows` by the numba kernels: NumPy's row maximum, then one compiled loop.
+
+        A block with a non-finite maximum (an inf or nan logit) goes to :meth:`_rows`,
+        whose NumPy arithmetic propagates them as the generic formula does.
+        """
+        v = self.x3[n0:n1, :, 0]
+        peak = self.peak[n0:n1, 0]
+        np.max(v, axis=1, out=peak)
+        if not np.isfinite(peak).all():
+            self._rows(n0, n1, d0, d1)
+            return
+        kernels = self.kernels
+        total, smooth = self.total[n0:n1, 0], self.smooth[n0:n1, 0]
+        if self.grad is None:
+            kernels.forward(v, peak, self.w_or_ones, self.smooth_kind, total, smooth)
+        else:
+            kernels.gradient(v, peak, self.w_or_ones, self.smooth_kind,
+                                self.softmax_factor[n0:n1, 0], self.spread[n0:n1, 0],
+                                total, smooth, self.a[n0:n1, 0], self.grad[n0:n1, :, 0])
+
+    def _columns(self, n0, n1, d0, d1):
+        """Block ``x[n0:n1, :, d0:d1]``, class axis in the middle (K-dimensional input)."""
+        c, nb, dl = self.n_classes, n1 - n0, d1 - d0
+        v = self.x3[n0:n1, :, d0:d1]
+        buf = _ce_scratch(nb * c * dl, self.cdt)[: nb * c * dl].reshape(nb, c, dl)
+        peak, total = self.peak[n0:n1, d0:d1], self.total[n0:n1, d0:d1]
+        np.max(v, axis=1, out=peak)
+        np.minimum(peak, self.big, out=peak)
+        np.subtract(v, peak[:, None, :], out=buf)
+        if self.smooth is not None:
+            smooth = self.smooth[n0:n1, d0:d1]
+            if self.w is None:
+                np.sum(buf, axis=1, out=smooth)
+            else:
+                np.matmul(self.w, buf, out=smooth)
+        np.exp(buf, out=buf)
+        np.sum(buf, axis=1, out=total)
+        if self.grad is None:
+            return
+        a = self.a[n0:n1, d0:d1]
+        np.divide(self.softmax_factor[n0:n1, d0:d1], total, out=a)
+        np.multiply(buf, a[:, None, :], out=buf)
+        if self.spread is not None:
+            spread = self.spread[n0:n1, None, d0:d1]
+            buf -= spread if self.w is None else spread * self.w[None, :, None]
+        np.copyto(self.grad[n0:n1, :, d0:d1], buf, casting="unsafe")
+
+    def _subtract_targets(self):
+        """The one-hot part of the gradient: ``coef * (1 - eps) * w[y]`` off each target's logit."""
+        n, c, d = self.x3.shape
+        hit = self.coef * (1.0 - self.eps) * self.w_y
+        flat = (np.arange(n)[:, None] * (c * d) + self.t * d + np.arange(d)[None, :]).ravel()
+        grad = self.grad.reshape(-1)
+        grad[flat] = (grad[flat].astype(self.cdt) - hit.ravel().astype(self.cdt))
+
+    def losses(self):
+        """Unreduced losses ``(N, D)`` in float64: 0 where ignored, nan where invalid."""
+        shifted = np.take_along_axis(self.x3, self.t[:, None, :], axis=1)[:, 0, :]
+        picked = np.subtract(shifted, self.peak, dtype=self.cdt).astype(np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_total = np.log(self.total.astype(np.float64))
+            loss = self.w_y * (log_total - picked)
+            if self.eps > 0:
+                spread = self.w_total * log_total - self.smooth
+                loss = (1.0 - self.eps) * loss + (self.eps / self.n_classes) * spread
+        loss = np.where(self.usable, loss, 0.0)
+        return np.where(self.invalid, np.nan, loss)
+
+
+def cross_entropy_targets(target, weight, n_classes, ignore_index):
+    """Per target element: ``usable``, ``invalid`` (neither ignored nor in ``[0, C)``), the
+    index to read (0 where not usable) and the 'mean' weight ``w[y]`` (0 where not usable).
+
+    The masks are anyloss's own (:func:`anyloss._class_index.masks`)."""
+    t = np.asarray(target)
+    ignored, in_range = masks(npx, t, n_classes, ignore_index)
+    usable = in_range & ~ignored
+    invalid = ~ignored & ~in_range
+    safe = np.where(usable, t, 0).astype(np.intp)
+    if weight is None:
+        w_y = usable.astype(np.float64)
+    else:
+        w_y = np.where(usable, np.asarray(weight, dtype=np.float64).reshape(-1)[safe], 0.0)
+    return usable, invalid, safe, w_y
+
+
+def _ce_problem(input, target):
+    """``input`` as ``(N, C, D)`` (a view when its layout allows) and ``target`` as ``(N, D)``."""
+    if input.ndim == 1:
+        return input.reshape(1, input.shape[0], 1), np.asarray(target).reshape(1, 1)
+    n, c = input.shape[:2]
+    d = math.prod(input.shape[2:])
+    return input.reshape(n, c, d), np.asarray(target).reshape(n, d)
+
+
+def _ce_declines(input, target) -> bool:
+    return (not np.issubdtype(np.asarray(target).dtype, np.integer)
+            or input.dtype not in (np.float16, np.float32, np.float64)
+            or input.shape[0 if input.ndim == 1 else 1] == 0)
+
+
+def _ce_denominator(p: _CrossEntropyPass) -> float:
+    """The 'mean' denominator: the summed weights of the targets that are not ignored."""
+    return float(np.sum(p.w_y, dtype=np.float64))
+
+
+def cross_entropy_elements(input, target, weight, *, ignore_index, label_smoothing):
+    """Unreduced losses (target's shape, float64) and their 'mean' weights (same shape).
+
+    The building block of :func:`cross_entropy` and of the Dask fast path; an index
+    outside ``[0, C)`` that is not ``ignore_index`` gives nan (no error: eager callers
+    have checked the values already).
+    """
+    x3, t2 = _ce_problem(input, target)
+    p = _CrossEntropyPass(x3, t2, weight, ignore_index, label_smoothing)
+    p.run()
+    shape = np.shape(target)
+    return p.losses().reshape(shape), p.w_y.reshape(shape)
+
+
+def _ce_reduce(losses, denominator, reduction, dtype, shape):
+    if reduction == "none":
+        return losses.reshape(shape).astype(dtype)
+    return reduced_result(np.sum(losses, dtype=np.float64), denominator, reduction, dtype)
+
+
+def cross_entropy(input, target, weight, *, ignore_index, reduction, label_smoothing):
+    """``cross_entropy`` of class indices by one blocked pass, in ``input``'s dtype.
+
+    Probability targets, other dtypes, ``C == 0`` and inputs of fewer than
+    ``_CE_MIN_ELEMENTS`` elements decline (``NotImplemented``). float16 computes in
+    float32.
+    """
+    if input.size < _CE_MIN_ELEMENTS or _ce_declines(input, target):
+        return NotImplemented
+    x3, t2 = _ce_problem(input, target)
+    p = _CrossEntropyPass(x3, t2, weight, ignore_index, label_smoothing)
+    p.run()
+    denominator = _ce_denominator(p) if reduction == "mean" else 1.0
+    return _ce_reduce(p.losses(), denominator, reduction, input.dtype, np.shape(target))
+
+
+def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, label_smoothing):
+    """``(loss, grad)``: the loss as :func:`cross_entropy` and its gradient wrt ``input``,
+    from one blocked pass (:func:`blocked_cross_entropy_and_grad`); small inputs decline
+    to the generic formula, as in :func:`cross_entropy`."""
+    if input.size < _CE_MIN_ELEMENTS:
+        return NotImplemented
+    return blocked_cross_entropy_and_grad(input, target, weight, ignore_index=ignore_index,
+                                          reduction=reduction, label_smoothing=label_smoothing)
+
+
+def blocked_cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction,
+                                   label_smoothing, denominator=None):
+    """``(loss, grad)``: the loss as :func:`cross_entropy` and its gradient wrt ``input``.
+
+    The gradient comes from the same blocked pass, whatever the input's size. For
+    ``reduction='none'`` it is the gradient of the losses' sum. ``denominator``
+    overrides the 'mean' one (the Dask path passes the whole array's to each chunk).
+    """
+    if _ce_declines(input, target):
+        return NotImplemented
+    x3, t2 = _ce_problem(input, target)
+    p = _CrossEntropyPass(x3, t2, weight, ignore_index, label_smoothing)
+    if reduction == "mean":
+        d = _ce_denominator(p) if denominator is None else float(denominator)
+        scale = 1.0 / d if d != 0 else math.nan
+    else:
+        d, scale = 1.0, 1.0
+    p.with_gradient(scale)
+    p.run()
+    loss = _ce_reduce(p.losses(), d, reduction, input.dtype, np.shape(target))
+    return loss, p.grad.reshape(input.shape)
