@@ -9,7 +9,10 @@ time (> 1: faster than torch) for the forward pass and for forward + gradient,
 with an optax-style ``jax.jit(logsumexp(x) - x[y])`` column when JAX is
 installed, and the peak memory each needs beyond its input (RSS high-water
 mark, and tracemalloc for anyloss), as a share of the input's size; for the
-gradient, beyond the gradient output as well.
+gradient, beyond the gradient output as well. Beside them: the machine (CPU,
+SIMD level, versions) and the memory floor, one read pass over the logits
+(``x.max()``, timed in the same rounds), with each contender's time as a
+multiple of it. ``--repeat 3 --shapes 512x1000`` is a quick try.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import tracemalloc
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _machine import machine_line
 
 import anyloss
 
@@ -126,15 +130,20 @@ def report(shape, repeat: int) -> None:
     size = x.nbytes
     print(f"\n(N, C) = ({n}, {c}) float32, input {size / 2**20:.0f} MiB, "
           f"relative difference anyloss vs torch: {check_agreement(x, target):.1e}")
-    print(f"{'':28s}{'median ms':>10s} {'torch/this':>11s} {'peak extra RSS':>16s}")
+    print(f"{'':28s}{'median ms':>10s} {'torch/this':>11s} {'peak extra RSS':>16s} "
+          f"{'x floor':>8s}")
     for label, funcs, output in (("forward", forward, 0), ("forward+gradient", grad, size)):
-        medians = time_side_by_side(funcs, repeat)
+        # The memory floor: one read pass over the input, timed in the same rounds.
+        medians = time_side_by_side({**funcs, "read pass": x.max}, repeat)
+        floor = medians["read pass"]
         for name, f in funcs.items():
             rss = peak_rss_extra(f)
             rss_text = "n/a" if rss is None else f"{max(rss - output, 0) / size:6.1%}"
             ratio = medians["torch"] / medians[name]
             print(f"  {label + ' ' + name:26s}{medians[name] * 1e3:10.1f} {ratio:10.2f}x "
-                  f"{rss_text:>16s}")
+                  f"{rss_text:>16s} {medians[name] / floor:7.1f}x")
+        print(f"  {label + ' read pass':26s}{floor * 1e3:10.2f}   "
+              "(the memory floor: x.max())")
         traced = tracemalloc_extra(funcs["anyloss"])
         print(f"  {label + ' anyloss tracemalloc peak beyond input':>58s}"
               f"{'' if not output else ' and gradient'}: {traced / size:.2%}")
@@ -146,12 +155,14 @@ def main() -> None:
     parser.add_argument("--shapes", default="4096x32000,1024x128256")
     args = parser.parse_args()
     shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+    print(machine_line())
     print(f"{datetime.date.today()}  {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} "
           f"threads), numpy {np.__version__}"
           + (f", jax {jax.__version__}" if jax is not None else ""))
     print("ratio = torch median / contender median (> 1: faster than torch); peak extra RSS "
-          "as a share of the input (for the gradient: beyond the gradient output)")
+          "as a share of the input (for the gradient: beyond the gradient output); x floor = "
+          "median / the memory floor (one read pass over the input)")
     for shape in shapes:
         report(shape, args.repeat)
 

@@ -5,7 +5,10 @@
 Shape of issue 4: T=500, N=32, C=64, S=100, float32, full lengths. Each round
 times every contender once, in turn, so that a busy machine slows all of them
 alike; the medians and the ratios (torch time / anyloss time, > 1 means
-anyloss is faster) are printed.
+anyloss is faster) are printed, after a line on the machine (CPU, SIMD level,
+versions), beside the memory floor: one read pass over the log-probabilities
+(``lp.max()``, timed in the same rounds), with each anyloss time as a multiple
+of it. ``--repeat 3`` is a quick try.
 """
 
 from __future__ import annotations
@@ -18,15 +21,20 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _machine import machine_line
 
 import anyloss
-from anyloss.backends import numpy as numpy_backend
+from anyloss.backends.numpy import compiled as numpy_compiled
+
+#: The memory floor: one read pass over the log-probabilities.
+READ_PASS = "memory floor (read pass, lp.max())"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=15)
     args = parser.parse_args()
+    print(machine_line(), flush=True)
     T, N, C, S = 500, 32, 64, 100
     g = np.random.default_rng(0)
     x = g.standard_normal((T, N, C)).astype(np.float32)
@@ -62,6 +70,7 @@ def main() -> None:
         "torch native forward+backward": torch_forward_backward,
         "anyloss numpy ctc_loss_and_grad": anyloss_numpy_grad,
         "anyloss torch forward+backward": anyloss_torch_backward,
+        READ_PASS: lp.max,
     }
     for func in contenders.values():  # warm up (numba compiles, caches fill)
         func()
@@ -72,12 +81,14 @@ def main() -> None:
             func()
             times[name].append(time.perf_counter() - start)
     medians = {name: statistics.median(ts) for name, ts in times.items()}
-    engine = "numba" if numpy_backend.HAVE_NUMBA else "pure numpy"
+    engine = "numba" if numpy_compiled.HAVE_NUMBA else "pure numpy"
     print(f"ctc_loss T={T} N={N} C={C} S={S} float32, median of {args.repeat} rounds")
     print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, "
           f"{torch.get_num_threads()} torch threads, numpy engine: {engine}")
+    floor = medians[READ_PASS]
     for name, value in medians.items():
-        print(f"  {name:34s} {value * 1e3:8.2f} ms")
+        multiple = f"  {value / floor:8.1f}x the floor" if name.startswith("anyloss") else ""
+        print(f"  {name:34s} {value * 1e3:8.2f} ms{multiple}")
     ratios = {
         "anyloss-numpy, forward": ("torch native forward", "anyloss numpy forward"),
         "anyloss-numpy, forward+gradient": ("torch native forward+backward",

@@ -21,6 +21,12 @@ of rows (0.01 for a one-minute try).
 Each result is printed beside the value it should approach for this data
 (mse of two standard normals -> 2, l1 -> 2/sqrt(pi), ...), a check that the
 whole array was seen.
+
+First come a line on the machine (CPU, SIMD level, versions) and the memory
+floor: the mean of one lazily generated (2_000_000 * scale, 1000) input, i.e.
+generating and reading it once, which every loss below does at least once per
+input array; each loss's time is printed as a multiple of the floor's time for
+as many elements. ``--no-floor`` skips it.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import time
 import dask
 import dask.array as da
 import numpy as np
+from _machine import machine_line
 
 import anyloss
 
@@ -86,8 +93,10 @@ def _getrusage_peak() -> int:
     return peak if sys.platform == "darwin" else peak * 1024
 
 
-def run(name: str, build, expected: float, n_elements: int) -> tuple[float, float]:
-    """Build the graph (timed apart), compute it, print time, peak RSS and the value."""
+def run(name: str, build, expected: float, n_elements: int,
+        floor_per_element: float | None = None) -> tuple[float, float]:
+    """Build the graph (timed apart), compute it, print time, peak RSS and the value;
+    with ``floor_per_element``, also the time as a multiple of the memory floor's."""
     start = time.perf_counter()
     with dask.config.set(scheduler="sync"):
         # Building must not compute anything; a compute here would run on "sync" and
@@ -101,7 +110,9 @@ def run(name: str, build, expected: float, n_elements: int) -> tuple[float, floa
     rate = n_elements / seconds / 1e6
     peak = _gib(rss.peak) if psutil is not None else "n/a (pip install psutil)"
     print(f"{name:34s} {seconds:8.1f} s  {rate:7.0f} M elements/s  peak RSS {peak:>10s}  "
-          f"value {value:.6f} (expected ~{expected:.4f}; graph built in {built * 1e3:.0f} ms)",
+          f"value {value:.6f} (expected ~{expected:.4f}; graph built in {built * 1e3:.0f} ms)"
+          + (f"  {seconds / (floor_per_element * n_elements):.1f}x the floor"
+             if floor_per_element else ""),
           flush=True)
     return seconds, rss.peak
 
@@ -115,7 +126,10 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=os.cpu_count(),
                         help="threads of Dask's scheduler (default: the CPU count)")
     parser.add_argument("--only", default="", help="comma-separated substrings of loss names")
+    parser.add_argument("--no-floor", action="store_true",
+                        help="skip the memory floor (generating and reading one input)")
     args = parser.parse_args(argv)
+    print(machine_line(), flush=True)
     dask.config.set(scheduler="threads", num_workers=args.workers)
 
     rows = max(1, int(ELEMENTWISE_ROWS * args.scale))
@@ -153,11 +167,16 @@ def main(argv=None) -> int:
          _expected_cross_entropy(), ce_rows * CLASSES),
     ]
     keys = [k for k in args.only.split(",") if k]
+    floor = None
+    if not args.no_floor:
+        seconds, _ = run("memory floor (generate + mean)",
+                         lambda: normal(1, (rows, CLASSES), chunks).mean(), 0.0, n)
+        floor = seconds / n
     total = 0.0
     for name, build, expected, count in cases:
         if keys and not any(k in name for k in keys):
             continue
-        seconds, _ = run(name, build, expected, count)
+        seconds, _ = run(name, build, expected, count, floor)
         total += seconds
     print(f"total compute {total:.1f} s; process peak RSS (getrusage) {_gib(_getrusage_peak())}")
     return 0

@@ -16,10 +16,16 @@ order that rotates from round to round), so that a busy machine slows all of
 them alike; the figures are medians over the rounds. A large-case timing makes
 as many calls as take torch some 5 ms (one for most losses; about a hundred for
 ``nll_loss``, which reads 2048 values). Where anyloss hands torch inputs to a
-torch kernel (``anyloss._dispatch``: cross entropy, nll and the class margin
-losses), the same losses are timed again with fast paths off, so that anyloss's
-own formula on torch is on record too. Printed: per loss and
+torch loss kernel (the records of ``anyloss._registry``: cross entropy, nll and
+the class margin losses), the same losses are timed again with the loss kernels
+off, so that anyloss's own formula on torch is on record too. That run uses the
+fast-path level ``'blocks'``: the loss kernels are off but torch's building
+blocks stay on, as the old ``fast_paths(False)`` had it (``fast_paths(False)``
+now turns the building blocks off as well, leaving the written-once array-API
+code alone). Printed: the machine (CPU, SIMD level, versions), per loss and
 backend the ratio torch_time / anyloss_time (> 1: anyloss is faster), the
+memory floor of each large case (one read pass, ``a.max()``, over every input
+array, timed like the contenders) with anyloss's time as a multiple of it, the
 geometric means, and the small case's overhead (anyloss - torch) in
 microseconds. With matplotlib installed, a bar plot of the ratios is written to
 ``benchmarks/results/generic_ratios.png`` and copied to
@@ -45,9 +51,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _machine import machine_line
 
 import anyloss
-from anyloss._dispatch import backends_with_fast_path
+from anyloss._registry import libraries
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results")
@@ -56,6 +63,8 @@ LARGE = (2048, 4096)
 SMALL = (64, 10)
 #: Classes of multilabel_margin_loss in the large case (its work grows as C^2).
 MULTILABEL_MARGIN_CLASSES = 64
+#: The memory floor's contender: one read pass (``a.max()``) over every input array.
+READ_PASS = "read-pass"
 
 
 @dataclass
@@ -123,19 +132,22 @@ def _contenders(case: Case, generic_torch: bool = False) -> dict[str, Callable[[
         "numpy": lambda: ours(*case.args, **kw),
         "anyloss-torch": lambda: ours(*tensors, **kw),
     }
-    if generic_torch and "torch" in backends_with_fast_path(case.name):
+    if generic_torch and "torch" in libraries(case.name):
         def generic():
-            with anyloss.fast_paths(enabled=False):
+            # Loss kernels off, torch's building blocks on (False would turn those off too).
+            with anyloss.fast_paths("blocks"):
                 return ours(*tensors, **kw)
 
         calls["torch-generic"] = generic
+    arrays = [a for a in case.args if isinstance(a, np.ndarray)]
+    calls[READ_PASS] = lambda: [a.max() for a in arrays]
     return calls
 
 
 def _check(case: Case, calls: dict) -> None:
     """The three contenders agree (float32: loose tolerance), so we time the same thing."""
     ref = float(calls["torch"]())
-    for name in (k for k in calls if k != "torch"):
+    for name in (k for k in calls if k not in ("torch", READ_PASS)):
         got = float(calls[name]())
         if not math.isclose(got, ref, rel_tol=2e-3, abs_tol=1e-5):
             raise AssertionError(f"{case.name} on {name}: {got} != torch's {ref}")
@@ -155,8 +167,10 @@ def measure(cases: list[Case], rounds: int, number: int | None,
     ``number`` calls per timing; ``None`` picks, per loss, enough calls for some
     5 ms (from a timed warm-up of the torch call), so that a loss of a few
     microseconds is not timed by one call. With ``generic_torch``, the losses
-    that have a fast path on torch are also timed on torch inputs with fast paths
-    off (contender ``"torch-generic"``): anyloss's own formula.
+    that have a loss kernel on torch are also timed on torch inputs with the loss
+    kernels off (level ``'blocks'``; contender ``"torch-generic"``): anyloss's own
+    formula on torch's building blocks. Contender ``"read-pass"`` is the memory
+    floor: one read pass over the inputs.
     """
     plans = {c.name: _contenders(c, generic_torch) for c in cases}
     numbers = {}
@@ -241,6 +255,7 @@ def main(argv=None) -> int:
         keys = [k for k in args.only.split(",") if k]
         return [c for c in cases if not keys or any(k in c.name for k in keys)]
 
+    print(machine_line(), flush=True)
     load_before = os.getloadavg()[0]
     large = measure(chosen(_cases(LARGE)), args.rounds, None, generic_torch=True)
     small = {} if args.skip_small else measure(chosen(_cases(SMALL)), args.rounds,
@@ -253,9 +268,12 @@ def main(argv=None) -> int:
     print(f"{machine}; {date}; load average {load_before:.1f} before, "
           f"{os.getloadavg()[0]:.1f} after (other processes slow the 2-thread torch calls most)")
     print(f"large: {LARGE[0]}x{LARGE[1]} (multilabel_margin: {LARGE[0]}x"
-          f"{MULTILABEL_MARGIN_CLASSES}); small: {SMALL[0]}x{SMALL[1]}")
+          f"{MULTILABEL_MARGIN_CLASSES}); small: {SMALL[0]}x{SMALL[1]}; memory floor: one "
+          f"read pass (a.max()) over each input array; np/floor, t/floor: anyloss's time "
+          f"as a multiple of it")
     header = (f"{'loss':34s} {'torch ms':>9s} {'numpy ms':>9s} {'a-torch ms':>10s} "
-              f"{'ratio np':>8s} {'ratio t':>8s}")
+              f"{'ratio np':>8s} {'ratio t':>8s} {'floor ms':>8s} {'np/floor':>8s} "
+              f"{'t/floor':>7s}")
     if small:
         header += f" {'small +us np':>12s} {'+us torch':>10s}"
     print(header)
@@ -264,7 +282,8 @@ def main(argv=None) -> int:
         ratios[name] = {b: t["torch"] / t[b] for b in ("numpy", "anyloss-torch")}
         line = (f"{name:34s} {t['torch'] * 1e3:9.2f} {t['numpy'] * 1e3:9.2f} "
                 f"{t['anyloss-torch'] * 1e3:10.2f} {ratios[name]['numpy']:8.2f} "
-                f"{ratios[name]['anyloss-torch']:8.2f}")
+                f"{ratios[name]['anyloss-torch']:8.2f} {t[READ_PASS] * 1e3:8.2f} "
+                f"{t['numpy'] / t[READ_PASS]:8.2f} {t['anyloss-torch'] / t[READ_PASS]:7.2f}")
         if small:
             s = small[name]
             line += (f" {(s['numpy'] - s['torch']) * 1e6:12.1f}"
@@ -277,15 +296,15 @@ def main(argv=None) -> int:
           f"lowest {low[0]:.2f} ({low[1]}, {low[2]})")
     generic = [name for name, t in large.items() if "torch-generic" in t]
     if generic:
-        print("torch inputs with fast paths off (anyloss's own formula, where the line above "
-              "times torch's kernel or a delegate):")
+        print("torch inputs with loss kernels off, building blocks on (fast_paths('blocks'): "
+              "anyloss's own formula, where the line above times torch's kernel or a delegate):")
         for name in generic:
             t = large[name]
             line = (f"  {name:32s} {t['torch-generic'] * 1e3:9.2f} ms, ratio "
                     f"{t['torch'] / t['torch-generic']:.2f}")
             if small:
-                line += (f"; small +{(small[name]['torch-generic'] - small[name]['torch']) * 1e6:.1f}"
-                         " us")
+                overhead = small[name]["torch-generic"] - small[name]["torch"]
+                line += f"; small +{overhead * 1e6:.1f} us"
             print(line)
     if small:
         over = {b: [s[b] - s["torch"] for s in small.values()] for b in ("numpy", "anyloss-torch")}
@@ -295,7 +314,8 @@ def main(argv=None) -> int:
                           for b, v in over.items()))
     os.makedirs(RESULTS, exist_ok=True)
     with open(os.path.join(RESULTS, "generic.json"), "w") as f:
-        json.dump({"machine": machine, "date": date, "rounds": args.rounds,
+        json.dump({"machine": machine, "machine_line": machine_line(), "date": date,
+                   "rounds": args.rounds,
                    "large_seconds": large, "small_seconds": small}, f, indent=1)
     if not args.no_plot:
         _plot(ratios, _title(machine, date))
