@@ -19,13 +19,14 @@ import functools
 import math
 from collections.abc import Callable, Collection, Mapping
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeAlias
 
 import array_api_compat as _compat
 
 from anyloss._registry import Kernel, declare, primitive
 
 __all__ = [
+    "Array",
     "namespace",
     "library_name",
     "is_eager",
@@ -38,6 +39,11 @@ __all__ = [
     "size",
     "numpy_scalar_results",
 ]
+
+#: An array of any array-API library (a NumPy, CuPy or JAX array, a torch tensor, a Dask
+#: array...). The standard defines no common base class, so for a type checker this is
+#: ``Any``; in a signature it says "an array", where ``Any`` would say "anything".
+Array: TypeAlias = Any
 
 declare(
     Kernel("stop_gradient", "torch", "primitive", "torch:stop_gradient", "Tensor.detach"),

@@ -29,6 +29,7 @@ import warnings
 from typing import Any, ClassVar
 
 from anyloss import _reduction
+from anyloss._array import Array
 
 __all__ = [
     "L1Loss",
@@ -100,7 +101,7 @@ class Loss:
         names = [n for n, _ in self.options if n not in ("size_average", "reduce", "*")]
         return {name: getattr(self, name) for name in names}
 
-    def forward(self, *args: Any) -> Any:
+    def forward(self, *args: Array) -> Array:
         """Apply the loss to ``args`` (named as in :attr:`inputs`) with the stored options."""
         import anyloss
 
@@ -111,7 +112,7 @@ class Loss:
             )
         return getattr(anyloss, self.function)(*args, **self._stored_options())
 
-    def __call__(self, *args: Any) -> Any:
+    def __call__(self, *args: Array) -> Array:
         return self.forward(*args)
 
     def __repr__(self) -> str:

@@ -37,6 +37,7 @@ import array_api_extra as xpx
 
 from anyloss import _blocked, _ops, _reduction, _registry
 from anyloss._array import (
+    Array,
     float_dtype,
     indexing_dtype,
     is_eager,
@@ -89,14 +90,14 @@ _LOG_FLOOR = -100.0
            "numba; C-contiguous float32/64 (N, C); int64 targets in range"),
 )
 def nll_loss(
-    input: Any,
-    target: Any,
-    weight: Any | None = None,
+    input: Array,
+    target: Array,
+    weight: Array | None = None,
     size_average: bool | None = None,
     ignore_index: int = -100,
     reduce: bool | None = None,
     reduction: str = "mean",
-) -> Any:
+) -> Array:
     r"""Negative log-likelihood of class indices, given log-probabilities.
 
     .. math::
@@ -170,15 +171,15 @@ def nll_loss(
            "the NumPy pass per chunk", "class indices; 2-d or more; known chunks"),
 )
 def cross_entropy(
-    input: Any,
-    target: Any,
-    weight: Any | None = None,
+    input: Array,
+    target: Array,
+    weight: Array | None = None,
     size_average: bool | None = None,
     ignore_index: int = -100,
     reduce: bool | None = None,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
-) -> Any:
+) -> Array:
     r"""Cross entropy between the softmax of ``input`` logits and a target.
 
     With class indices :math:`y_n` and label smoothing :math:`\varepsilon`
@@ -278,15 +279,15 @@ def cross_entropy(
            "the NumPy pass per chunk", "class indices; 2-d or more; known chunks"),
 )
 def cross_entropy_and_grad(
-    input: Any,
-    target: Any,
-    weight: Any | None = None,
+    input: Array,
+    target: Array,
+    weight: Array | None = None,
     size_average: bool | None = None,
     ignore_index: int = -100,
     reduce: bool | None = None,
     reduction: str = "mean",
     label_smoothing: float = 0.0,
-) -> tuple[Any, Any]:
+) -> tuple[Array, Array]:
     r"""``cross_entropy`` and its gradient with respect to ``input``, without autodiff.
 
     Takes exactly :func:`cross_entropy`'s arguments and returns ``(loss, grad)``:
@@ -342,13 +343,13 @@ def cross_entropy_and_grad(
 
 @numpy_scalar_results
 def binary_cross_entropy(
-    input: Any,
-    target: Any,
-    weight: Any | None = None,
+    input: Array,
+    target: Array,
+    weight: Array | None = None,
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "mean",
-) -> Any:
+) -> Array:
     r"""Binary cross entropy between probabilities ``input`` and ``target``.
 
     .. math::
@@ -419,14 +420,14 @@ def binary_cross_entropy(
 
 @numpy_scalar_results
 def binary_cross_entropy_with_logits(
-    input: Any,
-    target: Any,
-    weight: Any | None = None,
+    input: Array,
+    target: Array,
+    weight: Array | None = None,
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "mean",
-    pos_weight: Any | None = None,
-) -> Any:
+    pos_weight: Array | None = None,
+) -> Array:
     r"""Binary cross entropy of ``sigmoid(input)``, computed from the logits.
 
     With :math:`p` = ``pos_weight`` (1 when absent):

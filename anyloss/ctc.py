@@ -40,6 +40,7 @@ from typing import Any
 
 from anyloss import _ctc_recursion, _reduction, _registry
 from anyloss._array import (
+    Array,
     device,
     float_dtype,
     is_eager,
@@ -86,14 +87,14 @@ class _Call:
     Kernel("ctc_loss", "dask", "checked", "dask:ctc_loss", "the NumPy kernel per batch chunk"),
 )
 def ctc_loss(
-    log_probs: Any,
-    targets: Any,
-    input_lengths: Any,
-    target_lengths: Any,
+    log_probs: Array,
+    targets: Array,
+    input_lengths: Array,
+    target_lengths: Array,
     blank: int = 0,
     reduction: str = "mean",
     zero_infinity: bool = False,
-) -> Any:
+) -> Array:
     """The connectionist temporal classification loss, as ``torch.nn.functional.ctc_loss``.
 
     Parameters
@@ -158,14 +159,14 @@ def ctc_loss(
            "the NumPy kernel per batch chunk"),
 )
 def ctc_loss_and_grad(
-    log_probs: Any,
-    targets: Any,
-    input_lengths: Any,
-    target_lengths: Any,
+    log_probs: Array,
+    targets: Array,
+    input_lengths: Array,
+    target_lengths: Array,
     blank: int = 0,
     reduction: str = "mean",
     zero_infinity: bool = False,
-) -> tuple[Any, Any]:
+) -> tuple[Array, Array]:
     """``ctc_loss`` and its gradient with respect to ``log_probs``, for libraries without autodiff.
 
     Takes exactly :func:`ctc_loss`'s arguments and returns ``(loss, grad)``:

@@ -16,6 +16,7 @@ from typing import Any
 
 from anyloss import _blocked, _ops, _reduction
 from anyloss._array import (
+    Array,
     float_dtype,
     isdtype,
     namespace,
@@ -96,8 +97,8 @@ def _vector_norm(xp: ModuleType, d: Any, p: float, axis: int, keepdims: bool) ->
 
 @numpy_scalar_results
 def pairwise_distance(
-    x1: Any, x2: Any, p: float = 2.0, eps: float = 1e-6, keepdim: bool = False
-) -> Any:
+    x1: Array, x2: Array, p: float = 2.0, eps: float = 1e-6, keepdim: bool = False
+) -> Array:
     r"""The p-norm distance between the rows of ``x1`` and ``x2``, along the last dimension.
 
     .. math::
@@ -133,14 +134,14 @@ def _distance(xp: ModuleType, x1: Any, x2: Any, p: float, eps: float, keepdim: b
 
 @numpy_scalar_results
 def cosine_embedding_loss(
-    input1: Any,
-    input2: Any,
-    target: Any,
+    input1: Array,
+    input2: Array,
+    target: Array,
     margin: float = 0,
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "mean",
-) -> Any:
+) -> Array:
     r"""Cosine loss for pairs that should be similar (target 1) or dissimilar (target -1).
 
     Shapes: ``input1`` and ``input2`` (N, D) with ``target`` (N), or (D) with a
@@ -246,9 +247,9 @@ def _triplet_hinge(xp, distance, anchor, positive, negative, margin, swap):
 
 @numpy_scalar_results
 def triplet_margin_loss(
-    anchor: Any,
-    positive: Any,
-    negative: Any,
+    anchor: Array,
+    positive: Array,
+    negative: Array,
     margin: float = 1.0,
     p: float = 2,
     eps: float = 1e-6,
@@ -256,7 +257,7 @@ def triplet_margin_loss(
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "mean",
-) -> Any:
+) -> Array:
     r"""Triplet loss: the anchor should be nearer the positive than the negative, by ``margin``.
 
     .. math::
@@ -314,15 +315,15 @@ def _triplet_loss(xp, distance, anchor, positive, negative, margin, swap, reduct
 
 @numpy_scalar_results
 def triplet_margin_with_distance_loss(
-    anchor: Any,
-    positive: Any,
-    negative: Any,
+    anchor: Array,
+    positive: Array,
+    negative: Array,
     *,
-    distance_function: Callable[[Any, Any], Any] | None = None,
+    distance_function: Callable[[Array, Array], Array] | None = None,
     margin: float = 1.0,
     swap: bool = False,
     reduction: str = "mean",
-) -> Any:
+) -> Array:
     r"""Triplet loss with any distance: :math:`\max(0, \mathrm{margin} + d(a, p) - d(a, n))`.
 
     ``distance_function(x1, x2)`` takes two arrays and returns their distances

@@ -17,7 +17,7 @@ import math
 from typing import Any
 
 from anyloss import _array, _blocked, _ops, _reduction, _registry
-from anyloss._array import float_dtype, isdtype, namespace, numpy_scalar_results
+from anyloss._array import Array, float_dtype, isdtype, namespace, numpy_scalar_results
 from anyloss._operands import elementwise_operands
 from anyloss._registry import Kernel, kernels
 from anyloss._validate import broadcast_shape, extrema, shape_text
@@ -34,12 +34,12 @@ __all__ = [
 
 @numpy_scalar_results
 def soft_margin_loss(
-    input: Any,
-    target: Any,
+    input: Array,
+    target: Array,
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "mean",
-) -> Any:
+) -> Array:
     r"""Two-class logistic loss, :math:`\ell_n = \log(1 + e^{-y_n x_n})`.
 
     Computed as ``-log_sigmoid(y x)`` (that is, ``softplus(-y x)``), which stays finite where
@@ -64,13 +64,13 @@ def soft_margin_loss(
 
 @numpy_scalar_results
 def hinge_embedding_loss(
-    input: Any,
-    target: Any,
+    input: Array,
+    target: Array,
     margin: float = 1.0,
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "mean",
-) -> Any:
+) -> Array:
     r"""Hinge embedding loss, for learning whether two inputs are similar.
 
     .. math::
@@ -102,14 +102,14 @@ def hinge_embedding_loss(
 
 @numpy_scalar_results
 def margin_ranking_loss(
-    input1: Any,
-    input2: Any,
-    target: Any,
+    input1: Array,
+    input2: Array,
+    target: Array,
     margin: float = 0,
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "mean",
-) -> Any:
+) -> Array:
     r"""Ranking loss for pairs of inputs.
 
     .. math::
@@ -176,13 +176,13 @@ def _check_vector_or_matrix(input: Any) -> None:
 
 @numpy_scalar_results
 def multilabel_soft_margin_loss(
-    input: Any,
-    target: Any,
-    weight: Any | None = None,
+    input: Array,
+    target: Array,
+    weight: Array | None = None,
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "mean",
-) -> Any:
+) -> Array:
     r"""Multi-label one-versus-all logistic loss, averaged over the classes.
 
     Shapes: ``input`` (..., C), ``target`` of 0s and 1s broadcastable to it,
@@ -243,12 +243,12 @@ def multilabel_soft_margin_loss(
            "numba; C-contiguous float32/64 (N, C); int64 targets in range"),
 )
 def multilabel_margin_loss(
-    input: Any,
-    target: Any,
+    input: Array,
+    target: Array,
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "mean",
-) -> Any:
+) -> Array:
     r"""Multi-label hinge loss between the listed classes and all the others.
 
     Shapes: ``input`` (N, C) or (C) (or 0-d, one class); ``target`` of the same
@@ -357,15 +357,15 @@ def _outside(xp, target: Any, low: int, high: int) -> bool:
            "p in (1, 2)"),
 )
 def multi_margin_loss(
-    input: Any,
-    target: Any,
+    input: Array,
+    target: Array,
     p: int = 1,
     margin: float = 1.0,
-    weight: Any | None = None,
+    weight: Array | None = None,
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "mean",
-) -> Any:
+) -> Array:
     r"""Multi-class hinge loss between the target class and every other class.
 
     Shapes: ``input`` (N, C) or (C) (or 0-d, one class); ``target`` (N) of

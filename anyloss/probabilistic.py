@@ -12,7 +12,7 @@ import warnings
 from typing import Any
 
 from anyloss import _blocked, _ops, _reduction
-from anyloss._array import is_eager, namespace, numpy_scalar_results
+from anyloss._array import Array, is_eager, namespace, numpy_scalar_results
 from anyloss._operands import elementwise_operands
 
 __all__ = ["kl_div", "poisson_nll_loss", "gaussian_nll_loss"]
@@ -26,13 +26,13 @@ _KL_MEAN_WARNING = (
 
 @numpy_scalar_results
 def kl_div(
-    input: Any,
-    target: Any,
+    input: Array,
+    target: Array,
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "mean",
     log_target: bool = False,
-) -> Any:
+) -> Array:
     r"""Pointwise Kullback-Leibler divergence, with ``input`` in log space.
 
     .. math::
@@ -81,15 +81,15 @@ def kl_div(
 
 @numpy_scalar_results
 def poisson_nll_loss(
-    input: Any,
-    target: Any,
+    input: Array,
+    target: Array,
     log_input: bool = True,
     full: bool = False,
     size_average: bool | None = None,
     eps: float = 1e-8,
     reduce: bool | None = None,
     reduction: str = "mean",
-) -> Any:
+) -> Array:
     r"""Negative log-likelihood of ``target`` under a Poisson distribution of rate ``input``.
 
     .. math::
@@ -140,13 +140,13 @@ def poisson_nll_loss(
 
 @numpy_scalar_results
 def gaussian_nll_loss(
-    input: Any,
-    target: Any,
-    var: Any,
+    input: Array,
+    target: Array,
+    var: Array,
     full: bool = False,
     eps: float = 1e-6,
     reduction: str = "mean",
-) -> Any:
+) -> Array:
     r"""Negative log-likelihood of ``target`` under a normal distribution.
 
     .. math::

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from anyloss import _blocked, _ops, _reduction
-from anyloss._array import numpy_scalar_results
+from anyloss._array import Array, numpy_scalar_results
 from anyloss._operands import elementwise_operands
 from anyloss._validate import check_same_shape_as_input, warn_if_shapes_differ
 
@@ -26,13 +26,13 @@ __all__ = ["l1_loss", "mse_loss", "huber_loss", "smooth_l1_loss"]
 
 @numpy_scalar_results
 def l1_loss(
-    input: Any,
-    target: Any,
+    input: Array,
+    target: Array,
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "mean",
-    weight: Any | None = None,
-) -> Any:
+    weight: Array | None = None,
+) -> Array:
     r"""Mean absolute error, :math:`\ell_n = |x_n - y_n|`.
 
     Real and complex input are accepted; for complex input :math:`|\cdot|` is
@@ -71,13 +71,13 @@ def l1_loss(
 
 @numpy_scalar_results
 def mse_loss(
-    input: Any,
-    target: Any,
+    input: Array,
+    target: Array,
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "mean",
-    weight: Any | None = None,
-) -> Any:
+    weight: Array | None = None,
+) -> Array:
     r"""Mean squared error, :math:`\ell_n = (x_n - y_n)^2`.
 
     Arguments as in :func:`l1_loss`; complex input is not supported.
@@ -102,12 +102,12 @@ def mse_loss(
 
 @numpy_scalar_results
 def huber_loss(
-    input: Any,
-    target: Any,
+    input: Array,
+    target: Array,
     reduction: str = "mean",
     delta: float = 1.0,
-    weight: Any | None = None,
-) -> Any:
+    weight: Array | None = None,
+) -> Array:
     r"""Huber loss: quadratic for small errors, linear beyond ``delta``.
 
     .. math::
@@ -147,13 +147,13 @@ def huber_loss(
 
 @numpy_scalar_results
 def smooth_l1_loss(
-    input: Any,
-    target: Any,
+    input: Array,
+    target: Array,
     size_average: bool | None = None,
     reduce: bool | None = None,
     reduction: str = "mean",
     beta: float = 1.0,
-) -> Any:
+) -> Array:
     r"""Smooth L1 loss: Huber loss divided by its threshold ``beta``.
 
     .. math::
