@@ -11,13 +11,23 @@ floating dtype. Their names, signatures, defaults and semantics are those of
 2.0
 """
 
-from anyloss import classes, classification, ctc, embedding, margin, probabilistic, regression
+from anyloss import (
+    classes,
+    classification,
+    ctc,
+    embedding,
+    linear,
+    margin,
+    probabilistic,
+    regression,
+)
 from anyloss._registry import fast_path_level, fast_paths, fast_paths_enabled, set_fast_paths
 from anyloss._version import __version__
 from anyloss.classes import *  # noqa: F403
 from anyloss.classification import *  # noqa: F403
 from anyloss.ctc import *  # noqa: F403
 from anyloss.embedding import *  # noqa: F403
+from anyloss.linear import *  # noqa: F403
 from anyloss.margin import *  # noqa: F403
 from anyloss.probabilistic import *  # noqa: F403
 from anyloss.regression import *  # noqa: F403
@@ -30,6 +40,7 @@ __all__ = sorted(
         *embedding.__all__,
         *probabilistic.__all__,
         *ctc.__all__,
+        *linear.__all__,
         "fast_path_level",
         "fast_paths",
         "fast_paths_enabled",

@@ -69,6 +69,52 @@ def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, la
     return loss.detach(), grad
 
 
+def _torch_options(options):
+    """anyloss's ``LinearCrossEntropyOptions`` as torch's (torch's own pass through)."""
+    if options is None or isinstance(options, torch.nn.LinearCrossEntropyOptions):
+        return options
+    acc_dtype = options.acc_dtype
+    if acc_dtype is not None and not isinstance(acc_dtype, torch.dtype):
+        acc_dtype = getattr(torch, str(acc_dtype).rsplit(".", 1)[-1])
+    return torch.nn.LinearCrossEntropyOptions(
+        allow_retain_graph=options.allow_retain_graph,
+        batch_chunk_size=options.batch_chunk_size,
+        chunking_method=options.chunking_method,
+        acc_policy=options.acc_policy,
+        acc_dtype=acc_dtype,
+    )
+
+
+def linear_cross_entropy(input, linear_weight, target, *, linear_bias, weight, reduction,
+                         ignore_index, label_smoothing, options):
+    """``F.linear_cross_entropy`` itself (autograd, CUDA, the chunked path with ``options``).
+
+    Class indices of another integer dtype are widened to int64, which torch requires.
+    """
+    if target.dtype != torch.int64:
+        target = target.to(torch.int64)
+    return F.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias,
+                                  weight=weight, reduction=reduction,
+                                  ignore_index=ignore_index,
+                                  label_smoothing=label_smoothing,
+                                  options=_torch_options(options))
+
+
+def linear_cross_entropy_and_grad(input, linear_weight, target, *, linear_bias, weight,
+                                  reduction, ignore_index, label_smoothing, options):
+    """The loss and, by torch autograd, its gradients wrt input, weight and bias (of the
+    losses' sum for 'none')."""
+    with torch.enable_grad():
+        leaves = [a.detach().requires_grad_(True) for a in (input, linear_weight)]
+        bias = None if linear_bias is None else linear_bias.detach().requires_grad_(True)
+        loss = linear_cross_entropy(*leaves, target, linear_bias=bias, weight=weight,
+                                    reduction=reduction, ignore_index=ignore_index,
+                                    label_smoothing=label_smoothing, options=options)
+        grads = torch.autograd.grad(loss.sum(), [*leaves, *([] if bias is None else [bias])])
+    grad_bias = grads[2] if bias is not None else None
+    return loss.detach(), grads[0], grads[1], grad_bias
+
+
 # --- kernels tried before anyloss checks anything (stage 'first') ----------------------------
 # Each takes the public arguments (reduction resolved) and declines what is not the plain
 # case: CPU tensors only (on CUDA a bad class index is a device-side assert, which

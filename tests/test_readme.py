@@ -1,7 +1,8 @@
 """The README's example (its first Python block) runs as written and prints what it says.
 
-The README's other Python block, the Dask cluster example, needs ``distributed``
-and starts a cluster; it is ``benchmarks/dask_cluster_example.py``, run by hand.
+The language-model example runs too (below). The Dask cluster example needs
+``distributed`` and starts a cluster; it is ``benchmarks/dask_cluster_example.py``,
+run by hand.
 """
 
 from __future__ import annotations
@@ -40,3 +41,16 @@ def test_readme_fast_path_tables_are_the_registry():
     end = text.index("<!-- end of fast-path tables -->")
     assert text[begin:end].strip() == _registry.markdown_tables().strip(), (
         "README.md's fast-path tables differ from the registry: paste `anyloss info --markdown`")
+
+
+def test_readme_language_model_example_trains():
+    """The linear_cross_entropy example runs as written and prints the loss it says."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    (example,) = [b for b in blocks if "linear_cross_entropy_and_grad" in b]
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        exec(compile(example, "README.md", "exec"), {})
+    assert out.getvalue().split() == ["0.34"]

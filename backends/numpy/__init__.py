@@ -2,6 +2,8 @@
 
 - :mod:`.cross_entropy`: cross entropy of class indices (and its gradient) in one
   blocked pass over the input;
+- :mod:`.linear_cross_entropy`: the linear layer's cross entropy by row blocks of
+  logits, never all of them;
 - :mod:`.ctc`: CTC's forward pass and alpha-beta gradient;
 - :mod:`.class_losses`: ``nll_loss`` and the margin losses over classes, one
   compiled loop per call, tried before anyloss's checks;

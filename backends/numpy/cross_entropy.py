@@ -39,6 +39,7 @@ __all__ = [
     "blocked_cross_entropy_and_grad",
     "cross_entropy_elements",
     "cross_entropy_targets",
+    "cross_entropy_rows",
 ]
 
 #: Elements of the compute dtype in one worker's block (256 KiB of float32).
@@ -119,8 +120,9 @@ class _CrossEntropyPass:
             self.w_or_ones = np.ones(1, self.cdt) if self.w is None else self.w
             self.kernels = compiled.load("cross_entropy")  # not in two pool threads at once
 
-    def with_gradient(self, scale: float) -> None:
-        """Also write the gradient of ``scale * sum(losses)`` during :meth:`run`."""
+    def with_gradient(self, scale: float, out: np.ndarray | None = None) -> None:
+        """Also write the gradient of ``scale * sum(losses)`` during :meth:`run`, into
+        ``out`` (of the input's shape and dtype, not the input) when given."""
         # coef: d(result)/d(loss element); 0 for ignored elements, nan for invalid ones.
         coef = np.where(self.usable, scale, 0.0)
         self.coef = np.where(self.invalid, np.nan, coef)
@@ -132,7 +134,9 @@ class _CrossEntropyPass:
             self.spread = (self.coef * (self.eps / self.n_classes)).astype(self.cdt)
         elif self.compiled:
             self.spread = np.zeros_like(self.softmax_factor)  # read, multiplies nothing
-        self.grad = np.empty(self.x3.shape, dtype=self.x3.dtype)
+        if out is None:
+            out = np.empty(self.x3.shape, dtype=self.x3.dtype)
+        self.grad = out.reshape(self.x3.shape)
 
     def blocks(self):
         n, c, d = self.x3.shape
@@ -321,6 +325,18 @@ def cross_entropy_elements(input, target, weight, *, ignore_index, label_smoothi
     p.run()
     shape = np.shape(target)
     return p.losses().reshape(shape), p.w_y.reshape(shape)
+
+
+def cross_entropy_rows(input, target, weight, *, ignore_index, label_smoothing,
+                       gradient_scale, out):
+    """One pass over an ``(N, C)`` block: its losses (float64 ``(N,)``), and the gradient of
+    ``gradient_scale * sum(losses)`` wrt ``input`` written into ``out`` (``(N, C)``, the
+    input's dtype). The building block of the linear cross entropy's row blocks."""
+    x3, t2 = _ce_problem(input, target)
+    p = _CrossEntropyPass(x3, t2, weight, ignore_index, label_smoothing)
+    p.with_gradient(gradient_scale, out)
+    p.run()
+    return p.losses()[:, 0]
 
 
 def _ce_reduce(losses, denominator, reduction, dtype, shape):

@@ -1,0 +1,154 @@
+"""``linear_cross_entropy`` on NumPy arrays without the ``(N, C)`` logits in memory.
+
+Forward: the rows are cut into blocks; each block's logits ``x_r @ W.T + b`` are
+written by BLAS (``np.matmul``) into one reused scratch buffer, and reduced at
+once by the cross-entropy pass of :mod:`.cross_entropy` (row maxima, the
+log-sum-exp, the target's logit, smoothing and weights, on the thread pool).
+One matmul in all, the floor of the computation; the scratch holds
+``rows x C`` values.
+
+Gradients (:func:`linear_cross_entropy_and_grad`), with ``G`` the gradient of
+the loss with respect to the logits (softmax minus the smoothed one-hot, scaled
+by the weights and the reduction), never stored whole: per row block, the
+block's logits, one pass of the cross-entropy kernel for its losses and its
+``G_r`` (into a second scratch block), ``grad_input[r] = G_r @ W``, and
+``grad_weight += G_r.T @ x_r`` a block of classes at a time (NumPy's matmul
+cannot add into its output, so each class block goes through a small
+temporary). Three matmuls, as in the definition, all from the same logits.
+
+The blocks follow the online normaliser of Milakov & Gimelshein, *Online
+normalizer calculation for softmax* (2018), with whole rows in a block.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from anyloss.backends.numpy.cross_entropy import (
+    cross_entropy_elements,
+    cross_entropy_rows,
+    cross_entropy_targets,
+)
+from anyloss.backends.numpy.results import reduced_result
+
+__all__ = ["linear_cross_entropy", "linear_cross_entropy_and_grad", "SCRATCH_BYTES"]
+
+#: The logits block's budget when the options leave the rows to the kernel (64 MiB):
+#: under 2% of the float32 logits of an 8192 x 128256 problem, and large enough that
+#: each matmul keeps BLAS busy.
+SCRATCH_BYTES = 64 << 20
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _problem(input, linear_weight, target, linear_bias, weight):
+    """``(x (N, D), W (C, D), b, target (N,), weight)`` as the kernel takes them, or ``None``
+    (declined): one floating dtype, float32 or float64, plain ndarrays, 2-d weight."""
+    arrays = [a for a in (input, linear_weight, linear_bias, weight) if a is not None]
+    if not all(type(a) is np.ndarray for a in arrays) or type(target) is not np.ndarray:
+        return None
+    dtype = input.dtype
+    if dtype not in _FLOATS or any(a.dtype != dtype for a in arrays):
+        return None
+    if linear_weight.ndim != 2 or linear_weight.shape[0] == 0 or target.dtype.kind not in "iu":
+        return None
+    x = input if input.ndim == 2 else input[None, :]
+    return x, linear_weight, linear_bias, target.reshape(x.shape[0]), weight
+
+
+def _rows(n: int, d: int, c: int, itemsize: int, options) -> int:
+    """Rows per block: the options' (torch's rule), else what fits :data:`SCRATCH_BYTES`."""
+    rows = None if options is None else options.rows_per_chunk(n, d, c)
+    if rows is None:
+        rows = SCRATCH_BYTES // max(1, c * itemsize)
+    return max(1, min(rows, n))
+
+
+def _block_logits(x_rows, linear_weight, linear_bias, out):
+    """``x_rows @ W.T + b`` into ``out`` (BLAS; ``W.T`` is a view, not a copy)."""
+    np.matmul(x_rows, linear_weight.T, out=out)
+    if linear_bias is not None:
+        out += linear_bias
+    return out
+
+
+def _finish(losses, total_weight, reduction, dtype, unbatched):
+    if reduction == "none":
+        out = losses.astype(dtype)
+        return out[0] if unbatched else out
+    return reduced_result(float(np.sum(losses, dtype=np.float64)), total_weight, reduction,
+                          dtype)
+
+
+def linear_cross_entropy(input, linear_weight, target, *, linear_bias, weight, reduction,
+                         ignore_index, label_smoothing, options):
+    """The loss by row blocks of logits (see the module docstring), or ``NotImplemented``."""
+    problem = _problem(input, linear_weight, target, linear_bias, weight)
+    if problem is None:
+        return NotImplemented
+    x, w, b, t, class_weight = problem
+    n, d = x.shape
+    c = w.shape[0]
+    rows = _rows(n, d, c, x.dtype.itemsize, options)
+    scratch = np.empty((rows, c), dtype=x.dtype)
+    losses = np.empty(n, dtype=np.float64)
+    total_weight = 0.0
+    for r0 in range(0, n, rows):
+        r1 = min(r0 + rows, n)
+        logits = _block_logits(x[r0:r1], w, b, scratch[: r1 - r0])
+        elements, weights = cross_entropy_elements(logits, t[r0:r1], class_weight,
+                                                   ignore_index=ignore_index,
+                                                   label_smoothing=label_smoothing)
+        losses[r0:r1] = elements
+        total_weight += float(np.sum(weights, dtype=np.float64))
+    return _finish(losses, total_weight, reduction, x.dtype, input.ndim == 1)
+
+
+def linear_cross_entropy_and_grad(input, linear_weight, target, *, linear_bias, weight,
+                                  reduction, ignore_index, label_smoothing, options):
+    """``(loss, grad_input, grad_weight, grad_bias)`` by row blocks (see the module
+    docstring), or ``NotImplemented``."""
+    problem = _problem(input, linear_weight, target, linear_bias, weight)
+    if problem is None:
+        return NotImplemented
+    x, w, b, t, class_weight = problem
+    n, d = x.shape
+    c = w.shape[0]
+    dtype = x.dtype
+    _, _, _, w_y = cross_entropy_targets(t, class_weight, c, ignore_index)
+    total_weight = float(np.sum(w_y, dtype=np.float64))
+    # The gradient of the result: of the mean, or of the sum (also for 'none').
+    denominator = total_weight if reduction == "mean" else 1.0
+    scale = (1.0 / denominator) if denominator != 0 else math.nan
+
+    rows = _rows(n, d, c, 2 * dtype.itemsize, options)  # two blocks: logits and G_r
+    logits_scratch = np.empty((rows, c), dtype=dtype)
+    grad_scratch = np.empty((rows, c), dtype=dtype)
+    cols = max(1, min(c, SCRATCH_BYTES // max(1, 4 * d * dtype.itemsize)))
+    weight_part = np.empty((cols, d), dtype=dtype)
+    losses = np.empty(n, dtype=np.float64)
+    grad_input = np.empty_like(x)
+    grad_weight = np.zeros_like(w)
+    grad_bias = None if b is None else np.zeros(c, dtype=np.float64)
+    for r0 in range(0, n, rows):
+        r1 = min(r0 + rows, n)
+        x_rows = x[r0:r1]
+        logits = _block_logits(x_rows, w, b, logits_scratch[: r1 - r0])
+        g = grad_scratch[: r1 - r0]
+        losses[r0:r1] = cross_entropy_rows(logits, t[r0:r1], class_weight,
+                                           ignore_index=ignore_index,
+                                           label_smoothing=label_smoothing,
+                                           gradient_scale=scale, out=g)
+        np.matmul(g, w, out=grad_input[r0:r1])
+        for c0 in range(0, c, cols):  # grad_weight += G_r.T @ x_r, a class block at a time
+            c1 = min(c0 + cols, c)
+            part = weight_part[: c1 - c0]
+            np.matmul(g[:, c0:c1].T, x_rows, out=part)
+            grad_weight[c0:c1] += part
+        if grad_bias is not None:
+            grad_bias += np.sum(g, axis=0, dtype=np.float64)
+    loss = _finish(losses, total_weight, reduction, dtype, input.ndim == 1)
+    if grad_bias is not None:
+        grad_bias = grad_bias.astype(dtype)
+    return loss, grad_input.reshape(input.shape), grad_weight, grad_bias
