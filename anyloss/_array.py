@@ -38,6 +38,7 @@ __all__ = [
     "device",
     "size",
     "numpy_scalar_results",
+    "uniform",
 ]
 
 #: An array of any array-API library (a NumPy, CuPy or JAX array, a torch tensor, a Dask
@@ -302,3 +303,17 @@ def _numpy_scalar(x: Any) -> Any:
 
 #: type -> whether it is NumPy's ndarray (so that this module need not import NumPy).
 _IS_NDARRAY: dict[type, bool] = {}
+
+
+def uniform(xp: ModuleType, shape: tuple[int, ...], bound: float, dtype: Any,
+            device: Any) -> Any:
+    """An array of ``xp`` of values uniform in ``[-bound, bound)``.
+
+    The standard has no random numbers: they are drawn by NumPy's generator (NumPy
+    is a dependency of anyloss) and handed to ``xp.asarray``, the one place the
+    core imports NumPy.
+    """
+    import numpy as np
+
+    values = np.random.default_rng().uniform(-bound, bound, shape)
+    return xp.asarray(values, dtype=dtype, device=device)

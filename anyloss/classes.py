@@ -25,11 +25,12 @@ and ``inputs`` (the names of ``forward``'s arguments).
 from __future__ import annotations
 
 import inspect
+import math
 import warnings
 from typing import Any, ClassVar
 
 from anyloss import _reduction
-from anyloss._array import Array
+from anyloss._array import Array, device, namespace, uniform
 
 __all__ = [
     "L1Loss",
@@ -54,6 +55,7 @@ __all__ = [
     "TripletMarginLoss",
     "TripletMarginWithDistanceLoss",
     "CTCLoss",
+    "LinearCrossEntropyLoss",
 ]
 
 #: Marks where keyword-only constructor parameters begin in ``options``.
@@ -98,7 +100,8 @@ class Loss:
             setattr(self, name, value)
 
     def _stored_options(self) -> dict[str, Any]:
-        names = [n for n, _ in self.options if n not in ("size_average", "reduce", "*")]
+        # The class's table (an instance may hold an option named "options" itself).
+        names = [n for n, _ in type(self).options if n not in ("size_average", "reduce", "*")]
         return {name: getattr(self, name) for name in names}
 
     def forward(self, *args: Array) -> Array:
@@ -116,7 +119,7 @@ class Loss:
         return self.forward(*args)
 
     def __repr__(self) -> str:
-        defaults = dict(self.options)
+        defaults = dict(type(self).options)
         shown = [
             f"{name}={_describe(value)}"
             for name, value in self._stored_options().items()
@@ -302,3 +305,89 @@ class CTCLoss(Loss):
     function = "ctc_loss"
     options = (("blank", 0), _MEAN, ("zero_infinity", False))
     inputs = ("log_probs", "targets", "input_lengths", "target_lengths")
+
+
+#: A constructor argument without a default (torch's required ones).
+REQUIRED = inspect.Parameter.empty
+
+
+class LinearCrossEntropyLoss(Loss):
+    r"""Cross entropy of a linear layer that the loss holds; see
+    :func:`anyloss.linear_cross_entropy`.
+
+    As torch's class does, it owns the layer: ``linear_weight``, ``(C * prod(out_features),
+    in_features)``, and with ``bias=True`` ``linear_bias``, ``(C * prod(out_features),)``,
+    reshaped to ``(C, *out_features, ...)`` for each call. The arrays are created on the
+    first call, in the input's library and device and in ``dtype`` (default: the
+    input's), uniform in :math:`\pm 1/\sqrt{\text{in\_features}}` as
+    ``torch.nn.Linear`` initialises them; assign them to load or train weights.
+
+    Raises
+    ------
+    ValueError
+        torch's messages for a ``weight`` not of shape ``(num_classes,)`` and a
+        ``label_smoothing`` outside ``[0, 1]``.
+    """
+
+    function = "linear_cross_entropy"
+    options = (("in_features", REQUIRED), ("num_classes", REQUIRED), KEYWORD_ONLY,
+               ("out_features", ()), ("bias", False), ("device", None), ("dtype", None),
+               _MEAN, ("weight", None), ("ignore_index", None), ("label_smoothing", 0.0),
+               ("options", None))
+    in_features: int
+    num_classes: int
+    out_features: tuple[int, ...]
+    bias: bool
+    device: Any
+    dtype: Any
+    reduction: str
+    weight: Array | None
+    ignore_index: int | None
+    label_smoothing: float
+    # ``options`` (the chunked path's, torch's name) is stored on the instance too: the
+    # base class reads its table as ``type(self).options``.
+    linear_weight: Array | None
+    linear_bias: Array | None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.weight is not None and tuple(self.weight.shape) != (self.num_classes,):
+            raise ValueError(f"expected weight shape to be {(self.num_classes,)}, got "
+                             f"{tuple(self.weight.shape)}")
+        if self.label_smoothing < 0 or self.label_smoothing > 1.0:
+            raise ValueError("expected label_smoothing to be in range [0, 1], got "
+                             f"{self.label_smoothing}")
+        self.out_features = tuple(self.out_features)
+        self.linear_weight = None
+        self.linear_bias = None
+
+    def _parameters(self, input: Array) -> None:
+        """Create the layer's arrays beside ``input`` (the first call)."""
+        xp = namespace(type(self).__name__, {"input": input})
+        rows = self.num_classes * math.prod(self.out_features)
+        dtype = input.dtype if self.dtype is None else self.dtype
+        where = device(input) if self.device is None else self.device
+        bound = 1.0 / math.sqrt(self.in_features) if self.in_features else 0.0
+        self.linear_weight = uniform(xp, (rows, self.in_features), bound, dtype, where)
+        if self.bias:
+            self.linear_bias = uniform(xp, (rows,), bound, dtype, where)
+
+    def forward(self, *args: Array) -> Array:
+        """The loss of ``(input, target)`` through the held layer."""
+        import anyloss
+
+        if len(args) != 2:
+            raise TypeError(f"{type(self).__name__}.forward() takes 2 arrays (input, target), "
+                            f"got {len(args)}")
+        input, target = args
+        if self.linear_weight is None:
+            self._parameters(input)
+        assert self.linear_weight is not None
+        xp = namespace(type(self).__name__, {"linear_weight": self.linear_weight})
+        shape = (self.num_classes, *self.out_features)
+        weight = xp.reshape(self.linear_weight, (*shape, self.linear_weight.shape[-1]))
+        bias = None if self.linear_bias is None else xp.reshape(self.linear_bias, shape)
+        return anyloss.linear_cross_entropy(
+            input, weight, target, linear_bias=bias, weight=self.weight,
+            reduction=self.reduction, ignore_index=self.ignore_index,
+            label_smoothing=self.label_smoothing, options=self.options)

@@ -394,3 +394,38 @@ def test_jax_blocks_equal_torch_and_jit_grad_never_holds_the_logits(monkeypatch)
     compiled = jax.jit(jax.grad(mean_loss, argnums=(0, 1))).lower(*shapes).compile()
     temporaries = compiled.memory_analysis().temp_size_in_bytes
     assert temporaries < 0.1 * n * c * 4, temporaries
+
+
+# --- the class -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["numpy", "torch", "jax", "array_api_strict"])
+@pytest.mark.parametrize("out_features", [(), (2,)])
+def test_class_holds_a_layer_as_torchs_does(name, out_features):
+    """Parameters created on the first call in the input's library, initialised in
+    +-1/sqrt(in_features); with torch's layer set to the same values, torch's loss."""
+    ns = _ns(name)
+    g = np.random.default_rng(10)
+    x = g.standard_normal((5, D))
+    t = g.integers(0, C, (5, *out_features))
+    loss = anyloss.LinearCrossEntropyLoss(D, C, out_features=out_features, bias=True,
+                                          label_smoothing=0.1)
+    assert repr(loss).startswith("LinearCrossEntropyLoss(in_features=4, num_classes=7")
+    value = loss(ns.from_numpy(x), ns.from_numpy(t))
+    w, b = (np.asarray(ns.to_numpy(a)) for a in (loss.linear_weight, loss.linear_bias))
+    assert w.shape == (C * int(np.prod(out_features)), D) and b.shape == (w.shape[0],)
+    assert np.all(np.abs(w) <= 1 / np.sqrt(D)) and np.std(w) > 0
+    theirs = torch.nn.LinearCrossEntropyLoss(D, C, out_features=out_features, bias=True,
+                                             label_smoothing=0.1, dtype=torch.float64)
+    with torch.no_grad():
+        theirs.linear.weight.copy_(torch.from_numpy(w))
+        theirs.linear.bias.copy_(torch.from_numpy(b))
+    expected = theirs(torch.from_numpy(x), torch.from_numpy(t)).detach().numpy()
+    assert_close(ns.to_numpy(value), expected, **FLOAT64)
+
+
+def test_class_checks_as_torch_does():
+    with pytest.raises(ValueError, match=r"^expected weight shape to be \(7,\), got \(3,\)$"):
+        anyloss.LinearCrossEntropyLoss(D, C, weight=np.ones(3))
+    with pytest.raises(ValueError, match=r"^expected label_smoothing to be in range \[0, 1\]"):
+        anyloss.LinearCrossEntropyLoss(D, C, label_smoothing=2)
