@@ -22,7 +22,7 @@ import math
 from types import ModuleType
 from typing import Any
 
-from anyloss._array import indexing_dtype, stop_gradient
+from anyloss._array import indexing_dtype, needs_float32_accumulation, stop_gradient
 from anyloss._registry import Kernel, call, declare
 
 __all__ = [
@@ -297,8 +297,12 @@ def logsumexp(xp: ModuleType, x: Any, axis: int, keepdims: bool = False) -> Any:
     """``log(sum(exp(x), axis))``, shifted by the maximum so that nothing overflows.
 
     Rows whose maximum is infinite are shifted by 0 instead, so that a row of
-    all ``-inf`` gives ``-inf`` (not nan) and ``+inf`` gives ``+inf``.
+    all ``-inf`` gives ``-inf`` (not nan) and ``+inf`` gives ``+inf``. float16 and
+    bfloat16 rows are computed in float32 and rounded once: the log of a sum near 1
+    rounded to float16 would keep only two of the result's digits.
     """
+    if needs_float32_accumulation(x.dtype):
+        return xp.astype(logsumexp(xp, xp.astype(x, xp.float32), axis, keepdims), x.dtype)
     out = _block(xp, "logsumexp", x, axis, keepdims)
     if out is not NotImplemented:
         return out
@@ -324,8 +328,11 @@ def log_softmax(xp: ModuleType, x: Any, axis: int) -> Any:
     round the result to the spacing of floats near the maximum (at logits of
     1e4 in float32 that turns ``log 2`` into 0.69336). Rows whose maximum is
     infinite are shifted by 0. An empty ``x`` is returned as it is (Dask cannot
-    take the maximum of an empty chunk).
+    take the maximum of an empty chunk). float16 and bfloat16 are computed in
+    float32 and rounded once: ``log(1.0102)`` from a float16 sum is 5% off.
     """
+    if needs_float32_accumulation(x.dtype):
+        return xp.astype(log_softmax(xp, xp.astype(x, xp.float32), axis), x.dtype)
     out = _block(xp, "log_softmax", x, axis)
     if out is not NotImplemented:
         return out

@@ -59,7 +59,8 @@ def soft_margin_loss(
     def log_likelihood(x, y):  # -loss; the sign is applied once, after the reduction
         return _ops.log_sigmoid(xp, y * x)
 
-    return -_blocked.reduce_blockwise(xp, log_likelihood, (input, target), reduction)
+    # 0 - (...) rather than -(...): a certain prediction's loss is +0.0, as torch's is.
+    return 0.0 - _blocked.reduce_blockwise(xp, log_likelihood, (input, target), reduction)
 
 
 @numpy_scalar_results

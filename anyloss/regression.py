@@ -205,7 +205,8 @@ def _huber(xp: Any, delta: float):
     def huber(x, y):
         diff = x - y
         clipped = _ops.clip(xp, diff, -delta, delta)
-        return clipped * (diff - 0.5 * clipped)
+        # + 0.0: a difference of -0.0 gives +0.0, as torch's 0.5 d**2 does (not -0.0 * 0).
+        return clipped * (diff - 0.5 * clipped) + 0.0
 
     return huber
 

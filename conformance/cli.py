@@ -5,7 +5,9 @@ on every installed array library, or on the ones named with ``--backend``, or
 on any importable array API module named with ``--namespace``; prints a table
 of loss × library (cases passed, worst relative error), the failures, the
 largest cross-library spread and a summary line; and exits 1 on any failure.
-``--json FILE`` writes every outcome for a CI to read. A progress bar is drawn
+``--json FILE`` writes every outcome for a CI to read. ``--blame`` names, for a
+failing library, the array API function at fault (:mod:`~anyloss.conformance.blame`),
+in the text and in the JSON. A progress bar is drawn
 on stderr when it is a terminal, and nothing extra is printed when it is not.
 
 ``anyloss info`` lists the array libraries, their versions and devices, and
@@ -22,8 +24,8 @@ import warnings
 from collections.abc import Sequence
 from typing import TextIO
 
-from . import namespaces, runner
-from .tolerances import TOLERANCES
+from . import blame, namespaces, runner
+from .tolerances import FLUSHING_SLACK, TOLERANCES
 
 __all__ = ["main"]
 
@@ -88,9 +90,8 @@ def _summary(report: runner.Report) -> list[str]:
     if spreads and len(report.backends) > 1:
         case, dtype, worst = max(spreads, key=lambda s: s[2])
         lines.append(f"largest difference between two libraries: {worst:.1e} ({dtype}, {case})")
-    tolerances = ", ".join(f"{d} rtol {r:g} atol {a:g}" for d, (r, a) in TOLERANCES.items()
-                           if d in report.dtypes)
-    lines.append(f"tolerances: {tolerances}")
+    tolerances = ", ".join(f"{d} {r:g}" for d, r in TOLERANCES.items() if d in report.dtypes)
+    lines.append(f"relative tolerances (of the terms' magnitude): {tolerances}")
     n_failed = len(report.failures)
     cases = len({o.case.id for o in report.outcomes})
     lines.append(
@@ -98,6 +99,30 @@ def _summary(report: runner.Report) -> list[str]:
         f"{n_failed} failed ({cases} cases on {', '.join(report.backends)})"
     )
     return lines
+
+
+def _blame(report: runner.Report, chosen: list[namespaces.Namespace],
+           args: argparse.Namespace) -> dict[str, list[blame.Suspect]]:
+    trusted = {args.trust}
+    return blame.blame(report, [ns for ns in chosen if ns.name not in trusted], args.trust)
+
+
+def _format_blame(blamed: dict[str, list[blame.Suspect]], trusted: str) -> list[str]:
+    lines = ["", f"blame (functions whose {trusted} version makes failing cases pass):"]
+    for backend, found in blamed.items():
+        lines.append(f"  {backend}:")
+        if not found:
+            lines.append("    no single function: replacing any one alone repairs no case")
+        lines += [f"    {s.line()}" for s in found]
+    return lines
+
+
+def _flushing_notes(chosen: list[namespaces.Namespace]) -> list[str]:
+    """A line for each library that declares it flushes subnormals (judged more loosely)."""
+    notes = [f"{ns.name} flushes subnormals to zero (declared): values below "
+             f"{FLUSHING_SLACK} smallest normal numbers are judged as zeros"
+             for ns in chosen if ns.flushes_subnormals]
+    return ["", *notes] if notes else []
 
 
 def _chosen_namespaces(args: argparse.Namespace) -> list[namespaces.Namespace]:
@@ -117,14 +142,21 @@ def conformance(args: argparse.Namespace, out: TextIO) -> int:
     cases = [c for c in catalogue.cases() if not args.loss or c.loss in args.loss]
     report = runner.run(chosen, dtypes=args.dtype or runner.DTYPES, cases=cases,
                         progress=_progress_bar(sys.stderr))
-    for line in _format_table(report) + _format_failures(report) + _summary(report):
+    blamed = _blame(report, chosen, args) if args.blame and not report.passed else None
+    lines = _format_table(report) + _format_failures(report)
+    if blamed is not None:
+        lines += _format_blame(blamed, args.trust)
+    for line in lines + _flushing_notes(chosen) + _summary(report):
         print(line, file=out)
     missing = {k: v for k, v in namespaces.unavailable().items() if not args.backend}
     if missing and not args.namespace:
         print("not installed: " + ", ".join(sorted(missing)), file=out)
     if args.json:
+        data = report.as_dict()
+        if blamed is not None:
+            data["blame"] = {b: [s.as_dict() for s in found] for b, found in blamed.items()}
         with open(args.json, "w") as f:
-            json.dump(report.as_dict(), f, indent=1)
+            json.dump(data, f, indent=1)
     return 0 if report.passed else 1
 
 
@@ -183,6 +215,12 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--loss", action="append", metavar="NAME",
                      help="only this loss (repeatable)")
     run.add_argument("--json", metavar="FILE", help="also write every outcome as JSON to FILE")
+    run.add_argument("--blame", action="store_true",
+                     help="on failure, name the array API function at fault: re-run each "
+                          "failing case with one function at a time from a trusted library")
+    run.add_argument("--trust", choices=("array_api_strict", "numpy"),
+                     default="array_api_strict",
+                     help="the library whose functions --blame borrows (default: %(default)s)")
     run.set_defaults(handler=conformance)
     show = commands.add_parser("info", help="installed libraries, devices and fast paths")
     show.add_argument("--markdown", action="store_true",

@@ -7,7 +7,16 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .catalogue import REDUCTIONS, Case, elementwise, reduce, reference, register_cases, rng
+from .catalogue import (
+    REDUCTIONS,
+    Case,
+    elementwise,
+    nan_max,
+    reduce,
+    reference,
+    register_cases,
+    rng,
+)
 
 
 def _log1p_exp(z: float) -> float:
@@ -22,11 +31,12 @@ def soft_margin_loss(input, target, reduction="mean"):
 
 
 def _hinge_embedding(x: float, y: float, margin: float) -> float:
+    # torch adds a 0 for the term a target leaves out: 0 + (-0.0) is +0.0.
     if y == 1:
-        return x
+        return 0.0 + x
     if y == -1:
-        return max(0.0, margin - x)
-    return x + max(0.0, margin - x)  # torch applies both terms to any other target
+        return nan_max(0.0, margin - x) + 0.0
+    return x + nan_max(0.0, margin - x)  # torch applies both terms to any other target
 
 
 @reference("hinge_embedding_loss")
@@ -39,7 +49,8 @@ def hinge_embedding_loss(input, target, margin=1.0, reduction="mean"):
 @reference("margin_ranking_loss")
 def margin_ranking_loss(input1, input2, target, margin=0.0, reduction="mean"):
     """``max(0, -y (x1 - x2) + margin)`` per element."""
-    values = elementwise(lambda a, b, y: max(0.0, -y * (a - b) + margin), input1, input2, target)
+    values = elementwise(lambda a, b, y: nan_max(0.0, -y * (a - b) + margin),
+                         input1, input2, target)
     return reduce(values, reduction)
 
 

@@ -40,12 +40,18 @@ class Namespace:
         Turns a NumPy array into an array of this library (same dtype).
     to_numpy
         Turns an array of this library into a NumPy array, computing it if lazy.
+    flushes_subnormals
+        The library is known to flush subnormal numbers to zero (inputs and results,
+        FTZ/DAZ), as JAX does on CPU: the suite then measures its results in units of the
+        smallest *normal* number instead of the smallest subnormal, and says so in the
+        report. A user's namespace never declares it.
     """
 
     name: str
     xp: ModuleType
     from_numpy: Callable[[np.ndarray], Any]
     to_numpy: Callable[[Any], np.ndarray]
+    flushes_subnormals: bool = False
 
     def __repr__(self) -> str:
         return f"Namespace({self.name!r})"
@@ -82,7 +88,21 @@ def _jax() -> Namespace:
     jax.config.update("jax_enable_x64", True)
     import jax.numpy as xp
 
-    return Namespace("jax", xp, xp.asarray, np.asarray)
+    # XLA's CPU backend flushes subnormals to zero (jnp.log(5e-324) is -inf).
+    return Namespace("jax", xp, xp.asarray, np.asarray, flushes_subnormals=True)
+
+
+#: Arrays larger than this many elements (the catalogue's large reductions) are split
+#: into about :data:`DASK_LARGE_CHUNKS` chunks along their first axis instead.
+DASK_SMALL = 4096
+DASK_LARGE_CHUNKS = 8
+
+
+def _dask_chunks(a: np.ndarray) -> Any:
+    """:data:`DASK_CHUNK` along every axis; a few chunks in all for a large array."""
+    if a.size <= DASK_SMALL or a.ndim == 0:
+        return DASK_CHUNK
+    return (max(DASK_CHUNK, -(-a.shape[0] // DASK_LARGE_CHUNKS)), *a.shape[1:])
 
 
 def _dask() -> Namespace:
@@ -92,7 +112,7 @@ def _dask() -> Namespace:
     return Namespace(
         "dask",
         xp,
-        lambda a: da.from_array(np.asarray(a), chunks=DASK_CHUNK),
+        lambda a: da.from_array(np.asarray(a), chunks=_dask_chunks(np.asarray(a))),
         lambda x: np.asarray(x.compute()),
     )
 

@@ -7,17 +7,17 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from .catalogue import REDUCTIONS, Case, elementwise, reduce, reference, register_cases, rng
+from .catalogue import REDUCTIONS, Case, elementwise, plus, reduce, reference, register_cases, rng
 
 
 def _kl_term(x: float, y: float, log_target: bool) -> float:
     if log_target:
-        return math.exp(y) * (y - x)
+        return math.exp(y) * plus(y, -x)
     if y == 0:
         return 0.0 - 0.0 * x  # 0 log 0 = 0; an infinite x still gives nan, as 0 * inf does
     if y < 0:
         return math.nan
-    return y * (math.log(y) - x)
+    return plus(y * math.log(y), -y * x)  # y log y - y x: inf - inf is nan, as torch gives
 
 
 @reference("kl_div")
@@ -31,10 +31,10 @@ def kl_div(input, target, reduction="mean", log_target=False):
 
 
 def _poisson_term(x: float, y: float, log_input: bool, full: bool, eps: float) -> float:
-    value = math.exp(x) - y * x if log_input else x - y * math.log(x + eps)
+    terms = [math.exp(x), -y * x] if log_input else [x, -y * math.log(x + eps)]
     if full and y > 1:
-        value += y * math.log(y) - y + 0.5 * math.log(2 * math.pi * y)
-    return value
+        terms += [y * math.log(y), -y, 0.5 * math.log(2 * math.pi * y)]
+    return plus(*terms)
 
 
 @reference("poisson_nll_loss")
@@ -54,8 +54,8 @@ def gaussian_nll_loss(input, target, var, full=False, eps=1e-6, reduction="mean"
 
     def term(x: float, y: float, v: float) -> float:
         v = max(v, eps)
-        value = 0.5 * (math.log(v) + (x - y) ** 2 / v)
-        return value + 0.5 * math.log(2 * math.pi) if full else value
+        constant = 0.5 * math.log(2 * math.pi) if full else 0.0
+        return plus(0.5 * math.log(v), 0.5 * (x - y) ** 2 / v, constant)
 
     return reduce(elementwise(term, input, target, var), reduction)
 

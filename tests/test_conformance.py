@@ -6,11 +6,13 @@ import io
 import json
 import subprocess
 import sys
+import warnings
 
 import array_api_strict
+import numpy as np
 import pytest
 
-from anyloss.conformance import catalogue, cli, namespaces, runner
+from anyloss.conformance import catalogue, cli, namespaces, runner, tolerances
 from anyloss.conformance.wrapped import wrap_namespace
 
 
@@ -42,7 +44,7 @@ def test_suite_passes_with_fast_paths_off_on_each_installed_library(backend, dty
 def test_catalogue_covers_every_public_loss():
     import anyloss
 
-    functions = {n for n in anyloss.__all__ if n[0].islower() and n.endswith(("loss", "kl_div"))}
+    functions = {n for n in anyloss.__all__ if n[0].islower() and n.endswith(("loss", "kl_div", "entropy"))}
     functions -= {"ctc_loss_and_grad"}
     covered = {case.loss for case in catalogue.cases()}
     assert functions <= covered, functions - covered
@@ -115,3 +117,82 @@ def test_info_lists_libraries_and_fast_paths():
     assert cli.main(["info"], out) == 0
     text = out.getvalue()
     assert "numpy" in text and "fast paths" in text
+
+
+# --- The tolerance model --------------------------------------------------------------
+
+
+def test_no_absolute_floor_hides_an_error_on_a_tiny_value():
+    """-log(1 - 1e-10) as log(1 + x) gives 1.00000008e-10: 80 times float64's rtol."""
+    assert not tolerances.within(np.asarray(1.00000008e-10), np.asarray(1e-10), "float64")
+    assert tolerances.within(np.asarray(1.0000000001e-10), np.asarray(1e-10), "float64")
+
+
+def test_a_sum_is_allowed_rtol_times_the_sum_of_its_absolute_terms():
+    expected, magnitude = np.asarray(1.0), np.asarray(2e6 + 1)  # 1e6 - 1e6 + 1
+    assert tolerances.within(np.asarray(1.0 + 1e-4), expected, "float64", magnitude)
+    assert not tolerances.within(np.asarray(1.0 + 1e-4), expected, "float64")
+    assert not tolerances.within(np.asarray(1.0 + 1e-2), expected, "float64", magnitude)
+
+
+def test_special_values_must_match_position_by_position():
+    nan, inf = float("nan"), float("inf")
+    expected = np.asarray([nan, inf, -inf, 0.0, -0.0, 4e-321, 1.0])
+    assert tolerances.within(expected.copy(), expected, "float64")
+    for position, wrong in enumerate([1.0, 1e308, -1e308, -0.0, 0.0, 0.0, nan]):
+        actual = expected.copy()
+        actual[position] = wrong
+        assert not tolerances.within(actual, expected, "float64"), position
+        assert tolerances.relative_error(actual, expected, "float64") == float("inf")
+    unsigned = expected.copy()
+    unsigned[3:5] = [-0.0, 0.0]
+    assert tolerances.within(unsigned, expected, "float64", signed_zeros=False)
+
+
+def test_a_subnormal_may_differ_in_its_last_units_but_not_vanish():
+    tiny = np.finfo(np.float64).smallest_subnormal
+    expected = np.asarray([750 * tiny])
+    assert tolerances.within(expected + tiny, expected, "float64")
+    assert not tolerances.within(expected + 10 * tiny, expected, "float64")
+    assert not tolerances.within(np.zeros(1), expected, "float64")
+
+
+def test_a_zero_from_cancelling_terms_is_judged_by_their_magnitude():
+    assert tolerances.within(np.asarray(1e-12), np.asarray(0.0), "float64", np.asarray(2e3))
+    assert not tolerances.within(np.asarray(1e-12), np.asarray(0.0), "float64")
+
+
+def test_references_report_the_magnitude_of_their_terms():
+    x, y = np.asarray([1.0, -1.0, 3.0]), np.asarray([0.5, 0.25, 0.0])
+    case = catalogue.Case("kl_div", {"input": x, "target": y}, {"reduction": "sum"})
+    want = runner.expected(case, "float64")
+    terms = [0.5 * (np.log(0.5) - 1.0), 0.25 * (np.log(0.25) + 1.0), 0.0]
+    assert want.value == pytest.approx(sum(terms), rel=1e-12)
+    # the sum of |y log y| + |y x| over the elements: each element's own terms count
+    assert want.magnitude == pytest.approx(0.5 * (-np.log(0.5) + 1.0)
+                                           + 0.25 * (-np.log(0.25) + 1.0), rel=1e-12)
+
+
+def _unreduced_cases():
+    return [c for c in catalogue.cases() if c.signed_zeros and not runner.is_reduced(c)]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_references_have_torch_s_signed_zeros(dtype):
+    """test_parity checks values, nan and inf against torch; this checks the sign of every zero
+    the suite judges (unreduced results), on the inputs rounded as the suite rounds them."""
+    torch = pytest.importorskip("torch")
+    import torch.nn.functional as F
+
+    wrong = []
+    for case in _unreduced_cases():
+        arrays = case.arrays_as(np.dtype(dtype))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            theirs = getattr(F, case.loss)(**{k: torch.from_numpy(a) for k, a in arrays.items()},
+                                           **case.options).detach().numpy()
+        ours = runner.expected(case, dtype).value
+        zeros = theirs == 0
+        if np.any(zeros & (np.signbit(theirs) != np.signbit(ours))):
+            wrong.append(case.id)
+    assert not wrong, wrong
