@@ -292,14 +292,10 @@ def linear_cross_entropy(
     func = "linear_cross_entropy"
     p = _check(func, input, linear_weight, target, linear_bias, weight, reduction,
                ignore_index, label_smoothing, options)
-    if _kernel_may_take(func, p, input, linear_weight, target, linear_bias, weight,
-                        reduction, label_smoothing):
-        loss = _registry.call("checked", func, p.xp, input, linear_weight, target,
-                              linear_bias=linear_bias, weight=weight, reduction=reduction,
-                              ignore_index=p.ignore_index, label_smoothing=label_smoothing,
-                              options=options if p.chunked else None)
-        if loss is not NotImplemented:
-            return loss
+    loss = _kernel_answer(func, p, input, linear_weight, target, linear_bias, weight,
+                          reduction, label_smoothing, options)
+    if loss is not NotImplemented:
+        return loss
     logits = _logits(p.xp, input, linear_weight, linear_bias, p.logits_shape)
     return cross_entropy(logits, target, weight, ignore_index=p.ignore_index,
                          reduction=reduction, label_smoothing=label_smoothing)
@@ -338,6 +334,20 @@ def _kernel_may_take(func: str, p: _Problem, input: Array, linear_weight: Array,
     _check_class_target(_Shape(p.logits_shape), target, weight)
     _check_class_indices(p.xp, target, linear_weight.shape[0], p.ignore_index)
     return True
+
+
+def _kernel_answer(func: str, p: _Problem, input: Array, linear_weight: Array,
+                   target: Array, linear_bias: Array | None, weight: Array | None,
+                   reduction: str, label_smoothing: float, options: Any) -> Any:
+    """The registry kernel's answer for a checked call of ``func``, or ``NotImplemented``
+    (no kernel, a decline, or probability targets: the written-once path's)."""
+    if not _kernel_may_take(func, p, input, linear_weight, target, linear_bias, weight,
+                            reduction, label_smoothing):
+        return NotImplemented
+    return _registry.call("checked", func, p.xp, input, linear_weight, target,
+                          linear_bias=linear_bias, weight=weight, reduction=reduction,
+                          ignore_index=p.ignore_index, label_smoothing=label_smoothing,
+                          options=options if p.chunked else None)
 
 
 @numpy_scalar_results
@@ -393,14 +403,10 @@ def linear_cross_entropy_and_grad(
     func = "linear_cross_entropy_and_grad"
     p = _check(func, input, linear_weight, target, linear_bias, weight, reduction,
                ignore_index, label_smoothing, options)
-    if _kernel_may_take(func, p, input, linear_weight, target, linear_bias, weight,
-                        reduction, label_smoothing):
-        result = _registry.call("checked", func, p.xp, input, linear_weight, target,
-                                linear_bias=linear_bias, weight=weight, reduction=reduction,
-                                ignore_index=p.ignore_index, label_smoothing=label_smoothing,
-                                options=options if p.chunked else None)
-        if result is not NotImplemented:
-            return result
+    result = _kernel_answer(func, p, input, linear_weight, target, linear_bias, weight,
+                            reduction, label_smoothing, options)
+    if result is not NotImplemented:
+        return result
     xp = p.xp
     logits = _logits(xp, input, linear_weight, linear_bias, p.logits_shape)
     loss, grad_logits = cross_entropy_and_grad(
