@@ -22,6 +22,7 @@ from anyloss import (
     regression,
 )
 from anyloss._registry import fast_path_level, fast_paths, fast_paths_enabled, set_fast_paths
+from anyloss._threads import get_threads, set_threads, threads
 from anyloss._version import __version__
 from anyloss.classes import *  # noqa: F403
 from anyloss.classification import *  # noqa: F403
@@ -44,7 +45,10 @@ __all__ = sorted(
         "fast_path_level",
         "fast_paths",
         "fast_paths_enabled",
+        "get_threads",
         "set_fast_paths",
+        "set_threads",
+        "threads",
         *classes.__all__,
     ]
 )

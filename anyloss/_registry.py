@@ -81,6 +81,9 @@ __all__ = [
     "fast_paths_enabled",
     "fast_path_level",
     "markdown_tables",
+    "CAPABILITIES",
+    "has",
+    "describe",
 ]
 
 STAGES = ("first", "checked", "block", "primitive")
@@ -114,6 +117,12 @@ class Kernel:
         ``'numba loop'``).
     accepts
         The calls it takes, in a few words; it declines every other one.
+    needs
+        A capability the engine needs, one of :data:`CAPABILITIES` (``'numba'``), or
+        ``''`` for none.
+    without
+        The engine that runs when ``needs`` is missing, or ``''`` when the kernel then
+        declines every call (and ``anyloss info`` leaves it out).
     """
 
     function: str
@@ -122,17 +131,52 @@ class Kernel:
     target: str
     engine: str
     accepts: str = "every call"
+    needs: str = ""
+    without: str = ""
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"unknown stage {self.stage!r}; expected one of {STAGES}")
         if self.target.count(":") != 1:
             raise ValueError(f"target must be 'module:attribute', got {self.target!r}")
+        if self.needs and self.needs not in CAPABILITIES:
+            raise ValueError(f"unknown capability {self.needs!r}; expected one of "
+                             f"{tuple(CAPABILITIES)}")
+        if self.without and not self.needs:
+            raise ValueError("a kernel with a fallback engine ('without') must name what the "
+                             "main engine needs ('needs')")
+
+    def engine_now(self) -> str | None:
+        """The engine that runs this kernel in this process, or ``None`` when the kernel
+        declines every call here (its capability is missing and it has no fallback)."""
+        if not self.needs or has(self.needs):
+            return self.engine
+        return self.without or None
 
     def load(self) -> Callable[..., Any]:
         """The implementation, importing its backend module on first use."""
         module, attribute = self.target.split(":")
         return getattr(importlib.import_module(f"anyloss.backends.{module}"), attribute)
+
+
+def _numba() -> tuple[bool, str]:
+    from anyloss.backends.numpy import compiled
+
+    return compiled.HAVE_NUMBA, compiled.describe()
+
+
+#: Capabilities an engine may need: name -> a function giving (present, description).
+CAPABILITIES: dict[str, Callable[[], tuple[bool, str]]] = {"numba": _numba}
+
+
+def has(capability: str) -> bool:
+    """Whether ``capability`` (a key of :data:`CAPABILITIES`) is present in this process."""
+    return CAPABILITIES[capability]()[0]
+
+
+def describe(capability: str) -> str:
+    """What this process has of ``capability``: its version and target, or why it is missing."""
+    return CAPABILITIES[capability]()[1]
 
 
 #: (function, library, stage) -> record; filled by :func:`declare` as the modules load.
@@ -330,7 +374,10 @@ def markdown_tables() -> str:
     """
     def loss_cell(k: Kernel) -> str:
         when = "first" if k.stage == "first" else "checked"
-        return f"{k.engine} ({when}; {k.accepts})"
+        fallback = ""
+        if k.needs:
+            fallback = f"; without {k.needs}: {k.without or 'declines'}"
+        return f"{k.engine} ({when}; {k.accepts}{fallback})"
 
     losses = _table(records(stage=("first", "checked")), "function", loss_cell)
     blocks = _table(records(stage="block"), "building block",

@@ -231,6 +231,9 @@ def _logits(xp: Any, input: Array, linear_weight: Array, linear_bias: Array | No
            "numpy.linear_cross_entropy:linear_cross_entropy",
            "row blocks of logits by BLAS, each reduced by the cross-entropy pass",
            "float32/64 (N, D) or (D,) input; (C, D) weight; class indices"),
+    Kernel("linear_cross_entropy", "dask", "checked", "dask:linear_cross_entropy",
+           "the NumPy kernel per row chunk, the weight one shared chunk",
+           "(N, D) input; (C, D) weight; class indices; known chunks"),
 )
 def linear_cross_entropy(
     input: Array,

@@ -3,6 +3,8 @@
 Each chunk calls the NumPy backend's kernels directly (not anyloss's public
 functions, whose checks ran once on the whole call), or, where one declines,
 the same recursion written in the array API (:mod:`anyloss._ctc_recursion`).
+A chunk's kernel runs on one thread (:func:`anyloss._threads.single_threaded`):
+Dask's scheduler already runs a chunk per core.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import numpy as np
 
 from anyloss import _ctc_recursion
 from anyloss._reduction import divide_or_nan
+from anyloss._threads import single_threaded
 from anyloss.backends.numpy import cross_entropy as numpy_cross_entropy
 from anyloss.backends.numpy import ctc as numpy_ctc
+from anyloss.backends.numpy import linear_cross_entropy as numpy_linear
 
 
 def _batch_chunked(log_probs, targets, input_lengths, target_lengths):
@@ -58,6 +62,7 @@ def _numpy_block(compute):
     either argument layout of :func:`_ctc_blocks` (padded targets, or concatenated
     labels with the samples' offsets)."""
 
+    @single_threaded
     def block(lp, tg, *rest):
         if len(rest) == 3:  # concatenated labels, offsets, input and target lengths
             starts, il, tl = rest
@@ -141,6 +146,7 @@ def _ce_elements(input, target, weight, ignore_index, label_smoothing):
     x, x_index, t, t_index, w_args = _ce_chunked(input, target, weight)
     n_classes = input.shape[1]
 
+    @single_threaded
     def losses(xb, tb, wb=None):
         return numpy_cross_entropy.cross_entropy_elements(
             xb, tb, wb, ignore_index=ignore_index, label_smoothing=label_smoothing)[0]
@@ -187,6 +193,7 @@ def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, la
     denominator = mean_weights.sum() if reduction == "mean" else da.ones((), dtype="float64")
     block_reduction = "mean" if reduction == "mean" else "sum"
 
+    @single_threaded
     def grad_block(xb, tb, d, wb=None):
         return numpy_cross_entropy.blocked_cross_entropy_and_grad(
             xb, tb, wb, ignore_index=ignore_index, reduction=block_reduction,
@@ -195,3 +202,55 @@ def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, la
     grad = da.blockwise(grad_block, x_index, x, x_index, t, t_index, denominator, (),
                         *w_args, dtype=input.dtype, concatenate=True)
     return _ce_reduce(elements, mean_weights, reduction, input.dtype), grad
+
+
+# --- linear_cross_entropy: the NumPy row-block kernel over row chunks --------------------
+
+
+def _whole(a):
+    """``a`` as one chunk (the weight and bias: every row chunk needs all of them)."""
+    return None if a is None else a.rechunk(-1)
+
+
+def _lce_declines(input, linear_weight, target) -> bool:
+    shapes = (*input.shape, *linear_weight.shape, *target.shape)
+    return (input.ndim != 2 or linear_weight.ndim != 2 or target.ndim != 1
+            or not np.issubdtype(target.dtype, np.integer)
+            or any(math.isnan(n) for n in shapes) or linear_weight.shape[0] == 0)
+
+
+def _lce_elements(input, linear_weight, target, linear_bias, weight, ignore_index,
+                  label_smoothing, options):
+    """Lazy per-row losses and 'mean' weights (float64, (N,)), one NumPy kernel call per
+    row chunk; the weight matrix is one chunk, shared by every block."""
+    x = input.rechunk({1: -1})
+    t = target.rechunk((x.chunks[0],))
+    extra = [a for a in (linear_bias, weight) if a is not None]
+    has_bias = linear_bias is not None
+
+    @single_threaded
+    def block(xb, tb, wb, *rest):
+        bias = rest[0] if has_bias else None
+        class_weight = rest[-1] if len(rest) > has_bias else None
+        losses, weights = numpy_linear.linear_cross_entropy_elements(
+            xb, wb, tb, bias, class_weight, ignore_index=ignore_index,
+            label_smoothing=label_smoothing, options=options)
+        return np.stack([losses, weights])
+
+    args = [x, "nd", t, "n", _whole(linear_weight), "cd"]
+    for a in extra:
+        args += [_whole(a), "c"]
+    both = da.blockwise(block, "kn", *args, new_axes={"k": 2}, concatenate=True,
+                        meta=np.empty((0, 0), dtype=np.float64))
+    return both[0], both[1]
+
+
+def linear_cross_entropy(input, linear_weight, target, *, linear_bias, weight, reduction,
+                         ignore_index, label_smoothing, options):
+    """The loss as a lazy Dask array: the NumPy row-block kernel (never the whole logits)
+    per row chunk of a 2-d input. Other shapes decline to the written-once path."""
+    if _lce_declines(input, linear_weight, target):
+        return NotImplemented
+    losses, weights = _lce_elements(input, linear_weight, target, linear_bias, weight,
+                                    ignore_index, label_smoothing, options)
+    return _ce_reduce(losses, weights, reduction, input.dtype)

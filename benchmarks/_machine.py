@@ -90,8 +90,23 @@ def cpu_model() -> str:
             or platform.processor() or platform.machine())
 
 
+def numba_target() -> str | None:
+    """numba's version and the CPU its LLVM compiles for (``'numba 0.68.1 for
+    sapphirerapids'``), or ``None`` without numba. Imports llvmlite, not numba."""
+    version = _version("numba")
+    if version is None:
+        return None
+    try:
+        import llvmlite.binding as llvm
+
+        return f"numba {version} for {llvm.get_host_cpu_name()}"
+    except Exception:  # an llvmlite that cannot tell
+        return f"numba {version}"
+
+
 def machine_line() -> str:
-    """One line: CPU model, cores (usable / present), SIMD level, Python, NumPy, torch."""
+    """One line: CPU model, cores (usable / present), SIMD level (NumPy's, and the CPU numba
+    compiles for), Python, NumPy, torch."""
     cores = os.cpu_count() or 0
     try:
         usable = len(os.sched_getaffinity(0))
@@ -104,6 +119,8 @@ def machine_line() -> str:
         version = _version(name)
         if version is not None:
             parts.append(f"{name} {version}")
+    target = numba_target()
+    parts.append(target if target is not None else "no numba (NumPy engines)")
     tuned = [f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
              if k in os.environ]
     if tuned:

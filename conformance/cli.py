@@ -176,8 +176,17 @@ def info(args: argparse.Namespace, out: TextIO) -> int:
         kernels = _registry.records(library=ns.name, stage=("first", "checked"))
         if not kernels:
             print(f"  {'':<18} kernels: none", file=out)
+        idle = []
         for k in kernels:
-            print(f"  {'':<18} {k.function} ({k.stage}): {k.engine}; {k.accepts}", file=out)
+            engine = k.engine_now()
+            if engine is None:
+                idle.append(k)
+                continue
+            why = f" [{_registry.describe(k.needs)}]" if k.needs else ""
+            print(f"  {'':<18} {k.function} ({k.stage}): {engine}{why}; {k.accepts}", file=out)
+        for need in sorted({k.needs for k in idle}):
+            names = ", ".join(k.function for k in idle if k.needs == need)
+            print(f"  {'':<18} off ({_registry.describe(need)}): {names}", file=out)
         blocks = [k.function for k in _registry.records(library=ns.name, stage="block")]
         if blocks:
             print(f"  {'':<18} building blocks: {', '.join(blocks)}", file=out)

@@ -176,6 +176,38 @@ def test_dask_stays_lazy():
     assert_close(value, expected, **FLOAT64)
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_dask_maps_the_numpy_kernel_over_row_chunks(monkeypatch, reduction):
+    """The Dask kernel: one NumPy kernel call per row chunk, each with the whole weight and
+    never more than its own rows; the result is torch's."""
+    import dask.array as da
+
+    from anyloss.backends.numpy import linear_cross_entropy as kernel
+
+    calls = []
+    original = kernel.linear_cross_entropy_elements
+
+    def spy(x, linear_weight, *args, **kwargs):
+        calls.append((x.shape, linear_weight.shape))
+        return original(x, linear_weight, *args, **kwargs)
+
+    monkeypatch.setattr(kernel, "linear_cross_entropy_elements", spy)
+    x, w, b, t, class_weight = _problem(1, n=40)
+    t = t.copy()
+    t[:3] = -100
+    loss = anyloss.linear_cross_entropy(
+        da.from_array(x, chunks=(15, 2)), da.from_array(w, chunks=3), da.from_array(t, chunks=15),
+        linear_bias=da.from_array(b, chunks=3), weight=da.from_array(class_weight, chunks=4),
+        reduction=reduction, label_smoothing=0.1)
+    value = np.asarray(loss.compute())
+    expected, _ = _torch_loss_and_grads(x, w, t, {"linear_bias": b, "weight": class_weight,
+                                                  "reduction": reduction,
+                                                  "label_smoothing": 0.1})
+    assert_close(value, expected, **FLOAT64)
+    assert sorted(shape[0] for shape, _ in calls) == [10, 15, 15]
+    assert {weight_shape for _, weight_shape in calls} == {w.shape}
+
+
 # --- the NumPy kernel ------------------------------------------------------------------------
 
 

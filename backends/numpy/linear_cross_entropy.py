@@ -33,7 +33,12 @@ from anyloss.backends.numpy.cross_entropy import (
 )
 from anyloss.backends.numpy.results import reduced_result
 
-__all__ = ["linear_cross_entropy", "linear_cross_entropy_and_grad", "SCRATCH_BYTES"]
+__all__ = [
+    "linear_cross_entropy",
+    "linear_cross_entropy_and_grad",
+    "linear_cross_entropy_elements",
+    "SCRATCH_BYTES",
+]
 
 #: The logits block's budget when the options leave the rows to the kernel (64 MiB):
 #: under 2% of the float32 logits of an 8192 x 128256 problem, and large enough that
@@ -81,6 +86,26 @@ def _finish(losses, total_weight, reduction, dtype, unbatched):
                           dtype)
 
 
+def linear_cross_entropy_elements(x, linear_weight, target, linear_bias, weight, *,
+                                  ignore_index, label_smoothing, options):
+    """Per-row losses and their 'mean' weights, both float64 ``(N,)``, of ``x`` ``(N, D)``
+    (one matmul by row blocks into a reused scratch; see the module docstring). The Dask
+    backend maps this over row chunks."""
+    n = x.shape[0]
+    c = linear_weight.shape[0]
+    rows = _rows(n, x.shape[1], c, x.dtype.itemsize, options)
+    scratch = np.empty((rows, c), dtype=x.dtype)
+    losses = np.empty(n, dtype=np.float64)
+    weights = np.empty(n, dtype=np.float64)
+    for r0 in range(0, n, rows):
+        r1 = min(r0 + rows, n)
+        logits = _block_logits(x[r0:r1], linear_weight, linear_bias, scratch[: r1 - r0])
+        losses[r0:r1], weights[r0:r1] = cross_entropy_elements(
+            logits, target[r0:r1], weight, ignore_index=ignore_index,
+            label_smoothing=label_smoothing)
+    return losses, weights
+
+
 def linear_cross_entropy(input, linear_weight, target, *, linear_bias, weight, reduction,
                          ignore_index, label_smoothing, options):
     """The loss by row blocks of logits (see the module docstring), or ``NotImplemented``."""
@@ -88,20 +113,10 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias, weight, r
     if problem is None:
         return NotImplemented
     x, w, b, t, class_weight = problem
-    n, d = x.shape
-    c = w.shape[0]
-    rows = _rows(n, d, c, x.dtype.itemsize, options)
-    scratch = np.empty((rows, c), dtype=x.dtype)
-    losses = np.empty(n, dtype=np.float64)
-    total_weight = 0.0
-    for r0 in range(0, n, rows):
-        r1 = min(r0 + rows, n)
-        logits = _block_logits(x[r0:r1], w, b, scratch[: r1 - r0])
-        elements, weights = cross_entropy_elements(logits, t[r0:r1], class_weight,
-                                                   ignore_index=ignore_index,
-                                                   label_smoothing=label_smoothing)
-        losses[r0:r1] = elements
-        total_weight += float(np.sum(weights, dtype=np.float64))
+    losses, weights = linear_cross_entropy_elements(
+        x, w, t, b, class_weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
+        options=options)
+    total_weight = float(np.sum(weights, dtype=np.float64))
     return _finish(losses, total_weight, reduction, x.dtype, input.ndim == 1)
 
 
