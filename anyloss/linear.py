@@ -365,6 +365,10 @@ def _kernel_answer(func: str, p: _Problem, input: Array, linear_weight: Array,
            "numpy.linear_cross_entropy:linear_cross_entropy_and_grad",
            "row blocks: logits by BLAS, the pass's gradient, two BLAS products",
            "float32/64 (N, D) or (D,) input; (C, D) weight; class indices"),
+    Kernel("linear_cross_entropy_and_grad", "dask", "checked",
+           "dask:linear_cross_entropy_and_grad",
+           "the NumPy kernel per row chunk; partial weight gradients summed by a tree",
+           "(N, D) input; (C, D) weight; class indices; known chunks"),
 )
 def linear_cross_entropy_and_grad(
     input: Array,

@@ -254,3 +254,59 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias, weight, r
     losses, weights = _lce_elements(input, linear_weight, target, linear_bias, weight,
                                     ignore_index, label_smoothing, options)
     return _ce_reduce(losses, weights, reduction, input.dtype)
+
+
+def linear_cross_entropy_and_grad(input, linear_weight, target, *, linear_bias, weight,
+                                  reduction, ignore_index, label_smoothing, options):
+    """Lazy ``(loss, grad_input, grad_weight, grad_bias)``: per row chunk, one call of the
+    NumPy row-block gradient kernel with the whole problem's scale (a lazy scalar from the
+    targets), packed into one block (the chunk's gradient rows with its losses in an extra
+    column, then its partial weight and bias gradients); the partial weight gradients of
+    the chunks are summed by Dask's tree reduction."""
+    if _lce_declines(input, linear_weight, target):
+        return NotImplemented
+    x = input.rechunk({1: -1})
+    t = target.rechunk((x.chunks[0],))
+    n_classes, d = linear_weight.shape
+    has_bias = linear_bias is not None
+    class_weight = _whole(weight)
+    w_args = [] if class_weight is None else [class_weight, "c"]
+
+    def mean_weights(tb, wb=None):
+        return numpy_cross_entropy.cross_entropy_targets(tb, wb, n_classes, ignore_index)[3]
+
+    w_y = da.blockwise(mean_weights, "n", t, "n", *w_args, dtype="float64", concatenate=True)
+    total_weight = w_y.sum()
+
+    @single_threaded
+    def block(xb, tb, total, wb, *rest):
+        bias = rest[0] if has_bias else None
+        cw = rest[-1] if len(rest) > has_bias else None
+        scale = numpy_linear.gradient_scale(float(total), reduction)
+        losses, gi, gw, gb = numpy_linear.linear_cross_entropy_grads(
+            xb, wb, tb, bias, cw, ignore_index=ignore_index, label_smoothing=label_smoothing,
+            options=options, scale=scale)
+        nb = xb.shape[0]
+        out = np.empty((nb + n_classes, d + 1), dtype=xb.dtype)
+        out[:nb, :d] = gi
+        out[:nb, d] = losses
+        out[nb:, :d] = gw
+        out[nb:, d] = 0.0 if gb is None else gb
+        return out
+
+    args = [x, "nd", t, "n", total_weight, (), _whole(linear_weight), "cd"]
+    if has_bias:
+        args += [_whole(linear_bias), "c"]
+    args += w_args
+    packed = da.blockwise(block, "nd", *args, concatenate=True, dtype=input.dtype,
+                          adjust_chunks={"n": lambda nb: nb + n_classes, "d": lambda _: d + 1},
+                          meta=np.empty((0, 0), dtype=input.dtype))
+    blocks = [packed.blocks[i] for i in range(packed.numblocks[0])]
+    rows = x.chunks[0]
+    grad_input = da.concatenate([b[:nb, :d] for b, nb in zip(blocks, rows, strict=True)])
+    losses = da.concatenate([b[:nb, d] for b, nb in zip(blocks, rows, strict=True)])
+    tails = da.stack([b[nb:] for b, nb in zip(blocks, rows, strict=True)]).sum(axis=0)
+    grad_weight = tails[:, :d]
+    grad_bias = tails[:, d] if has_bias else None
+    loss = _ce_reduce(losses.astype("float64"), w_y, reduction, input.dtype)
+    return loss, grad_input, grad_weight, grad_bias

@@ -208,6 +208,43 @@ def test_dask_maps_the_numpy_kernel_over_row_chunks(monkeypatch, reduction):
     assert {weight_shape for _, weight_shape in calls} == {w.shape}
 
 
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_dask_gradients_map_the_numpy_kernel_over_row_chunks(monkeypatch, reduction):
+    """linear_cross_entropy_and_grad on Dask: lazy until computed, one NumPy gradient call
+    per row chunk (with the whole weight), values and gradients torch's."""
+    import dask
+    import dask.array as da
+
+    from anyloss.backends.numpy import linear_cross_entropy as kernel
+
+    calls = []
+    original = kernel.linear_cross_entropy_grads
+
+    def spy(x, linear_weight, *args, **kwargs):
+        calls.append((x.shape, linear_weight.shape))
+        return original(x, linear_weight, *args, **kwargs)
+
+    monkeypatch.setattr(kernel, "linear_cross_entropy_grads", spy)
+    x, w, b, t, class_weight = _problem(2, n=40)
+    kwargs = {"linear_bias": b, "weight": class_weight, "reduction": reduction,
+              "label_smoothing": 0.1}
+    scheduler = CountingScheduler()
+    with dask.config.set(scheduler=scheduler):
+        got = anyloss.linear_cross_entropy_and_grad(
+            da.from_array(x, chunks=(15, 2)), da.from_array(w, chunks=3),
+            da.from_array(t, chunks=15), **{k: da.from_array(v, chunks=4)
+                                            if isinstance(v, np.ndarray) else v
+                                            for k, v in kwargs.items()})
+        assert scheduler.computes == 0
+        got = dask.compute(*got)
+    expected, grads = _torch_loss_and_grads(x, w, t, kwargs)
+    assert_close(np.asarray(got[0]), expected, **FLOAT64)
+    for a, e in zip(got[1:], grads, strict=True):
+        assert_close(np.asarray(a), e, **FLOAT64)
+    assert sorted(shape[0] for shape, _ in calls) == [10, 15, 15]
+    assert {weight_shape for _, weight_shape in calls} == {w.shape}
+
+
 # --- the NumPy kernel ------------------------------------------------------------------------
 
 

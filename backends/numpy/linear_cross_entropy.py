@@ -37,6 +37,8 @@ __all__ = [
     "linear_cross_entropy",
     "linear_cross_entropy_and_grad",
     "linear_cross_entropy_elements",
+    "linear_cross_entropy_grads",
+    "gradient_scale",
     "SCRATCH_BYTES",
 ]
 
@@ -120,6 +122,52 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias, weight, r
     return _finish(losses, total_weight, reduction, x.dtype, input.ndim == 1)
 
 
+def linear_cross_entropy_grads(x, linear_weight, target, linear_bias, weight, *,
+                               ignore_index, label_smoothing, options, scale):
+    """Per-row losses (float64 ``(N,)``) and the gradients of ``scale * sum(losses)`` with
+    respect to ``x`` ``(N, D)``, the weight ``(C, D)`` and the bias (float64 ``(C,)``, or
+    ``None`` without one), by row blocks (see the module docstring). The Dask backend maps
+    this over row chunks, with the whole problem's ``scale``."""
+    n, d = x.shape
+    c = linear_weight.shape[0]
+    dtype = x.dtype
+    rows = _rows(n, d, c, 2 * dtype.itemsize, options)  # two blocks: logits and G_r
+    logits_scratch = np.empty((rows, c), dtype=dtype)
+    grad_scratch = np.empty((rows, c), dtype=dtype)
+    cols = max(1, min(c, SCRATCH_BYTES // max(1, 4 * d * dtype.itemsize)))
+    weight_part = np.empty((cols, d), dtype=dtype)
+    losses = np.empty(n, dtype=np.float64)
+    grad_input = np.empty_like(x)
+    grad_weight = np.zeros_like(linear_weight)
+    grad_bias = None if linear_bias is None else np.zeros(c, dtype=np.float64)
+    for r0 in range(0, n, rows):
+        r1 = min(r0 + rows, n)
+        x_rows = x[r0:r1]
+        logits = _block_logits(x_rows, linear_weight, linear_bias, logits_scratch[: r1 - r0])
+        g = grad_scratch[: r1 - r0]
+        losses[r0:r1] = cross_entropy_rows(logits, target[r0:r1], weight,
+                                           ignore_index=ignore_index,
+                                           label_smoothing=label_smoothing,
+                                           gradient_scale=scale, out=g)
+        np.matmul(g, linear_weight, out=grad_input[r0:r1])
+        for c0 in range(0, c, cols):  # grad_weight += G_r.T @ x_r, a class block at a time
+            c1 = min(c0 + cols, c)
+            part = weight_part[: c1 - c0]
+            np.matmul(g[:, c0:c1].T, x_rows, out=part)
+            grad_weight[c0:c1] += part
+        if grad_bias is not None:
+            grad_bias += np.sum(g, axis=0, dtype=np.float64)
+    return losses, grad_input, grad_weight, grad_bias
+
+
+def gradient_scale(total_weight: float, reduction: str) -> float:
+    """d(result)/d(sum of losses): ``1 / total_weight`` for the mean (nan when it is 0, as
+    torch's 0/0), else 1 (the sum; and 'none', whose gradient is of the sum)."""
+    if reduction != "mean":
+        return 1.0
+    return 1.0 / total_weight if total_weight != 0 else math.nan
+
+
 def linear_cross_entropy_and_grad(input, linear_weight, target, *, linear_bias, weight,
                                   reduction, ignore_index, label_smoothing, options):
     """``(loss, grad_input, grad_weight, grad_bias)`` by row blocks (see the module
@@ -128,42 +176,12 @@ def linear_cross_entropy_and_grad(input, linear_weight, target, *, linear_bias, 
     if problem is None:
         return NotImplemented
     x, w, b, t, class_weight = problem
-    n, d = x.shape
-    c = w.shape[0]
-    dtype = x.dtype
-    _, _, _, w_y = cross_entropy_targets(t, class_weight, c, ignore_index)
+    _, _, _, w_y = cross_entropy_targets(t, class_weight, w.shape[0], ignore_index)
     total_weight = float(np.sum(w_y, dtype=np.float64))
-    # The gradient of the result: of the mean, or of the sum (also for 'none').
-    denominator = total_weight if reduction == "mean" else 1.0
-    scale = (1.0 / denominator) if denominator != 0 else math.nan
-
-    rows = _rows(n, d, c, 2 * dtype.itemsize, options)  # two blocks: logits and G_r
-    logits_scratch = np.empty((rows, c), dtype=dtype)
-    grad_scratch = np.empty((rows, c), dtype=dtype)
-    cols = max(1, min(c, SCRATCH_BYTES // max(1, 4 * d * dtype.itemsize)))
-    weight_part = np.empty((cols, d), dtype=dtype)
-    losses = np.empty(n, dtype=np.float64)
-    grad_input = np.empty_like(x)
-    grad_weight = np.zeros_like(w)
-    grad_bias = None if b is None else np.zeros(c, dtype=np.float64)
-    for r0 in range(0, n, rows):
-        r1 = min(r0 + rows, n)
-        x_rows = x[r0:r1]
-        logits = _block_logits(x_rows, w, b, logits_scratch[: r1 - r0])
-        g = grad_scratch[: r1 - r0]
-        losses[r0:r1] = cross_entropy_rows(logits, t[r0:r1], class_weight,
-                                           ignore_index=ignore_index,
-                                           label_smoothing=label_smoothing,
-                                           gradient_scale=scale, out=g)
-        np.matmul(g, w, out=grad_input[r0:r1])
-        for c0 in range(0, c, cols):  # grad_weight += G_r.T @ x_r, a class block at a time
-            c1 = min(c0 + cols, c)
-            part = weight_part[: c1 - c0]
-            np.matmul(g[:, c0:c1].T, x_rows, out=part)
-            grad_weight[c0:c1] += part
-        if grad_bias is not None:
-            grad_bias += np.sum(g, axis=0, dtype=np.float64)
-    loss = _finish(losses, total_weight, reduction, dtype, input.ndim == 1)
+    losses, grad_input, grad_weight, grad_bias = linear_cross_entropy_grads(
+        x, w, t, b, class_weight, ignore_index=ignore_index, label_smoothing=label_smoothing,
+        options=options, scale=gradient_scale(total_weight, reduction))
+    loss = _finish(losses, total_weight, reduction, x.dtype, input.ndim == 1)
     if grad_bias is not None:
-        grad_bias = grad_bias.astype(dtype)
+        grad_bias = grad_bias.astype(x.dtype)
     return loss, grad_input.reshape(input.shape), grad_weight, grad_bias
