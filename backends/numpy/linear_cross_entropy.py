@@ -46,6 +46,8 @@ __all__ = [
 #: under 2% of the float32 logits of an 8192 x 128256 problem, and large enough that
 #: each matmul keeps BLAS busy.
 SCRATCH_BYTES = 64 << 20
+#: The class block of the weight gradient's partial product (before it is added in).
+WEIGHT_PART_BYTES = 16 << 20
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
 
 
@@ -134,7 +136,7 @@ def linear_cross_entropy_grads(x, linear_weight, target, linear_bias, weight, *,
     rows = _rows(n, d, c, 2 * dtype.itemsize, options)  # two blocks: logits and G_r
     logits_scratch = np.empty((rows, c), dtype=dtype)
     grad_scratch = np.empty((rows, c), dtype=dtype)
-    cols = max(1, min(c, SCRATCH_BYTES // max(1, 4 * d * dtype.itemsize)))
+    cols = max(1, min(c, WEIGHT_PART_BYTES // max(1, d * dtype.itemsize)))
     weight_part = np.empty((cols, d), dtype=dtype)
     losses = np.empty(n, dtype=np.float64)
     grad_input = np.empty_like(x)
