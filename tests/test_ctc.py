@@ -274,3 +274,115 @@ def test_dask_concatenated_targets_by_batch_chunk(batch_chunk):
     expected, expected_grad = _torch_loss_and_grad(lp, labels, il, tl, reduction="none")
     np.testing.assert_allclose(loss.compute(), expected, rtol=1e-10)
     np.testing.assert_allclose(grad.compute(), expected_grad, rtol=1e-8, atol=1e-10)
+
+
+# --- the compiled kernels: rescaled, block-scaled and log-space paths --------------------
+
+
+def _kernels():
+    from anyloss.backends.numpy import compiled
+
+    if not compiled.HAVE_NUMBA:
+        pytest.skip("numba is not installed")
+    from anyloss.backends.numpy import ctc as numpy_ctc
+
+    return numpy_ctc, compiled.load("ctc")
+
+
+def _peaky_case(seed, T, N, C, S, scale, dtype=np.float64):
+    g = np.random.default_rng(seed)
+    x = g.standard_normal((T, N, C)) * scale
+    lp = (x - np.log(np.exp(x).sum(-1, keepdims=True))).astype(dtype)
+    return lp, g.integers(1, C, (N, S)), np.full(N, T), np.full(N, S)
+
+
+@pytest.mark.parametrize("scale, scaled_ok", [(1.0, True), (3.0, False)])
+def test_kernel_paths_agree(scale, scaled_ok):
+    """The rescaled and block-scaled recursions give the log-space recursion's loss and
+    gradient; with peaky log-probabilities (scale 3) the single-scale path declines (its
+    band spans more than float64's range) and the block-scaled path still answers."""
+    numpy_ctc, kernels = _kernels()
+    T, N, C, S = 400, 2, 40, 80
+    lp, targets, il, tl = _peaky_case(20, T, N, C, S, scale)
+    _, probs, ext, skipf, _, _, _, _ = numpy_ctc._compiled_arguments(lp, targets, il, tl, 0, S)
+    K = 2 * S + 1
+    for n in range(N):
+        reference = np.zeros_like(lp)
+        ll_log = kernels.gradient_log(lp, n, ext[n], skipf[n], T, K, reference)
+        scaled, blocks = np.zeros_like(lp), np.zeros_like(lp)
+        ll_scaled = kernels.gradient_scaled(lp, probs, n, ext[n], skipf[n], T, K, scaled)
+        ll_blocks = kernels.gradient_blocks(lp, probs, n, ext[n], skipf[n], T, K, blocks)
+        assert np.isnan(ll_scaled) != scaled_ok
+        assert np.isfinite(ll_blocks)
+        assert ll_blocks == pytest.approx(ll_log, rel=1e-13)
+        np.testing.assert_allclose(blocks[:, n], reference[:, n], rtol=1e-8, atol=1e-11)
+        if scaled_ok:
+            assert ll_scaled == pytest.approx(ll_log, rel=1e-13)
+            np.testing.assert_allclose(scaled[:, n], reference[:, n], rtol=1e-8, atol=1e-11)
+        fw = kernels.block_forward(probs, n, ext[n], skipf[n], T, K, np.empty((0, 0)),
+                                   np.empty((0, 0)))
+        assert fw == pytest.approx(ll_log, rel=1e-13)
+
+
+@pytest.mark.parametrize("scale", [1.0, 3.0, 8.0])
+def test_long_and_peaky_match_torch(scale):
+    """Every path of the kernels (rescaled, block-scaled, log space for scale 8) gives
+    torch's loss and gradient in float64, lengths unsorted and a blank that is not 0."""
+    _kernels()
+    T, N, C, S = 300, 4, 12, 60
+    lp, targets, il, tl = _peaky_case(21, T, N, C, S, scale)
+    targets = np.where(targets == 5, 0, targets)  # blank=5: label 0 is an ordinary class
+    il, tl = np.array([200, 300, 150, 299]), np.array([60, 40, 60, 1])
+    expected_loss, expected_grad = _torch_loss_and_grad(lp, targets, il, tl, blank=5,
+                                                        reduction="sum")
+    loss, grad = anyloss.ctc_loss_and_grad(lp, targets, il, tl, blank=5, reduction="sum")
+    np.testing.assert_allclose(loss, expected_loss.sum(), rtol=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-7, atol=1e-10)
+    forward = anyloss.ctc_loss(lp, targets, il, tl, blank=5, reduction="none")
+    expected = F.ctc_loss(*(torch.tensor(a) for a in (lp, targets, il, tl)), blank=5,
+                          reduction="none").numpy()
+    np.testing.assert_allclose(forward, expected, rtol=1e-12)
+
+
+def test_results_do_not_depend_on_threads():
+    _kernels()
+    lp, targets, il, tl = _peaky_case(22, 200, 5, 20, 40, 2.0)
+    il = np.array([200, 120, 180, 60, 199])
+    results = []
+    for n in (1, 2, 3):
+        with anyloss.threads(n):
+            loss = anyloss.ctc_loss(lp, targets, il, tl, reduction="none")
+            results.append((loss, *anyloss.ctc_loss_and_grad(lp, targets, il, tl)))
+    for other in results[1:]:
+        for a, b in zip(results[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_minus_inf_log_probs_as_torch():
+    """A class with log-probability -inf: torch's gradient is nan there (``exp(lp) -
+    exp(... - lp)``); on a label in the band the loss follows the remaining paths."""
+    _kernels()
+    lp, targets, il, tl = _random_case(23)
+    lp = lp.copy()
+    lp[3, 0, 5] = -np.inf  # a class that sample 0 may not use at frame 3
+    lp[:, 4, 0] = -np.inf  # sample 4 (empty target) cannot emit blank: impossible
+    expected_loss, expected_grad = _torch_loss_and_grad(lp, targets, il, tl, reduction="none")
+    loss, grad = anyloss.ctc_loss_and_grad(lp, targets, il, tl, reduction="none")
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-12)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-9, atol=1e-12)
+    assert np.isnan(grad[3, 0, 5]) and loss[4] == np.inf
+
+
+def test_float32_grad_in_float32():
+    _kernels()
+    lp, targets, il, tl = _peaky_case(24, 500, 3, 30, 100, 1.0, dtype=np.float32)
+    il = np.array([500, 450, 400])
+    loss, grad = anyloss.ctc_loss_and_grad(lp, targets, il, tl, reduction="none")
+    assert loss.dtype == np.float32 and grad.dtype == np.float32
+    # The recursions run in float64 (torch's float32 kernel runs in float32 log space, whose
+    # gradient is off by ~1e-4 at these lengths): compare with torch in float64.
+    expected_loss, expected_grad = _torch_loss_and_grad(lp.astype(np.float64), targets, il, tl,
+                                                        reduction="none")
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-6)
+    np.testing.assert_allclose(grad, expected_grad, rtol=1e-4, atol=1e-6)
+    assert np.all(grad[450:, 1] == 0) and np.all(grad[400:, 2] == 0)

@@ -1,10 +1,12 @@
 """CTC on NumPy arrays: the compiled kernels, or log space vectorised without numba.
 
-With numba (:mod:`.compiled.ctc`), one sample per thread: the forward pass in
-rescaled probability space (Graves et al., 2006, section 4.1), and the log-space
-alpha-beta recursion for the gradient. Without numba, the forward pass runs in
-log space vectorised over batch and states, and the gradient declines to the
-generic array-API alpha-beta recursion (:func:`anyloss._ctc_recursion.losses_and_grad`).
+With numba (:mod:`.compiled.ctc`), one sample per thread, longest samples first:
+the loss, and the loss with torch's gradient, by the alpha-beta recursions in
+rescaled probability space (Graves et al., 2006, sections 4.1-4.2), each sample
+recomputed in log space where rescaling could lose digits. Without numba, the
+forward pass runs in log space vectorised over batch and states, and the
+gradient declines to the generic array-API alpha-beta recursion
+(:func:`anyloss._ctc_recursion.losses_and_grad`).
 
 The labels are extended with blanks by anyloss's own
 :func:`anyloss._ctc_recursion.extended_labels`, on NumPy arrays.
@@ -12,10 +14,13 @@ The labels are extended with blanks by anyloss's own
 
 from __future__ import annotations
 
+import concurrent.futures
+
 import array_api_compat.numpy as npx
 import numpy as np
 
 from anyloss import _ctc_recursion
+from anyloss._threads import get_threads
 from anyloss.backends.numpy import compiled
 
 __all__ = ["ctc_loss", "ctc_loss_and_grad"]
@@ -30,17 +35,76 @@ def _labels(targets, target_lengths, max_target_length, blank, n_classes):
     return (np.ascontiguousarray(ext, dtype=np.int64), np.ascontiguousarray(skip))
 
 
+def _compiled_arguments(log_probs, targets, input_lengths, target_lengths, blank,
+                        max_target_length):
+    """The arrays the compiled kernels take (see :mod:`.compiled.ctc`): ``log_probs`` as
+    float32/float64 in its own layout, ``probs = exp(log_probs)``, ``ext`` (N, W + 2)
+    int64 (blank-padded), ``skipf`` (N, W + 2) float64, ``il``,
+    ``tl`` int64, the samples longest first, and the number of parallel slots."""
+    ext, skip = _labels(targets, target_lengths, max_target_length, blank, log_probs.shape[2])
+    il = np.ascontiguousarray(input_lengths, dtype=np.int64)
+    tl = np.ascontiguousarray(target_lengths, dtype=np.int64)
+    batch = il.shape[0]
+    width = skip.shape[1]
+    skipf = np.zeros((batch, width + 2))
+    skipf[:, :width] = skip
+    padded = np.full((batch, width + 2), blank, dtype=np.int64)  # the kernels read s + 2
+    padded[:, :width] = ext
+    ext = padded
+    # The work of a sample grows as frames x states: the longest first, dealt round-robin.
+    order = np.argsort(-(il * (2 * tl + 1)), kind="stable").astype(np.int64)
+    import numba  # only reached with numba installed
+
+    slots = max(1, min(get_threads(), numba.config.NUMBA_NUM_THREADS, batch))
+    return log_probs, _exp(log_probs), ext, skipf, il, tl, order, slots
+
+
+#: Inputs of at least this many elements get their ``exp`` on get_threads() threads.
+_THREADED_EXP = 1 << 20
+
+
+def _exp(log_probs):
+    """``exp(log_probs)`` in the input's dtype (float32 keeps the precision float32
+    log-probabilities carry), by NumPy's SIMD exp, over the frames split between
+    :func:`anyloss.get_threads` threads for large inputs (NumPy releases the GIL)."""
+    probs = np.empty(log_probs.shape, dtype=log_probs.dtype)
+    workers = min(get_threads(), log_probs.shape[0])
+    if workers < 2 or log_probs.size < _THREADED_EXP:
+        return np.exp(log_probs, out=probs)
+    bounds = np.linspace(0, log_probs.shape[0], workers + 1).astype(int)
+
+    def part(k):
+        np.exp(log_probs[bounds[k]:bounds[k + 1]], out=probs[bounds[k]:bounds[k + 1]])
+
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(part, range(workers)))
+    return probs
+
+
+def _float(log_probs):
+    """``log_probs`` as float32 or float64 (what the kernels compile for), or None."""
+    if log_probs.dtype in (np.float32, np.float64):
+        return log_probs
+    return None
+
+
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, *, blank, zero_infinity,
              max_target_length):
-    """Per-sample CTC losses (N,) in ``log_probs``'s dtype."""
-    ext, skip = _labels(targets, target_lengths, max_target_length, blank, log_probs.shape[2])
-    il = np.asarray(input_lengths, dtype=np.int64)
-    tl = np.asarray(target_lengths, dtype=np.int64)
-    if compiled.HAVE_NUMBA:
-        probs = np.exp(log_probs, dtype=np.float64)
-        losses = np.empty(il.shape[0], dtype=np.float64)
-        compiled.load("ctc").forward(log_probs, probs, ext, skip, il, tl, losses)
+    """Per-sample CTC losses (N,) in ``log_probs``'s dtype.
+
+    ``log_probs`` (T, N, C); ``targets`` padded (N, S) or concatenated; lengths (N,).
+    The loss of an impossible alignment is inf (0 with ``zero_infinity``).
+    """
+    if compiled.HAVE_NUMBA and _float(log_probs) is not None:
+        args = _compiled_arguments(log_probs, targets, input_lengths, target_lengths, blank,
+                                   max_target_length)
+        losses = np.empty(args[4].shape[0], dtype=np.float64)
+        compiled.load("ctc").forward(*args, losses)
     else:
+        ext, skip = _labels(targets, target_lengths, max_target_length, blank,
+                            log_probs.shape[2])
+        il = np.asarray(input_lengths, dtype=np.int64)
+        tl = np.asarray(target_lengths, dtype=np.int64)
         losses = _vectorized_forward(log_probs, ext, skip, il, tl)
     if zero_infinity:
         losses = np.where(losses == np.inf, 0.0, losses)
@@ -49,18 +113,20 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, *, blank, zero_i
 
 def ctc_loss_and_grad(log_probs, targets, input_lengths, target_lengths, *, blank,
                       zero_infinity, max_target_length):
-    """Per-sample losses (N,) and torch's gradient of their sum (T, N, C), by alpha-beta."""
-    if not compiled.HAVE_NUMBA:
+    """Per-sample losses (N,) and torch's gradient of their sum (T, N, C), both in
+    ``log_probs``'s dtype, by the rescaled alpha-beta recursions; NotImplemented
+    without numba. The gradient is 0 past each input length, nan (0 with
+    ``zero_infinity``) for an impossible alignment."""
+    if not compiled.HAVE_NUMBA or _float(log_probs) is None:
         return NotImplemented
-    ext, skip = _labels(targets, target_lengths, max_target_length, blank, log_probs.shape[2])
-    il = np.asarray(input_lengths, dtype=np.int64)
-    tl = np.asarray(target_lengths, dtype=np.int64)
-    losses = np.empty(il.shape[0], dtype=np.float64)
-    grad = np.zeros(log_probs.shape, dtype=np.float64)
-    compiled.load("ctc").gradient(log_probs, ext, skip, il, tl, bool(zero_infinity), losses, grad)
+    args = _compiled_arguments(log_probs, targets, input_lengths, target_lengths, blank,
+                               max_target_length)
+    losses = np.empty(args[4].shape[0], dtype=np.float64)
+    grad = np.empty(log_probs.shape, dtype=log_probs.dtype)
+    compiled.load("ctc").gradient(*args, bool(zero_infinity), losses, grad)
     if zero_infinity:
         losses = np.where(losses == np.inf, 0.0, losses)
-    return losses.astype(log_probs.dtype, copy=False), grad.astype(log_probs.dtype, copy=False)
+    return losses.astype(log_probs.dtype, copy=False), grad
 
 
 def _vectorized_forward(log_probs, ext, skip, il, tl):
