@@ -14,8 +14,6 @@ The labels are extended with blanks by anyloss's own
 
 from __future__ import annotations
 
-import concurrent.futures
-
 import array_api_compat.numpy as npx
 import numpy as np
 
@@ -59,25 +57,11 @@ def _compiled_arguments(log_probs, targets, input_lengths, target_lengths, blank
     return log_probs, _exp(log_probs), ext, skipf, il, tl, order, slots
 
 
-#: Inputs of at least this many elements get their ``exp`` on get_threads() threads.
-_THREADED_EXP = 1 << 20
-
-
 def _exp(log_probs):
     """``exp(log_probs)`` in the input's dtype (float32 keeps the precision float32
-    log-probabilities carry), by NumPy's SIMD exp, over the frames split between
-    :func:`anyloss.get_threads` threads for large inputs (NumPy releases the GIL)."""
+    log-probabilities carry), by the compiled vectorised exp on get_threads() threads."""
     probs = np.empty(log_probs.shape, dtype=log_probs.dtype)
-    workers = min(get_threads(), log_probs.shape[0])
-    if workers < 2 or log_probs.size < _THREADED_EXP:
-        return np.exp(log_probs, out=probs)
-    bounds = np.linspace(0, log_probs.shape[0], workers + 1).astype(int)
-
-    def part(k):
-        np.exp(log_probs[bounds[k]:bounds[k + 1]], out=probs[bounds[k]:bounds[k + 1]])
-
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(part, range(workers)))
+    compiled.load("ctc").emissions(log_probs, probs)
     return probs
 
 

@@ -69,6 +69,7 @@ import numba
 import numpy as np
 from numba import prange
 
+from anyloss.backends.numpy.compiled import elementary
 from anyloss.backends.numpy.compiled.parallel import parallel_kernel
 
 #: A non-zero rescaled variable (a frame's or block's values sum to about 1) below this
@@ -619,3 +620,15 @@ def gradient(log_probs, probs, ext, skipf, il, tl, order, n_slots, zero_infinity
             n = order[i]
             losses[n] = sample_gradient(log_probs, probs, n, ext[n], skipf[n], il[n], tl[n],
                                         zero_infinity, grad)
+
+
+@parallel_kernel(cache=True, **elementary.JIT_OPTIONS)
+def emissions(log_probs, probs):
+    """``probs = exp(log_probs)`` (T, N, C) in the input's dtype, frames in parallel, by the
+    vectorised :func:`.elementary.exp` (within 1 ulp; the same speed on every SIMD level)."""
+    for t in prange(log_probs.shape[0]):
+        for n in range(log_probs.shape[1]):
+            src = log_probs[t, n]
+            dst = probs[t, n]
+            for c in range(src.shape[0]):
+                dst[c] = elementary.exp(src[c])
