@@ -18,7 +18,9 @@ Algorithms
   Programs for Mathematical Functions*, 1989); float64: Taylor's series to degree
   13, whose truncation error on ``|r| <= 0.347`` is below 2^-57.
 - ``log``: ``x = 2^e m`` with ``m`` in ``[sqrt(1/2), sqrt(2))`` (subnormals scaled
-  by 2^24 or 2^54 first), then ``log(m)`` with ``f = m - 1``. float32: Cephes'
+  by 2^24 or 2^54 first; ``e`` and ``m`` from the bits offset by ``bits(1) -
+  bits(sqrt(1/2))``, the reduction of musl libc's ``logf``), then ``log(m)`` with
+  ``f = m - 1``. float32: Cephes'
   ``logf`` polynomial in ``f``; float64: the series of ``2 atanh(s)``,
   ``s = f / (2 + f)``, with the minimax coefficients of fdlibm's ``e_log.c``
   (Sun Microsystems, 1993), ``ln 2`` again in two parts.
@@ -35,6 +37,11 @@ Special values are NumPy's: nan in, nan out; ``exp(-inf) = 0``,
 ``log1p(-0.0) = -0.0``, ``logaddexp(inf, inf) = inf``,
 ``logaddexp(-inf, -inf) = -inf``. The accuracy (tests/test_elementary.py) is
 within 2 ulp in float32 and 4 ulp in float64 over the whole range.
+
+Integer work stays in the float's own width and float <-> integer conversions go
+through the magic constant's bit pattern (AVX2 has no packed float64 <-> int64
+conversion, which LLVM would otherwise do lane by lane), so the loops vectorise on
+SSE2, AVX2, AVX-512 and NEON alike.
 
 The kernels compile with ``fastmath`` flags that keep nan and inf semantics
 (:data:`FASTMATH`: contraction into fused multiply-adds, no reassociation, which
@@ -70,61 +77,103 @@ FASTMATH = {"contract"}
 #: Python model tests every division and cannot vectorise the loop).
 JIT_OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy"}
 
-f32, f64, i32, i64 = np.float32, np.float64, np.int32, np.int64
+f32, f64 = np.float32, np.float64
 
 
 # --- bit patterns ---------------------------------------------------------------------------
 
 
-@intrinsic
-def _float32_bits(typingctx, x):
-    """The int32 bit pattern of the float32 ``x``."""
-    if x != types.float32:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.int32(types.float32), codegen
+def _layout(ty):
+    """(LLVM float type, LLVM integer type of its width, exponent bias, mantissa bits)."""
+    if ty.bitwidth == 32:
+        return ir.FloatType(), ir.IntType(32), 127, 23
+    return ir.DoubleType(), ir.IntType(64), 1023, 52
 
 
-@intrinsic
-def _bits_float32(typingctx, bits):
-    """The float32 whose bit pattern is the low 32 bits of the integer ``bits``."""
-    if not isinstance(bits, types.Integer):
-        return None
-
-    def codegen(context, builder, signature, args):
-        value = args[0]
-        if bits.bitwidth > 32:
-            value = builder.trunc(value, ir.IntType(32))
-        return builder.bitcast(value, ir.FloatType())
-
-    return types.float32(bits), codegen
+def _magic(fty):
+    """1.5 * 2^mantissa bits: adding it to a float below 2^(mantissa bits - 1) in magnitude
+    rounds it to an integer held in the low bits of the sum's pattern."""
+    return ir.Constant(fty, 12582912.0 if fty == ir.FloatType() else 6755399441055744.0)
 
 
-@intrinsic
-def _float64_bits(typingctx, x):
-    """The int64 bit pattern of the float64 ``x``."""
-    if x != types.float64:
-        return None
+def _integer(builder, kf, ity):
+    """The integer value of the integral float ``kf`` (``|kf| < 2^22`` / ``2^51``), from the bits
+    of ``kf + magic``: AVX2 has no packed float64 -> int64 conversion, so ``fptosi`` would be
+    done lane by lane; this is one add and one integer subtraction per lane."""
+    magic = _magic(kf.type)
+    return builder.sub(builder.bitcast(builder.fadd(kf, magic), ity),
+                       builder.bitcast(magic, ity))
 
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
 
-    return types.int64(types.float64), codegen
+def _float(builder, k, fty):
+    """The float value of the integer ``k`` (same bounds), the inverse of :func:`_integer`
+    (AVX2 has no packed int64 -> float64 conversion either)."""
+    magic = _magic(fty)
+    return builder.fsub(builder.bitcast(builder.add(k, builder.bitcast(magic, k.type)), fty), magic)
 
 
 @intrinsic
-def _bits_float64(typingctx, bits):
-    """The float64 whose bit pattern is the integer ``bits`` (64 bits wide)."""
-    if not isinstance(bits, types.Integer) or bits.bitwidth != 64:
+def _scale(typingctx, p, k):
+    """``p * 2^k`` for an integral float ``k`` in ``[-2 bias - 2, 2 bias + 2]``, as ``(p *
+    2^(k >> 1)) * 2^(k - (k >> 1))``: both factors are normal powers of two, so the first
+    product is exact and the second rounds once (gradual underflow, overflow to inf).
+    The integer arithmetic stays in the float's width, so that it vectorises lane for lane."""
+    if not (isinstance(p, types.Float) and p == k):
         return None
 
     def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
+        fty, ity, bias, mant = _layout(signature.args[0])
+        value, kf = args
+        ki = _integer(builder, kf, ity)
+        k1 = builder.ashr(ki, ir.Constant(ity, 1))
+        for part in (k1, builder.sub(ki, k1)):
+            power = builder.shl(builder.add(part, ir.Constant(ity, bias)), ir.Constant(ity, mant))
+            value = builder.fmul(value, builder.bitcast(power, fty))
+        return value
 
-    return types.float64(bits), codegen
+    return p(p, k), codegen
+
+
+def _sqrt_half_bits(ity):
+    """The bits of sqrt(1/2) rounded, in the float width of ``ity``."""
+    return ir.Constant(ity, 0x3F3504F3 if ity.width == 32 else 0x3FE6A09E667F3BCD)
+
+
+def _offset_bits(builder, x):
+    """``x``'s bits plus ``bits(1) - bits(sqrt(1/2))``: the exponent field then counts
+    from sqrt(1/2) to sqrt(2) rather than from 1 to 2 (the reduction of musl's logf)."""
+    ity, mant = (ir.IntType(32), 23) if x.type == ir.FloatType() else (ir.IntType(64), 52)
+    one = ir.Constant(ity, 0x3F800000 if ity.width == 32 else 0x3FF0000000000000)
+    return builder.add(builder.bitcast(x, ity), builder.sub(one, _sqrt_half_bits(ity))), ity, mant
+
+
+@intrinsic
+def _mantissa(typingctx, x):
+    """``m`` in ``[sqrt(1/2), sqrt(2))`` with ``x = 2^e m``, for a positive normal ``x``."""
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits, ity, mant = _offset_bits(builder, args[0])
+        low = builder.and_(bits, ir.Constant(ity, (1 << mant) - 1))
+        return builder.bitcast(builder.add(low, _sqrt_half_bits(ity)), args[0].type)
+
+    return x(x), codegen
+
+
+@intrinsic
+def _exponent(typingctx, x):
+    """``e`` (a float of ``x``'s type) with ``x = 2^e m``, ``m`` as :func:`_mantissa` gives it."""
+    if not isinstance(x, types.Float):
+        return None
+
+    def codegen(context, builder, signature, args):
+        bits, ity, mant = _offset_bits(builder, args[0])
+        bias = 127 if ity.width == 32 else 1023
+        e = builder.sub(builder.ashr(bits, ir.Constant(ity, mant)), ir.Constant(ity, bias))
+        return _float(builder, e, args[0].type)
+
+    return x(x), codegen
 
 
 def _jit(function):
@@ -134,9 +183,7 @@ def _jit(function):
 # --- exp ----------------------------------------------------------------------------------------
 
 _MAGIC32 = f32(12582912.0)  # 1.5 * 2^23: adding it rounds a float32 below 2^22 to an integer
-_MAGIC32_BITS = i32(np.array(_MAGIC32).view(np.int32))
 _MAGIC64 = f64(6755399441055744.0)  # 1.5 * 2^52
-_MAGIC64_BITS = i64(np.array(_MAGIC64).view(np.int64))
 
 
 @_jit
@@ -147,7 +194,6 @@ def _exp32(x):
     xc = f32(89.0) if xc > f32(89.0) else xc
     t = xc * f32(1.44269504088896341) + _MAGIC32
     kf = t - _MAGIC32
-    k = _float32_bits(t) - _MAGIC32_BITS
     r = xc - kf * f32(0.693359375) - kf * f32(-2.12194440e-4)
     p = f32(1.9875691500e-4)
     p = p * r + f32(1.3981999507e-3)
@@ -156,9 +202,7 @@ def _exp32(x):
     p = p * r + f32(1.6666665459e-1)
     p = p * r + f32(5.0000001201e-1)
     p = p * (r * r) + r + f32(1.0)
-    k1 = k >> 1
-    k2 = k - k1
-    y = p * _bits_float32((k1 + i32(127)) << 23) * _bits_float32((k2 + i32(127)) << 23)
+    y = _scale(p, kf)
     return y if x == x else x
 
 
@@ -169,7 +213,6 @@ def _exp64(x):
     xc = 710.0 if xc > 710.0 else xc
     t = xc * 1.4426950408889634 + _MAGIC64
     kf = t - _MAGIC64
-    k = _float64_bits(t) - _MAGIC64_BITS
     r = xc - kf * 6.93147180369123816490e-01 - kf * 1.90821492927058770002e-10
     p = 1.0 / 6227020800.0  # 1/13!
     p = p * r + 1.0 / 479001600.0
@@ -184,9 +227,7 @@ def _exp64(x):
     p = p * r + 1.0 / 6.0
     p = p * r + 0.5
     p = p * (r * r) + r + 1.0
-    k1 = k >> 1
-    k2 = k - k1
-    y = p * _bits_float64((k1 + i64(1023)) << 52) * _bits_float64((k2 + i64(1023)) << 52)
+    y = _scale(p, kf)
     return y if x == x else x
 
 
@@ -198,14 +239,8 @@ def _log_positive32(x):
     """log(x) for finite x > 0 (normal or subnormal); the callers handle the rest."""
     small = x < f32(1.1754943508222875e-38)
     xs = x * f32(16777216.0) if small else x  # 2^24: subnormals become normal
-    bits = _float32_bits(xs)
-    e = ((bits >> 23) & i32(0xFF)) - i32(127) - (i32(24) if small else i32(0))
-    m = _bits_float32((bits & i32(0x7FFFFF)) | i32(0x3F800000))  # [1, 2)
-    big = m > f32(1.41421356237309505)
-    m = m * f32(0.5) if big else m
-    e = e + (i32(1) if big else i32(0))
-    f = m - f32(1.0)
-    ef = f32(e)
+    f = _mantissa(xs) - f32(1.0)
+    ef = _exponent(xs) - (f32(24.0) if small else f32(0.0))
     z = f * f
     y = f32(7.0376836292e-2)
     y = y * f - f32(1.1514610310e-1)
@@ -227,14 +262,8 @@ def _log_positive64(x):
     """log(x) for finite x > 0 (normal or subnormal); the callers handle the rest."""
     small = x < 2.2250738585072014e-308
     xs = x * 18014398509481984.0 if small else x  # 2^54
-    bits = _float64_bits(xs)
-    e = ((bits >> 52) & i64(0x7FF)) - i64(1023) - (i64(54) if small else i64(0))
-    m = _bits_float64((bits & i64(0xFFFFFFFFFFFFF)) | i64(0x3FF0000000000000))
-    big = m > 1.4142135623730951
-    m = m * 0.5 if big else m
-    e = e + (i64(1) if big else i64(0))
-    f = m - 1.0
-    ef = f64(e)
+    f = _mantissa(xs) - 1.0
+    ef = _exponent(xs) - (54.0 if small else 0.0)
     s = f / (2.0 + f)
     z = s * s
     w = z * z
