@@ -87,7 +87,7 @@ _LOG_FLOOR = -100.0
            "CPU; float32/64; int64 targets; weight of the input's dtype; "
            "not empty"),
     Kernel("nll_loss", "numpy", "first", "numpy.class_losses:nll_loss", "one numba loop",
-           "numba; C-contiguous float32/64 (N, C); int64 targets in range"),
+           "C-contiguous float32/64 (N, C); int64 targets in range", needs="numba"),
 )
 def nll_loss(
     input: Array,
@@ -158,10 +158,13 @@ def nll_loss(
 @numpy_scalar_results
 @kernels(
     Kernel("cross_entropy", "torch", "first", "torch:cross_entropy_plain_cpu",
-           "F.cross_entropy", "CPU; float32/64; int64 targets; weight of the input's dtype; "
-           "not empty"),
-    Kernel("cross_entropy", "torch", "checked", "torch:cross_entropy", "F.cross_entropy",
-           "any device; 16-bit floats in float32"),
+           "the NumPy pass as the custom op anyloss::cross_entropy (autograd, torch.compile) "
+           "on contiguous CPU inputs of 2^15 elements or more; F.cross_entropy otherwise",
+           "CPU; float32/64; int64 targets; weight of the input's dtype; not empty",
+           needs="numba", without="F.cross_entropy"),
+    Kernel("cross_entropy", "torch", "checked", "torch:cross_entropy",
+           "as the first-stage kernel on CPU; F.cross_entropy elsewhere",
+           "any device; 16-bit floats in float32", needs="numba", without="F.cross_entropy"),
     Kernel("cross_entropy", "jax", "checked", "jax:cross_entropy",
            "anyloss's formula under jax.jit", "class indices"),
     Kernel("cross_entropy", "numpy", "checked", "numpy.cross_entropy:cross_entropy",
@@ -269,7 +272,9 @@ def cross_entropy(
 @numpy_scalar_results
 @kernels(
     Kernel("cross_entropy_and_grad", "torch", "checked", "torch:cross_entropy_and_grad",
-           "F.cross_entropy and autograd", "any device; 16-bit floats in float32"),
+           "the NumPy pass's gradient (anyloss::cross_entropy_fused) on contiguous CPU inputs; "
+           "F.cross_entropy and autograd otherwise", "any device; 16-bit floats in float32",
+           needs="numba", without="F.cross_entropy and autograd"),
     Kernel("cross_entropy_and_grad", "jax", "checked", "jax:cross_entropy_and_grad",
            "jax.vjp of the jitted formula", "class indices"),
     Kernel("cross_entropy_and_grad", "numpy", "checked",
@@ -342,6 +347,12 @@ def cross_entropy_and_grad(
 
 
 @numpy_scalar_results
+@kernels(
+    Kernel("binary_cross_entropy", "numpy", "first",
+           "numpy.elementwise:binary_cross_entropy", "one numba pass",
+           "C-contiguous float32/64 of one shape; weight of that shape, (C,), per row or "
+           "one value; values in [0, 1]", needs="numba"),
+)
 def binary_cross_entropy(
     input: Array,
     target: Array,
@@ -395,6 +406,9 @@ def binary_cross_entropy(
     func = "binary_cross_entropy"
     reduction = _reduction.resolve(reduction, size_average, reduce)
     xp, (input, target, weight) = _binary_operands(func, input, target, weight)
+    loss = _registry.call("first", func, xp, input, target, weight, reduction=reduction)
+    if loss is not NotImplemented:
+        return loss
     if tuple(target.shape) != tuple(input.shape):
         raise ValueError(
             f"Using a target size ({tuple(target.shape)}) that is different to the input "
@@ -419,6 +433,12 @@ def binary_cross_entropy(
 
 
 @numpy_scalar_results
+@kernels(
+    Kernel("binary_cross_entropy_with_logits", "numpy", "first",
+           "numpy.elementwise:binary_cross_entropy_with_logits", "one numba pass",
+           "C-contiguous float32/64 of one shape; weight, pos_weight of that shape, (C,), "
+           "per row or one value", needs="numba"),
+)
 def binary_cross_entropy_with_logits(
     input: Array,
     target: Array,
@@ -476,6 +496,10 @@ def binary_cross_entropy_with_logits(
     xp, (input, target, weight, pos_weight) = _binary_operands(
         func, input, target, weight, pos_weight
     )
+    loss = _registry.call("first", func, xp, input, target, weight, pos_weight,
+                          reduction=reduction)
+    if loss is not NotImplemented:
+        return loss
     if tuple(target.shape) != tuple(input.shape):
         raise ValueError(
             f"Target size ({tuple(target.shape)}) must be the same as input size "

@@ -80,10 +80,13 @@ class _Call:
 
 @numpy_scalar_results
 @kernels(
-    Kernel("ctc_loss", "torch", "checked", "torch:ctc_loss", "F.ctc_loss"),
+    Kernel("ctc_loss", "torch", "checked", "torch:ctc_loss",
+           "CPU float32/64: the NumPy kernel as the custom op anyloss::ctc_loss (autograd, "
+           "torch.compile); F.ctc_loss otherwise", needs="numba", without="F.ctc_loss"),
     Kernel("ctc_loss", "jax", "checked", "jax:ctc_loss", "lax.scan over the frames"),
     Kernel("ctc_loss", "numpy", "checked", "numpy.ctc:ctc_loss",
-           "numba, rescaled probability space; without numba, log space vectorised"),
+           "numba, rescaled probability space (log space where it could lose digits)",
+           needs="numba", without="log space vectorised over batch and states"),
     Kernel("ctc_loss", "dask", "checked", "dask:ctc_loss", "the NumPy kernel per batch chunk"),
 )
 def ctc_loss(
@@ -150,11 +153,13 @@ def ctc_loss(
 @numpy_scalar_results
 @kernels(
     Kernel("ctc_loss_and_grad", "torch", "checked", "torch:ctc_loss_and_grad",
-           "F.ctc_loss and autograd"),
+           "CPU float32/64: the NumPy kernel (anyloss::ctc_loss_fused); F.ctc_loss and "
+           "autograd otherwise", needs="numba", without="F.ctc_loss and autograd"),
     Kernel("ctc_loss_and_grad", "jax", "checked", "jax:ctc_loss_and_grad",
            "jax.vjp of the scan"),
     Kernel("ctc_loss_and_grad", "numpy", "checked", "numpy.ctc:ctc_loss_and_grad",
-           "numba alpha-beta, one sample per thread", "numba installed"),
+           "numba alpha-beta in rescaled probability space, one sample per thread",
+           needs="numba"),
     Kernel("ctc_loss_and_grad", "dask", "checked", "dask:ctc_loss_and_grad",
            "the NumPy kernel per batch chunk"),
 )

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Any
 
-from anyloss import _blocked, _ops, _reduction
+from anyloss import _blocked, _ops, _reduction, _registry
 from anyloss._array import (
     Array,
     float_dtype,
@@ -24,6 +24,7 @@ from anyloss._array import (
     numpy_scalar_results,
 )
 from anyloss._operands import elementwise_operands
+from anyloss._registry import Kernel, kernels
 from anyloss._validate import broadcast_shape, shape_text
 
 __all__ = [
@@ -133,6 +134,12 @@ def _distance(xp: ModuleType, x1: Any, x2: Any, p: float, eps: float, keepdim: b
 
 
 @numpy_scalar_results
+@kernels(
+    Kernel("cosine_embedding_loss", "numpy", "first", "numpy.elementwise:cosine_embedding_loss",
+           "one numba pass",
+           "C-contiguous float32/64 (N, D) pairs; (N,) target of their dtype or int64",
+           needs="numba"),
+)
 def cosine_embedding_loss(
     input1: Array,
     input2: Array,
@@ -182,6 +189,10 @@ def cosine_embedding_loss(
     func = "cosine_embedding_loss"
     xp = namespace(func, {"input1": input1, "input2": input2, "target": target})
     reduction = _reduction.resolve(reduction, size_average, reduce)
+    loss = _registry.call("first", func, xp, input1, input2, target, margin=margin,
+                          reduction=reduction)
+    if loss is not NotImplemented:
+        return loss
     if target.ndim > 1:
         raise ValueError("0D or 1D target tensor expected, multi-target not supported")
     expected_ndim = target.ndim + 1

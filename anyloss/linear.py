@@ -223,7 +223,8 @@ def _logits(xp: Any, input: Array, linear_weight: Array, linear_bias: Array | No
 @numpy_scalar_results
 @kernels(
     Kernel("linear_cross_entropy", "torch", "checked", "torch:linear_cross_entropy",
-           "F.linear_cross_entropy, chunked with options", "class indices"),
+           "CPU float32/64 without autograd or options: the NumPy row-block kernel; "
+           "F.linear_cross_entropy otherwise (chunked with options)", "class indices"),
     Kernel("linear_cross_entropy", "jax", "checked", "jax:linear_cross_entropy",
            "row blocks under lax.map; custom VJP recomputing each block's logits",
            "(C, D) weight; class indices"),

@@ -33,6 +33,12 @@ __all__ = [
 
 
 @numpy_scalar_results
+@kernels(
+    Kernel("soft_margin_loss", "numpy", "first", "numpy.elementwise:soft_margin_loss",
+           "one numba pass",
+           "C-contiguous float32/64 arrays of one shape",
+           needs="numba"),
+)
 def soft_margin_loss(
     input: Array,
     target: Array,
@@ -55,6 +61,9 @@ def soft_margin_loss(
         "soft_margin_loss", {"input": input, "target": target}
     )
     reduction = _reduction.resolve(reduction, size_average, reduce)
+    loss = _registry.call("first", "soft_margin_loss", xp, input, target, reduction=reduction)
+    if loss is not NotImplemented:
+        return loss
 
     def log_likelihood(x, y):  # -loss; the sign is applied once, after the reduction
         return _ops.log_sigmoid(xp, y * x)
@@ -64,6 +73,12 @@ def soft_margin_loss(
 
 
 @numpy_scalar_results
+@kernels(
+    Kernel("hinge_embedding_loss", "numpy", "first", "numpy.elementwise:hinge_embedding_loss",
+           "one numba pass",
+           "C-contiguous float32/64 arrays of one shape",
+           needs="numba"),
+)
 def hinge_embedding_loss(
     input: Array,
     target: Array,
@@ -93,6 +108,10 @@ def hinge_embedding_loss(
     float_dtype("hinge_embedding_loss", xp, input)
     broadcast_shape(input.shape, target.shape)
     reduction = _reduction.resolve(reduction, size_average, reduce)
+    loss = _registry.call("first", "hinge_embedding_loss", xp, input, target, margin=margin,
+                          reduction=reduction)
+    if loss is not NotImplemented:
+        return loss
 
     def hinge_embedding(x, y):
         hinge = xp.where(y != 1, _ops.relu(xp, margin - x), 0.0)
@@ -176,6 +195,12 @@ def _check_vector_or_matrix(input: Any) -> None:
 
 
 @numpy_scalar_results
+@kernels(
+    Kernel("multilabel_soft_margin_loss", "numpy", "first",
+           "numpy.elementwise:multilabel_soft_margin_loss", "one numba pass",
+           "C-contiguous float32/64 (..., C) of one shape; (C,) weight",
+           needs="numba"),
+)
 def multilabel_soft_margin_loss(
     input: Array,
     target: Array,
@@ -222,6 +247,10 @@ def multilabel_soft_margin_loss(
     if input.ndim == 0:
         raise IndexError("Dimension specified as -1 but tensor has no dimensions")
     n_classes = input.shape[-1]
+    loss = _registry.call("first", "multilabel_soft_margin_loss", xp, operands[0], operands[1],
+                          operands[2] if weight is not None else None, reduction=reduction)
+    if loss is not NotImplemented:
+        return loss
 
     def per_sample(x, y, *w):
         terms = y * _ops.log_sigmoid(xp, x) + (1.0 - y) * _ops.log_sigmoid(xp, -x)
@@ -241,7 +270,7 @@ def multilabel_soft_margin_loss(
            "F.multilabel_margin_loss", "CPU; float32/64; int64 targets; not empty"),
     Kernel("multilabel_margin_loss", "numpy", "first",
            "numpy.class_losses:multilabel_margin_loss", "one numba loop",
-           "numba; C-contiguous float32/64 (N, C); int64 targets in range"),
+           "C-contiguous float32/64 (N, C); int64 targets in range", needs="numba"),
 )
 def multilabel_margin_loss(
     input: Array,
@@ -354,8 +383,8 @@ def _outside(xp, target: Any, low: int, high: int) -> bool:
            "F.multi_margin_loss", "CPU; float32/64; int64 targets; weight of the input's dtype; "
            "not empty"),
     Kernel("multi_margin_loss", "numpy", "first", "numpy.class_losses:multi_margin_loss",
-           "one numba loop", "numba; C-contiguous float32/64 (N, C); int64 targets in range; "
-           "p in (1, 2)"),
+           "one numba loop", "C-contiguous float32/64 (N, C); int64 targets in range; "
+           "p in (1, 2)", needs="numba"),
 )
 def multi_margin_loss(
     input: Array,

@@ -11,9 +11,10 @@ import math
 import warnings
 from typing import Any
 
-from anyloss import _blocked, _ops, _reduction
+from anyloss import _blocked, _ops, _reduction, _registry
 from anyloss._array import Array, is_eager, namespace, numpy_scalar_results
 from anyloss._operands import elementwise_operands
+from anyloss._registry import Kernel, kernels
 
 __all__ = ["kl_div", "poisson_nll_loss", "gaussian_nll_loss"]
 
@@ -25,6 +26,12 @@ _KL_MEAN_WARNING = (
 
 
 @numpy_scalar_results
+@kernels(
+    Kernel("kl_div", "numpy", "first", "numpy.elementwise:kl_div",
+           "one numba pass",
+           "C-contiguous float32/64 arrays of one shape",
+           needs="numba"),
+)
 def kl_div(
     input: Array,
     target: Array,
@@ -67,6 +74,10 @@ def kl_div(
     reduction = _reduction.resolve(
         reduction, size_average, reduce, allowed=(*_reduction.STANDARD, "batchmean")
     )
+    loss = _registry.call("first", "kl_div", xp, input, target, reduction=reduction,
+                          log_target=log_target)
+    if loss is not NotImplemented:
+        return loss
 
     def pointwise(x, y):
         if log_target:
@@ -80,6 +91,12 @@ def kl_div(
 
 
 @numpy_scalar_results
+@kernels(
+    Kernel("poisson_nll_loss", "numpy", "first", "numpy.elementwise:poisson_nll_loss",
+           "one numba pass",
+           "C-contiguous float32/64 arrays of one shape",
+           needs="numba"),
+)
 def poisson_nll_loss(
     input: Array,
     target: Array,
@@ -120,6 +137,10 @@ def poisson_nll_loss(
         "poisson_nll_loss", {"input": input, "target": target}
     )
     reduction = _reduction.resolve(reduction, size_average, reduce)
+    loss = _registry.call("first", "poisson_nll_loss", xp, input, target, log_input=log_input,
+                          full=full, eps=eps, reduction=reduction)
+    if loss is not NotImplemented:
+        return loss
 
     def pointwise(x, y):
         if log_input:
@@ -139,6 +160,12 @@ def poisson_nll_loss(
 
 
 @numpy_scalar_results
+@kernels(
+    Kernel("gaussian_nll_loss", "numpy", "first", "numpy.elementwise:gaussian_nll_loss",
+           "one numba pass",
+           "C-contiguous float32/64 of one shape; var of that shape, per row or a float",
+           needs="numba"),
+)
 def gaussian_nll_loss(
     input: Array,
     target: Array,
@@ -186,6 +213,12 @@ def gaussian_nll_loss(
     2.0
     """
     arrays = {"input": input, "target": target}
+    xp = namespace("gaussian_nll_loss",
+                   arrays if isinstance(var, float) else {**arrays, "var": var})
+    loss = _registry.call("first", "gaussian_nll_loss", xp, input, target, var, full=full,
+                          eps=eps, reduction=reduction)
+    if loss is not NotImplemented:
+        return loss
     if isinstance(var, float):
         if var < 0:
             raise ValueError("var has negative entry/entries")

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from anyloss import _blocked, _ops, _reduction
+from anyloss import _blocked, _ops, _reduction, _registry
 from anyloss._array import Array, numpy_scalar_results
 from anyloss._operands import elementwise_operands
+from anyloss._registry import Kernel, kernels
 from anyloss._validate import check_same_shape_as_input, warn_if_shapes_differ
 
 __all__ = ["l1_loss", "mse_loss", "huber_loss", "smooth_l1_loss"]
@@ -101,6 +102,12 @@ def mse_loss(
 
 
 @numpy_scalar_results
+@kernels(
+    Kernel("huber_loss", "numpy", "first", "numpy.elementwise:huber_loss",
+           "one numba pass",
+           "C-contiguous float32/64 arrays of one shape; no weight",
+           needs="numba"),
+)
 def huber_loss(
     input: Array,
     target: Array,
@@ -141,11 +148,21 @@ def huber_loss(
     if not delta > 0:
         raise ValueError("huber_loss does not support non-positive values for delta.")
     reduction = _reduction.resolve(reduction)
+    loss = _registry.call("first", "huber_loss", xp, input, target, reduction=reduction,
+                          delta=delta, weight=weight)
+    if loss is not NotImplemented:
+        return loss
     return _weighted_reduce("huber_loss", xp, _huber(xp, delta), input, target, weight,
                             reduction, mean_over_weight=False)
 
 
 @numpy_scalar_results
+@kernels(
+    Kernel("smooth_l1_loss", "numpy", "first", "numpy.elementwise:smooth_l1_loss",
+           "one numba pass",
+           "C-contiguous float32/64 arrays of one shape",
+           needs="numba"),
+)
 def smooth_l1_loss(
     input: Array,
     target: Array,
@@ -183,6 +200,10 @@ def smooth_l1_loss(
     reduction = _reduction.resolve(reduction, size_average, reduce)
     if beta < 0:
         raise ValueError("smooth_l1_loss does not support negative values for beta.")
+    loss = _registry.call("first", "smooth_l1_loss", xp, input, target, reduction=reduction,
+                          beta=beta)
+    if loss is not NotImplemented:
+        return loss
     if beta == 0:
         return _blocked.reduce_blockwise(xp, lambda x, y: xp.abs(x - y), (input, target), reduction)
     # Huber's loss over beta; the division is done once on a sum or a mean.

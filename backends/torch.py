@@ -9,21 +9,31 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, *, blank, zero_infinity,
              max_target_length):
-    """Per-sample CTC losses (N,) from ``torch.nn.functional.ctc_loss`` (with torch's
-    autograd)."""
+    """Per-sample CTC losses (N,): float32/float64 CPU tensors by anyloss's NumPy kernel
+    (the custom operator ``anyloss::ctc_loss``, see :mod:`.torch_ops`), everything else by
+    ``torch.nn.functional.ctc_loss`` (with torch's autograd)."""
+    if _numpy_route(log_probs, targets, input_lengths, target_lengths, numba=True):
+        return _torch_ops().ctc_loss(log_probs, targets, input_lengths, target_lengths,
+                                     blank=blank, zero_infinity=zero_infinity,
+                                     max_target_length=max_target_length)
     return F.ctc_loss(log_probs, targets, input_lengths, target_lengths, blank=blank,
                       reduction="none", zero_infinity=zero_infinity)
 
 
 def ctc_loss_and_grad(log_probs, targets, input_lengths, target_lengths, *, blank,
                       zero_infinity, max_target_length):
-    """Per-sample losses (N,) and the gradient of their sum, by torch autograd."""
+    """Per-sample losses (N,) and the gradient of their sum: by the NumPy kernel where
+    :func:`ctc_loss` takes it, else by torch autograd."""
+    if _numpy_route(log_probs, targets, input_lengths, target_lengths, numba=True):
+        return _torch_ops()._ctc_numpy(log_probs, targets, input_lengths, target_lengths,
+                                       blank, zero_infinity, max_target_length, True)
     with torch.enable_grad():
         leaf = log_probs.detach().requires_grad_(True)
         losses = ctc_loss(leaf, targets, input_lengths, target_lengths, blank=blank,
@@ -47,6 +57,10 @@ def cross_entropy(input, target, weight, *, ignore_index, reduction, label_smoot
         return NotImplemented
     if not target.is_floating_point() and target.dtype != torch.int64:
         target = target.to(torch.int64)
+    if _cross_entropy_route(input, target, weight, ignore_index):
+        return _torch_ops().cross_entropy(input, target, weight, ignore_index=ignore_index,
+                                          reduction=reduction,
+                                          label_smoothing=label_smoothing)
     dtype = input.dtype
     if dtype in (torch.float16, torch.bfloat16):
         input = input.float()
@@ -58,7 +72,12 @@ def cross_entropy(input, target, weight, *, ignore_index, reduction, label_smoot
 
 
 def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, label_smoothing):
-    """The loss and, by torch autograd, its gradient wrt ``input`` (of the sum for 'none')."""
+    """The loss and its gradient wrt ``input`` (of the sum for 'none'): by one NumPy pass
+    where :func:`cross_entropy` routes there, else by torch autograd."""
+    if (_INT64.min <= ignore_index <= _INT64.max and target.dtype == torch.int64
+            and _cross_entropy_route(input, target, weight, ignore_index)):
+        return _torch_ops()._ce_numpy(input, target, weight, ignore_index, reduction,
+                                      label_smoothing, True)
     with torch.enable_grad():
         leaf = input.detach().requires_grad_(True)
         loss = cross_entropy(leaf, target, weight, ignore_index=ignore_index,
@@ -90,14 +109,51 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias, weight, r
     """``F.linear_cross_entropy`` itself (autograd, CUDA, the chunked path with ``options``).
 
     Class indices of another integer dtype are widened to int64, which torch requires.
+    A call that autograd does not record, on float32/float64 CPU tensors without
+    ``options``, runs anyloss's NumPy row-block kernel on views of the tensors instead
+    (:func:`_linear_cross_entropy_numpy`): no slower than torch's forward (the matmul
+    dominates; measured 1.03-1.11x at N=2048 D=512 C=32000 float32), where the kernel's
+    forward + gradients is slower than torch's autograd (issue 13).
     """
     if target.dtype != torch.int64:
         target = target.to(torch.int64)
+    if options is None:
+        loss = _linear_cross_entropy_numpy(input, linear_weight, target, linear_bias, weight,
+                                           reduction, ignore_index, label_smoothing)
+        if loss is not NotImplemented:
+            return loss
     return F.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias,
                                   weight=weight, reduction=reduction,
                                   ignore_index=ignore_index,
                                   label_smoothing=label_smoothing,
                                   options=_torch_options(options))
+
+
+def _linear_cross_entropy_numpy(input, linear_weight, target, linear_bias, weight, reduction,
+                                ignore_index, label_smoothing):
+    """The NumPy kernel's loss for a call autograd does not record, or ``NotImplemented``
+    (autograd recording, torch.compile tracing, other dtypes or devices, no numba, or a
+    non-finite loss, whose nan/inf conventions stay torch's)."""
+    arrays = [a for a in (input, linear_weight, linear_bias, weight) if a is not None]
+    if torch.is_grad_enabled() and any(a.requires_grad for a in arrays):
+        return NotImplemented
+    if torch.compiler.is_compiling() or not _numpy_route(*arrays, target, numba=True):
+        return NotImplemented
+    if any(a.dtype != input.dtype for a in arrays):
+        return NotImplemented
+    from anyloss.backends.numpy import linear_cross_entropy as kernels
+
+    def view(t):
+        return None if t is None else t.detach().numpy()
+
+    loss = kernels.linear_cross_entropy(
+        view(input), view(linear_weight), view(target), linear_bias=view(linear_bias),
+        weight=view(weight), reduction=reduction,
+        ignore_index=ignore_index, label_smoothing=label_smoothing, options=None)
+    if loss is NotImplemented:
+        return NotImplemented
+    loss = torch.from_numpy(np.array(loss, dtype=loss.dtype, copy=True)).to(input.dtype)
+    return loss if bool(torch.isfinite(loss).all()) else NotImplemented
 
 
 def linear_cross_entropy_and_grad(input, linear_weight, target, *, linear_bias, weight,
@@ -113,6 +169,75 @@ def linear_cross_entropy_and_grad(input, linear_weight, target, *, linear_bias, 
         grads = torch.autograd.grad(loss.sum(), [*leaves, *([] if bias is None else [bias])])
     grad_bias = grads[2] if bias is not None else None
     return loss.detach(), grads[0], grads[1], grad_bias
+
+
+# --- CPU tensors by anyloss's NumPy kernels (custom operators, :mod:`.torch_ops`) ----------
+# A float32/float64 CPU tensor is a NumPy array without a copy: the compiled NumPy passes,
+# which beat torch's CPU kernels, run on it through torch.library custom operators (fake
+# implementations and autograd formulas included, so autograd and torch.compile see one
+# opaque node). The route steps aside for what those kernels do not take or do not win:
+# other devices and dtypes, no numba, non-contiguous cross-entropy input (a copy would cost
+# what the pass saves), small problems, a weight that requires grad, and torch.func
+# transforms (vmap/grad), which have no rule for the operators.
+
+#: Cross-entropy inputs smaller than this (elements) keep torch's kernel: below it the
+#: NumPy pass declines (anyloss.backends.numpy.cross_entropy._CE_MIN_ELEMENTS).
+_ROUTE_MIN_ELEMENTS = 1 << 15
+
+
+@functools.cache
+def _torch_ops():
+    """:mod:`anyloss.backends.torch_ops`, imported (and its operators defined) on first use."""
+    from anyloss.backends import torch_ops
+
+    return torch_ops
+
+
+def _numpy_route(*tensors, numba) -> bool:
+    """Whether the NumPy kernels may take these tensors: plain CPU tensors (the first one
+    float32/float64), numba installed if ``numba``, no torch.func transform active."""
+    from anyloss.backends.numpy import compiled  # numba's import: only when routing
+
+    first = tensors[0]
+    if numba and not compiled.HAVE_NUMBA:
+        return False
+    if not all(isinstance(t, torch.Tensor) and t.device == _CPU for t in tensors):
+        return False
+    if first.dtype not in _NATIVE_FLOATS:
+        return False
+    return torch.compiler.is_compiling() or not torch._C._are_functorch_transforms_active()
+
+
+def _cross_entropy_route(input, target, weight, ignore_index) -> bool:
+    """Whether :func:`cross_entropy_plain_cpu` / :func:`cross_entropy` hand this call to the
+    NumPy pass: class indices (int64) of the matching shape, C-contiguous float32/float64
+    input of ``_ROUTE_MIN_ELEMENTS`` or more, a (C,) weight of its dtype that takes no
+    gradient, and (eagerly) every index in range or ignored: otherwise the call declines
+    here, and torch's kernel or anyloss's checks answer as before."""
+    if input.numel() < _ROUTE_MIN_ELEMENTS or target.dtype != torch.int64:
+        return False
+    if not _numpy_route(input, target, *(() if weight is None else (weight,)), numba=True):
+        return False
+    if not input.is_contiguous() or input.ndim == 0:
+        return False
+    n_classes = input.shape[0 if input.ndim == 1 else 1]
+    expected = () if input.ndim == 1 else (input.shape[0], *input.shape[2:])
+    if tuple(target.shape) != expected or n_classes == 0:
+        return False
+    if weight is not None and (weight.dtype != input.dtype or weight.requires_grad
+                               or weight.shape != (n_classes,)
+                               or not weight.is_contiguous()):
+        return False
+    if not _INT64.min <= ignore_index <= _INT64.max:
+        return False
+    if torch.compiler.is_compiling():
+        return True  # the operator itself raises torch's IndexError for a bad index
+    extremes = torch.aminmax(target)
+    low, high = int(extremes.min), int(extremes.max)
+    if low >= 0 and high < n_classes:
+        return True
+    bad = ((target < 0) | (target >= n_classes)) & (target != ignore_index)
+    return not bool(bad.any())
 
 
 # --- kernels tried before anyloss checks anything (stage 'first') ----------------------------
@@ -174,6 +299,10 @@ def cross_entropy_plain_cpu(input, target, weight, *, ignore_index, reduction,
     if not ((target.dtype == torch.int64 or target.dtype == input.dtype)
             and _plain(input, target, weight)):
         return NotImplemented
+    if _cross_entropy_route(input, target, weight, ignore_index):
+        return _torch_ops().cross_entropy(input, target, weight, ignore_index=ignore_index,
+                                          reduction=reduction,
+                                          label_smoothing=label_smoothing)
     return F.cross_entropy(input, target, weight, ignore_index=ignore_index,
                            reduction=reduction, label_smoothing=label_smoothing)
 

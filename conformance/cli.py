@@ -176,17 +176,19 @@ def info(args: argparse.Namespace, out: TextIO) -> int:
         kernels = _registry.records(library=ns.name, stage=("first", "checked"))
         if not kernels:
             print(f"  {'':<18} kernels: none", file=out)
+        for need in sorted({k.needs for k in kernels if k.needs}):
+            print(f"  {'':<18} {need}: {_registry.describe(need)}", file=out)
         idle = []
         for k in kernels:
             engine = k.engine_now()
             if engine is None:
                 idle.append(k)
                 continue
-            why = f" [{_registry.describe(k.needs)}]" if k.needs else ""
-            print(f"  {'':<18} {k.function} ({k.stage}): {engine}{why}; {k.accepts}", file=out)
+            how = k.stage if engine == k.engine or not k.needs else f"{k.stage}, no {k.needs}"
+            print(f"  {'':<18} {k.function} ({how}): {engine}; {k.accepts}", file=out)
         for need in sorted({k.needs for k in idle}):
             names = ", ".join(k.function for k in idle if k.needs == need)
-            print(f"  {'':<18} off ({_registry.describe(need)}): {names}", file=out)
+            print(f"  {'':<18} off without {need}: {names}", file=out)
         blocks = [k.function for k in _registry.records(library=ns.name, stage="block")]
         if blocks:
             print(f"  {'':<18} building blocks: {', '.join(blocks)}", file=out)

@@ -128,8 +128,15 @@ def _child() -> None:
     import anyloss
     from anyloss.backends.numpy import compiled
 
+    import io
+
+    from anyloss.conformance import cli
+
+    info = io.StringIO()
+    cli.main(["info"], out=info)
     report = {"have_numba": compiled.HAVE_NUMBA, "why": compiled.describe(),
-              "numba_imported": "numba" in sys.modules, "differences": {}}
+              "numba_imported": "numba" in sys.modules, "info": info.getvalue(),
+              "differences": {}}
     for name in _numpy_kernels():
         worst = 0.0
         for args, kwargs in _calls(name):
@@ -160,6 +167,17 @@ def test_the_child_has_no_numba(child_report):
     assert child_report["have_numba"] is False
     assert child_report["numba_imported"] is False
     assert "numba cannot be imported" in child_report["why"]
+
+
+def test_info_says_what_is_off_and_why(child_report):
+    """``anyloss info`` names the fallback engines that run and lists the kernels that
+    decline every call without numba, instead of describing them as running."""
+    info = child_report["info"]
+    assert "numba: numba cannot be imported (ImportError" in info
+    off = [line for line in info.splitlines() if "off without numba:" in line]
+    assert off and "nll_loss" in off[0]
+    assert "nll_loss (first)" not in info.split("  torch")[0]
+    assert "ctc_loss (checked, no numba): log space vectorised" in info
 
 
 @pytest.mark.parametrize("name", _numpy_kernels())

@@ -50,6 +50,8 @@ would undo the magic-number rounding and the two-part reductions).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numba
 import numpy as np
 from llvmlite import ir
@@ -75,7 +77,7 @@ FASTMATH = {"contract"}
 #: The numba options of every kernel that calls these functions: :data:`FASTMATH`, and
 #: NumPy's error model (a float division by zero gives inf or nan; numba's default
 #: Python model tests every division and cannot vectorise the loop).
-JIT_OPTIONS = {"fastmath": FASTMATH, "error_model": "numpy"}
+JIT_OPTIONS: dict[str, Any] = {"fastmath": FASTMATH, "error_model": "numpy"}
 
 f32, f64 = np.float32, np.float64
 
@@ -337,7 +339,7 @@ def _by_type(name, f32_impl, f64_impl, arity=1):
         def _choose(x):
             return {types.float32: f32_impl, types.float64: f64_impl}.get(x)
     else:
-        def stub(a, b):
+        def stub(a, b):  # type: ignore[misc]
             raise TypeError(message)
 
         @overload(stub, inline="always", jit_options=JIT_OPTIONS)
