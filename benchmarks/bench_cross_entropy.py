@@ -1,18 +1,24 @@
 """Time anyloss.cross_entropy (NumPy fast path) against torch's CPU F.cross_entropy, in one run.
 
     python benchmarks/bench_cross_entropy.py [--repeat 7] [--shapes 4096x32000,1024x128256]
+        [--float64-shapes 1024x32000] [--options-shapes 4096x32000]
 
-For each shape (float32 logits, int64 class indices, reduction 'mean'), each
-round times every contender once, in turn, so that a busy machine slows all of
-them alike. Printed: the median time of each, the ratio torch time / contender
+For each shape (float32 logits, int64 class indices, reduction 'mean'; the
+``--float64-shapes`` in float64; the ``--options-shapes`` with every class-index
+option at once: class weights, label smoothing 0.1 and every 8th target
+ignored), each round times every contender once, in turn, so that a busy
+machine slows all of them alike. Printed: the median time of each, the ratio torch time / contender
 time (> 1: faster than torch) for the forward pass and for forward + gradient,
 with an optax-style ``jax.jit(logsumexp(x) - x[y])`` column when JAX is
 installed, and the peak memory each needs beyond its input (RSS high-water
 mark, and tracemalloc for anyloss), as a share of the input's size; for the
 gradient, beyond the gradient output as well. Beside them: the machine (CPU,
-SIMD level, versions) and the memory floor, one read pass over the logits
-(``x.max()``, timed in the same rounds), with each contender's time as a
-multiple of it. ``--repeat 3 --shapes 512x1000`` is a quick try.
+SIMD level, versions, numba's LLVM target) and the memory floors, timed in the
+same rounds: one read pass over the logits (``x.max()``) for the forward pass,
+one read plus one write (``np.negative(x, out=buf)``) for forward + gradient,
+with each contender's time as a multiple of its floor ("x floor"; for the
+gradient also of the read pass, "x read"). ``--repeat 3 --shapes 512x1000
+--float64-shapes '' --options-shapes ''`` is a quick try.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ import torch.nn.functional as F
 from _machine import machine_line
 
 import anyloss
+from anyloss.backends.numpy import compiled
 
 try:
     import jax
@@ -73,23 +80,27 @@ def tracemalloc_extra(func) -> float:
     return peak - kept
 
 
-def contenders(x: np.ndarray, target: np.ndarray):
+def contenders(x: np.ndarray, target: np.ndarray, options: dict):
     t_x, t_target = torch.from_numpy(x), torch.from_numpy(target)
+    weight = options.get("weight")
+    t_options = dict(options)
+    if weight is not None:
+        t_options["weight"] = torch.from_numpy(weight)
 
     def torch_forward():
-        return F.cross_entropy(t_x, t_target)
+        return F.cross_entropy(t_x, t_target, **t_options)
 
     def torch_grad():
         leaf = t_x.detach().requires_grad_(True)
-        loss = F.cross_entropy(leaf, t_target)
+        loss = F.cross_entropy(leaf, t_target, **t_options)
         loss.backward()
         return loss.detach(), leaf.grad
 
     forward = {"torch": torch_forward,
-               "anyloss": lambda: anyloss.cross_entropy(x, target)}
+               "anyloss": lambda: anyloss.cross_entropy(x, target, **options)}
     grad = {"torch": torch_grad,
-            "anyloss": lambda: anyloss.cross_entropy_and_grad(x, target)}
-    if jax is not None:
+            "anyloss": lambda: anyloss.cross_entropy_and_grad(x, target, **options)}
+    if jax is not None and not options:
         j_x, j_target = jax.device_put(x), jax.device_put(target.astype(np.int32))
 
         def optax_style(logits, labels):
@@ -115,35 +126,60 @@ def time_side_by_side(funcs: dict, repeat: int) -> dict:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
-def check_agreement(x, target) -> float:
-    got = float(anyloss.cross_entropy(x, target))
-    expected = float(F.cross_entropy(torch.from_numpy(x), torch.from_numpy(target)))
+def check_agreement(x, target, options) -> float:
+    got = float(anyloss.cross_entropy(x, target, **options))
+    t_options = dict(options)
+    if "weight" in options:
+        t_options["weight"] = torch.from_numpy(options["weight"])
+    expected = float(F.cross_entropy(torch.from_numpy(x), torch.from_numpy(target),
+                                     **t_options))
     return abs(got - expected) / abs(expected)
 
 
-def report(shape, repeat: int) -> None:
+def report(shape, repeat: int, dtype=np.float32, with_options: bool = False) -> None:
     n, c = shape
     g = np.random.default_rng(0)
-    x = g.standard_normal((n, c), dtype=np.float32)
+    x = g.standard_normal((n, c)).astype(dtype)
     target = g.integers(0, c, n)
-    forward, grad = contenders(x, target)
+    options = {}
+    if with_options:
+        target[::8] = -100
+        options = {"weight": g.uniform(0.5, 2.0, c).astype(dtype), "label_smoothing": 0.1,
+                   "ignore_index": -100}
+    forward, grad = contenders(x, target, options)
     size = x.nbytes
-    print(f"\n(N, C) = ({n}, {c}) float32, input {size / 2**20:.0f} MiB, "
-          f"relative difference anyloss vs torch: {check_agreement(x, target):.1e}")
+    buf = np.empty_like(x)
+    print(f"\n(N, C) = ({n}, {c}) {np.dtype(dtype).name}"
+          f"{', weight + label_smoothing + ignore_index' if with_options else ''}, "
+          f"input {size / 2**20:.0f} MiB, relative difference anyloss vs torch: "
+          f"{check_agreement(x, target, options):.1e}")
     print(f"{'':28s}{'median ms':>10s} {'torch/this':>11s} {'peak extra RSS':>16s} "
-          f"{'x floor':>8s}")
+          f"{'x floor':>8s} {'x read':>7s}")
     for label, funcs, output in (("forward", forward, 0), ("forward+gradient", grad, size)):
-        # The memory floor: one read pass over the input, timed in the same rounds.
-        medians = time_side_by_side({**funcs, "read pass": x.max}, repeat)
-        floor = medians["read pass"]
+        # The memory floors, timed in the same rounds: one read pass over the input; for
+        # the gradient also one read plus one write of the input's size.
+        floors = {"read pass": x.max}
+        if output:
+            floors["read+write pass"] = lambda: np.negative(x, out=buf)
+            # The same into a new array: the page faults of a fresh output, which every
+            # contender's gradient pays too.
+            floors["read+new write"] = lambda: np.negative(x)
+        medians = time_side_by_side({**funcs, **floors}, repeat)
+        read = medians["read pass"]
+        floor = medians["read+write pass" if output else "read pass"]
         for name, f in funcs.items():
             rss = peak_rss_extra(f)
             rss_text = "n/a" if rss is None else f"{max(rss - output, 0) / size:6.1%}"
             ratio = medians["torch"] / medians[name]
             print(f"  {label + ' ' + name:26s}{medians[name] * 1e3:10.1f} {ratio:10.2f}x "
-                  f"{rss_text:>16s} {medians[name] / floor:7.1f}x")
-        print(f"  {label + ' read pass':26s}{floor * 1e3:10.2f}   "
+                  f"{rss_text:>16s} {medians[name] / floor:7.2f}x {medians[name] / read:6.2f}x")
+        print(f"  {label + ' read pass':26s}{read * 1e3:10.2f}   "
               "(the memory floor: x.max())")
+        if output:
+            print(f"  {label + ' read+write':26s}{floor * 1e3:10.2f}   "
+                  "(the memory floor: np.negative(x, out=buf))")
+            print(f"  {label + ' read+new write':26s}{medians['read+new write'] * 1e3:10.2f}   "
+                  "(np.negative(x): the same into a new array, page faults included)")
         traced = tracemalloc_extra(funcs["anyloss"])
         print(f"  {label + ' anyloss tracemalloc peak beyond input':>58s}"
               f"{'' if not output else ' and gradient'}: {traced / size:.2%}")
@@ -153,18 +189,29 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeat", type=int, default=7)
     parser.add_argument("--shapes", default="4096x32000,1024x128256")
+    parser.add_argument("--float64-shapes", default="1024x32000")
+    parser.add_argument("--options-shapes", default="4096x32000")
     args = parser.parse_args()
-    shapes = [tuple(int(v) for v in s.split("x")) for s in args.shapes.split(",")]
+
+    def parse(text):
+        return [tuple(int(v) for v in s.split("x")) for s in text.split(",") if s]
+
     print(machine_line())
+    print(f"compiled engine: {compiled.describe()}")
     print(f"{datetime.date.today()}  {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} "
           f"threads), numpy {np.__version__}"
           + (f", jax {jax.__version__}" if jax is not None else ""))
     print("ratio = torch median / contender median (> 1: faster than torch); peak extra RSS "
           "as a share of the input (for the gradient: beyond the gradient output); x floor = "
-          "median / the memory floor (one read pass over the input)")
-    for shape in shapes:
+          "median / the memory floor (forward: one read pass over the input; gradient: one "
+          "read plus one write); x read = median / the read pass")
+    for shape in parse(args.shapes):
         report(shape, args.repeat)
+    for shape in parse(args.float64_shapes):
+        report(shape, args.repeat, np.float64)
+    for shape in parse(args.options_shapes):
+        report(shape, args.repeat, with_options=True)
 
 
 if __name__ == "__main__":

@@ -46,6 +46,8 @@ def _problem(name, dtype=np.float64):
         "k-dim-1": ((2, 6, 7), (2, 7)),
         "all-ignored": ((3, 4), (3,)),
         "wide": ((5, 300), (5,)),
+        "long": ((3, 4500), (3,)),  # rows over two of the compiled kernel's chunks
+        "k-dim-wide": ((2, 5, 3, 50), (2, 3, 50)),
     }
     input_shape, target_shape = shapes[name.split("/")[0]]
     n_classes = input_shape[0 if len(input_shape) == 1 else 1]
@@ -229,6 +231,7 @@ def test_numpy_pool_runs_blocks_on_worker_threads(tiny_blocks, monkeypatch):
 
     monkeypatch.setattr(numpy_backend._CrossEntropyPass, "_do", spy)
     monkeypatch.setattr(numpy_backend, "_ce_workers", lambda: 2)
+    monkeypatch.setattr(compiled, "HAVE_NUMBA", False)  # the NumPy engine's pool
     x, target, _, _ = _problem("wide")
     anyloss.cross_entropy(x, target)
     assert seen and all(name.startswith("anyloss-ce") for name in seen)
@@ -266,17 +269,17 @@ def test_numpy_engines_float32(engine, case, blocks, monkeypatch):
 
 
 def test_numpy_engines_non_finite_logits(engine):
-    """Rows holding inf or nan give what the generic formula gives (the compiled loop's
-    polynomial exp does not see them: such blocks go to the NumPy arithmetic)."""
+    """Rows holding inf or nan give torch's losses (the compiled loop's polynomial exp
+    does not see them: such rows go to the NumPy arithmetic), which differ from the
+    generic formula's where a +inf logit is not the target's (torch: nan)."""
     x = np.asarray([[np.inf, 0.0, 1.0], [np.nan, 0.0, 1.0], [-np.inf, 0.0, 1.0],
-                    [0.5, 0.0, 1.0]], dtype=np.float32)
-    target = np.asarray([1, 1, 2, 0])
+                    [0.5, 0.0, 1.0], [np.inf, 0.0, 1.0]], dtype=np.float32)
+    target = np.asarray([1, 1, 2, 0, 0])
     for smoothing in (0.0, 0.1):
         fast = anyloss.cross_entropy(x, target, reduction="none", label_smoothing=smoothing)
-        with anyloss.fast_paths(enabled=False):
-            generic = anyloss.cross_entropy(x, target, reduction="none",
-                                            label_smoothing=smoothing)
-        assert_close(fast, generic, **FLOAT32)
+        expected = F.cross_entropy(torch.from_numpy(x), torch.from_numpy(target),
+                                   reduction="none", label_smoothing=smoothing)
+        assert_close(fast, expected.numpy(), **FLOAT32)
 
 
 def test_numpy_float16_computes_in_float32():
@@ -364,6 +367,225 @@ def test_memory_stays_within_five_percent_of_the_input():
             tracemalloc.stop()
         assert peak <= budget, (peak, budget)
         assert peak_grad - grad.nbytes <= budget, (peak_grad - grad.nbytes, budget)
+
+
+# --- the compiled engine (numba) against the NumPy engine and torch --------------------
+
+needs_numba = pytest.mark.skipif(not compiled.HAVE_NUMBA, reason="numba is not installed")
+
+
+def _numpy_engine(monkeypatch, on: bool):
+    """Switch the compiled engines on (numba) or off (the NumPy fallback)."""
+    monkeypatch.setattr(compiled, "HAVE_NUMBA", on)
+    _registry._clear_caches()
+
+
+def _both(x, target, w, reduction, kwargs):
+    loss = anyloss.cross_entropy(x, target, w, reduction=reduction, **kwargs)
+    loss2, grad = anyloss.cross_entropy_and_grad(x, target, w, reduction=reduction, **kwargs)
+    return loss, loss2, grad
+
+
+def _refuse_numpy_rows(monkeypatch):
+    """Fail if the NumPy engine's row or column code runs (the compiled engine must do all)."""
+    def refuse(*args):
+        raise AssertionError("the NumPy engine ran")
+
+    monkeypatch.setattr(numpy_backend._CrossEntropyPass, "_rows", refuse)
+    monkeypatch.setattr(numpy_backend._CrossEntropyPass, "_columns", refuse)
+
+
+@pytest.fixture
+def no_numpy_rows(monkeypatch):
+    """:func:`_refuse_numpy_rows` for a whole test."""
+    _refuse_numpy_rows(monkeypatch)
+
+
+COMPILED_CASES = [
+    "plain", "plain/weight", "plain/smooth", "plain/smooth/weight", "plain/smooth/ignore/weight",
+    "plain/ignore", "unbatched/smooth/weight", "one-class/smooth", "long", "long/smooth/weight",
+    "long/smooth/ignore", "wide/smooth/weight", "k-dim", "k-dim/smooth/ignore/weight",
+    "k-dim-1/ignore/weight", "k-dim-wide/smooth/ignore/weight", "k-dim-wide/smooth",
+    "all-ignored", "logits-1e4",
+]
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("case", COMPILED_CASES)
+def test_compiled_engine_equals_numpy_engine_and_torch(case, dtype, monkeypatch):
+    """Every option, K-dim and unbatched input, float64 and float32: the compiled engine
+    (alone: the NumPy rows refuse to run) against torch in float64, element by element,
+    and against the NumPy engine; K-dim also by column blocks of 16 positions."""
+    x, target, weight, options = _problem(case, dtype)
+    weight = weight.astype(dtype)
+    w = weight if options.get("weight") else None
+    kwargs = {k: v for k, v in options.items() if k != "weight"}
+    tol = FLOAT64 if dtype == np.float64 else FLOAT32
+    grad_tol = {"rtol": 1e-10, "atol": 1e-13} if dtype == np.float64 else {
+        "rtol": 1e-4, "atol": 1e-6}
+    for reduction in REDUCTIONS:
+        expected_loss, expected_grad = _torch_expected(x, target, weight, options, reduction)
+        with monkeypatch.context() as m:
+            _refuse_numpy_rows(m)
+            m.setattr(numpy_backend, "_CE_COLUMN_ELEMENTS", 1 << 16)
+            fast = _both(x, target, w, reduction, kwargs)
+            m.setattr(numpy_backend, "_CE_COLUMN_ELEMENTS", 16)
+            narrow = _both(x, target, w, reduction, kwargs)
+        for loss, loss2, grad in (fast, narrow):
+            assert loss.dtype == loss2.dtype == grad.dtype == dtype
+            assert_close(loss, expected_loss, **tol)
+            assert_close(loss2, expected_loss, **tol)
+            assert_close(grad, expected_grad, **grad_tol)
+        for a, b in zip(fast, narrow, strict=True):
+            np.testing.assert_array_equal(a, b)  # the column blocking is exact
+        with monkeypatch.context() as m:
+            _numpy_engine(m, False)
+            slow = _both(x, target, w, reduction, kwargs)
+        _registry._clear_caches()
+        for a, b in zip(fast, slow, strict=True):
+            assert_close(a, b, **(tol if dtype == np.float32 else {"rtol": 1e-12, "atol": 0}))
+
+
+@needs_numba
+@pytest.mark.parametrize("case", ["plain/smooth/ignore/weight", "long/smooth",
+                                  "k-dim-wide/smooth/ignore/weight"])
+def test_compiled_float16_by_chunks(case, monkeypatch, no_numpy_rows):
+    """float16 input, computed in float32 by chunks of one sample and of all samples:
+    the same result either way, close to torch's float32 computation."""
+    x, target, weight, options = _problem(case, np.float16)
+    weight = weight.astype(np.float16)
+    w = weight if options.get("weight") else None
+    kwargs = {k: v for k, v in options.items() if k != "weight"}
+    expected_loss, expected_grad = _torch_expected(x.astype(np.float32), target,
+                                                   weight.astype(np.float32), options, "none")
+    results = []
+    for chunk in (1, 1 << 20):
+        monkeypatch.setattr(numpy_backend, "_CE_HALF_CHUNK_ELEMENTS", chunk)
+        loss, _, grad = _both(x, target, w, "none", kwargs)
+        assert loss.dtype == grad.dtype == np.float16
+        np.testing.assert_allclose(loss, expected_loss, rtol=2e-3, atol=1e-3)
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-2, atol=1e-4)
+        results.append((loss, grad))
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    np.testing.assert_array_equal(results[0][1], results[1][1])
+
+
+def _non_finite_problem(dtype, k_dim):
+    """Rows (or positions) holding nan (first, middle and last class), +inf (target and
+    not), two +inf, -inf, all -inf, and finite rows, of 3000 classes (two chunks)."""
+    g = np.random.default_rng(7)
+    c = 3000
+    x = g.standard_normal((12, c)).astype(dtype)
+    target = g.integers(0, c, 12)
+    x[0, 0] = np.nan
+    x[1, c // 2] = np.nan
+    x[2, c - 1] = np.nan
+    x[3, target[3]] = np.inf
+    x[4, (target[4] + 1) % c] = np.inf
+    x[5, :2] = np.inf
+    x[6, (target[6] + 5) % c] = -np.inf
+    x[7, :] = -np.inf
+    x[8, target[8]] = -np.inf
+    if k_dim:  # (3, C, 4): the same twelve rows as positions
+        x = np.ascontiguousarray(x.reshape(3, 4, c).transpose(0, 2, 1))
+        target = target.reshape(3, 4)
+    return x, target
+
+
+@needs_numba
+@pytest.mark.parametrize("k_dim", [False, True])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_compiled_non_finite_rows_are_torchs(dtype, k_dim, smoothing):
+    """nan anywhere in a row gives nan; inf and -inf logits give torch's losses and
+    gradients (the flagged rows are redone by the NumPy engine), finite rows beside
+    them stay exact."""
+    x, target = _non_finite_problem(dtype, k_dim)
+    weight = np.random.default_rng(8).uniform(0.5, 2, x.shape[1]).astype(dtype)
+    for w in (None, weight):
+        for reduction in ("none", "sum"):
+            tw = None if w is None else torch.from_numpy(w)
+            leaf = torch.tensor(x, requires_grad=True)
+            expected = F.cross_entropy(leaf, torch.from_numpy(target), tw, reduction=reduction,
+                                       label_smoothing=smoothing)
+            expected.sum().backward()
+            loss, grad = anyloss.cross_entropy_and_grad(x, target, w, reduction=reduction,
+                                                        label_smoothing=smoothing)
+            tol = FLOAT64 if dtype == np.float64 else FLOAT32
+            assert_close(loss, expected.detach().numpy(), **tol)
+            assert_close(anyloss.cross_entropy(x, target, w, reduction=reduction,
+                                               label_smoothing=smoothing),
+                         expected.detach().numpy(), **tol)
+            assert_close(grad, leaf.grad.numpy(), rtol=1e-4, atol=1e-6)
+
+
+@needs_numba
+@pytest.mark.parametrize("case", ["long/smooth/ignore/weight", "k-dim-wide/smooth/ignore/weight",
+                                  "plain/smooth"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_compiled_result_does_not_depend_on_threads(case, dtype):
+    x, target, weight, options = _problem(case, dtype)
+    x = np.tile(x, (40,) + (1,) * (x.ndim - 1))  # enough rows for every thread
+    target = np.tile(target, (40,) + (1,) * (target.ndim - 1))
+    w = weight.astype(dtype) if options.get("weight") else None
+    kwargs = {k: v for k, v in options.items() if k != "weight"}
+    runs = []
+    for n in (1, 2, 3):
+        with anyloss._threads.threads(n):
+            runs.append(_both(x, target, w, "none", kwargs))
+    for other in runs[1:]:
+        for a, b in zip(runs[0], other, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_compiled_exp_within_one_ulp(dtype):
+    """The kernels' polynomial exp against NumPy's on (-87, 0] (float32) and (-708, 0]
+    (float64), and 0 below."""
+    import numba
+
+    kernels = compiled.load("cross_entropy")
+
+    @numba.njit
+    def run(a, out):
+        for i in range(a.shape[0]):
+            out[i] = kernels.exp(a[i])
+
+    g = np.random.default_rng(9)
+    low = -87.0 if dtype == np.float32 else -708.0
+    a = np.concatenate([-g.uniform(0, -low, 200_000), -g.uniform(0, 1e-3, 1000),
+                        [0.0, -0.0, low, -1e-30]]).astype(dtype)
+    out = np.empty_like(a)
+    run(a, out)
+    exact = np.exp(a.astype(np.float64)) if dtype == np.float32 else np.exp(a)
+    ulps = np.abs(out - exact) / np.spacing(exact.astype(dtype))
+    assert ulps.max() <= 1.0, ulps.max()
+    below = np.asarray([low - 0.5, -1e4, -np.inf], dtype=dtype)
+    out = np.empty_like(below)
+    run(below, out)
+    np.testing.assert_array_equal(out, 0.0)
+
+
+def test_without_numba_every_option_is_torchs(monkeypatch):
+    """The NumPy fallback (numba switched off) on rows and K-dim, every option."""
+    _numpy_engine(monkeypatch, False)
+    try:
+        for case in ("long/smooth/ignore/weight", "k-dim-wide/smooth/ignore/weight"):
+            x, target, weight, options = _problem(case)
+            w = weight if options.get("weight") else None
+            kwargs = {k: v for k, v in options.items() if k != "weight"}
+            for reduction in REDUCTIONS:
+                expected_loss, expected_grad = _torch_expected(x, target, weight, options,
+                                                               reduction)
+                loss, loss2, grad = _both(x, target, w, reduction, kwargs)
+                assert_close(loss, expected_loss, **FLOAT64)
+                assert_close(loss2, expected_loss, **FLOAT64)
+                assert_close(grad, expected_grad, rtol=1e-10, atol=1e-13)
+    finally:
+        monkeypatch.undo()
+        _registry._clear_caches()
 
 
 # --- JAX and Dask specifics --------------------------------------------------------------

@@ -125,11 +125,10 @@ def _relative_difference(a, b) -> float:
 
 def _child() -> None:
     """Run in the child: each kernel with fast paths on and off; print a JSON report."""
-    import anyloss
-    from anyloss.backends.numpy import compiled
-
     import io
 
+    import anyloss
+    from anyloss.backends.numpy import compiled
     from anyloss.conformance import cli
 
     info = io.StringIO()

@@ -1,22 +1,24 @@
-"""Cross entropy of class indices on NumPy arrays: one blocked pass over the input.
+"""Cross entropy of class indices on NumPy arrays: one pass over the input.
 
-The log-softmax is never materialised. Each worker takes a block of rows (or, for a
-K-dimensional input, of (sample, position) columns) small enough to stay in its L2
-cache, copies it shifted by the row maximum into a scratch buffer, reads the target's
-shifted logit and the smoothing sum there, exponentiates in place and sums: one read
-of the input from memory. The per-row log-sum-exp of the shifted logits follows;
-this is the blocked ("online") normaliser of Milakov & Gimelshein, *Online normalizer
-calculation for softmax* (2018), with the whole row of a block in cache instead of a
-running maximum. The gradient, when asked for, is written by the same pass from the
-cached exponentials: softmax minus the smoothed one-hot, scaled by the weights and the
-reduction's denominator. NumPy releases the GIL in its loops, so a few threads over
-blocks use every core.
+The log-softmax is never materialised. Per row (or, for a K-dimensional input,
+per (sample, position)), the pass finds the maximum, then, with the row in cache,
+the sum of the shifted exponentials, the target's shifted logit and the smoothing
+sum: one read of the input from memory. The per-row log-sum-exp of the shifted
+logits follows; this is the blocked ("online") normaliser of Milakov &
+Gimelshein, *Online normalizer calculation for softmax* (2018), with the whole
+row in cache instead of a running maximum. The gradient, when asked for, is
+written by the same pass from the cached exponentials: softmax minus the
+smoothed one-hot, scaled by the weights and the reduction's denominator.
 
-The float32 row loop runs compiled where numba is installed
-(:mod:`.compiled.cross_entropy`); everything else is NumPy calls writing into
-preallocated arrays. The Dask backend maps :func:`cross_entropy_elements`,
-:func:`cross_entropy_targets` and :func:`blocked_cross_entropy_and_grad` over
-its chunks.
+Where numba is installed, one compiled kernel does each row whole
+(:mod:`.compiled.cross_entropy`: float32 and float64, float16 converted to
+float32 by chunks, C-contiguous rows and K-dimensional inputs by blocks of
+positions, parallel over rows on :func:`anyloss.get_threads` threads). Without
+numba, for other layouts, and for the rows holding nan or a non-finite maximum,
+the NumPy engine: blocks of rows small enough to stay in cache, a handful of
+NumPy calls writing into preallocated arrays, on a thread pool. The Dask backend
+maps :func:`cross_entropy_elements`, :func:`cross_entropy_targets` and
+:func:`blocked_cross_entropy_and_grad` over its chunks.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import array_api_compat.numpy as npx
 import numpy as np
 
 from anyloss._class_index import masks
+from anyloss._threads import get_threads
 from anyloss.backends.numpy import compiled
 from anyloss.backends.numpy.results import reduced_result
 
@@ -49,19 +52,27 @@ _CE_PARALLEL_ELEMENTS = 1 << 20
 #: Inputs smaller than this (elements) decline to the generic formula, whose dozen NumPy
 #: calls cost less than setting up the pass (the measurement is in benchmarks/README.md).
 _CE_MIN_ELEMENTS = 1 << 15
+#: float16 input reaches the compiled kernels converted to float32 by chunks of samples
+#: of about this many elements.
+_CE_HALF_CHUNK_ELEMENTS = 1 << 20
+#: Elements of one column block of the compiled K-dimensional kernels (positions per
+#: block: this over C, at least 16).
+_CE_COLUMN_ELEMENTS = 1 << 16
 _CE_POOL: list = []
 _CE_POOL_LOCK = threading.Lock()
 _CE_SCRATCH = threading.local()
 
 
 def _ce_workers() -> int:
-    return max(1, min(os.cpu_count() or 1, 8))
+    """Threads of one pass: the thread setting (:func:`anyloss._threads.get_threads`)."""
+    return max(1, get_threads())
 
 
 def _ce_pool() -> ThreadPoolExecutor:
     with _CE_POOL_LOCK:
         if not _CE_POOL:
-            _CE_POOL.append(ThreadPoolExecutor(_ce_workers(), thread_name_prefix="anyloss-ce"))
+            _CE_POOL.append(ThreadPoolExecutor(max(2, min(os.cpu_count() or 1, 64)),
+                                               thread_name_prefix="anyloss-ce"))
         return _CE_POOL[0]
 
 
@@ -75,16 +86,23 @@ def _ce_scratch(size: int, dtype) -> np.ndarray:
 
 
 class _CrossEntropyPass:
-    """One blocked pass of cross entropy over a class-index problem.
+    """One pass of cross entropy over a class-index problem.
 
     ``x3`` is the input as ``(N, C, D)`` (class axis 1; ``D == 1`` for the common
     ``(N, C)`` case), ``target`` ``(N, D)``. :meth:`run` fills, per target element,
     the shift (row maximum), the sum of the shifted exponentials and, with label
-    smoothing, the weighted sum of the shifted logits; :meth:`losses` turns them
-    into the unreduced losses. After :meth:`with_gradient`, the same pass also
-    writes the gradient ``(N, C, D)`` in the input's dtype. The per-block work is
-    a handful of NumPy calls writing into preallocated arrays, so that the Python
-    overhead (which holds the GIL) stays small next to the loops (which do not).
+    smoothing, the weighted sum of the shifted logits (float64); :meth:`losses`
+    turns them into the unreduced losses. After :meth:`with_gradient`, the same
+    pass also writes the gradient ``(N, C, D)`` in the input's dtype.
+
+    Two engines. Where numba is installed and ``x3`` is C-contiguous, one compiled
+    kernel per row (or per block of positions of a sample, for ``D > 1``) does the
+    whole row: :mod:`.compiled.cross_entropy`, parallel over rows on
+    :func:`anyloss.get_threads` threads; rows holding a nan or a non-finite
+    maximum are redone by the NumPy engine, whose arithmetic follows torch there.
+    Otherwise, the NumPy engine: blocks of rows that stay in cache, a handful of
+    NumPy calls each writing into preallocated arrays (NumPy releases the GIL in
+    its loops, so a thread pool over blocks uses every core).
     """
 
     def __init__(self, x3, target, weight, ignore_index, label_smoothing):
@@ -104,21 +122,18 @@ class _CrossEntropyPass:
             self.w = np.asarray(weight).reshape(c).astype(self.cdt)
             self.w_total = float(np.sum(self.w, dtype=np.float64))
         self.peak = np.empty((n, d), dtype=self.cdt)
-        self.total = np.empty((n, d), dtype=self.cdt)
-        self.smooth = np.empty((n, d), dtype=self.cdt) if self.eps > 0 else None
-        # Clamping the shift at the largest float keeps a row with a +inf logit at an
-        # inf loss (x - inf would be nan), as the generic formula's finite shift does.
-        self.big = np.finfo(self.cdt).max
+        self.total = np.empty((n, d), dtype=np.float64)
+        self.smooth = np.empty((n, d), dtype=np.float64) if self.eps > 0 else None
+        # The shift is the row maximum unclamped, as torch's: a row with a +inf logit
+        # (x - inf is nan there) or of -inf only gives nan losses and gradients.
         self.grad = None
-        # The compiled engine takes C-contiguous float32 rows (the common large case).
-        self.compiled = (compiled.HAVE_NUMBA and x3.dtype == np.float32 and d == 1 and c > 0
-                         and x3[:, :, 0].flags.c_contiguous)
+        self.compiled = compiled.HAVE_NUMBA and c > 0 and x3.size > 0 and x3.flags.c_contiguous
         if self.compiled:
             self.smooth_kind = 0 if self.eps == 0 else (1 if self.w is None else 2)
             if self.smooth is None:
-                self.smooth = np.empty((n, d), dtype=self.cdt)  # written, not used
+                self.smooth = np.empty((n, d), dtype=np.float64)  # written, not used
             self.w_or_ones = np.ones(1, self.cdt) if self.w is None else self.w
-            self.kernels = compiled.load("cross_entropy")  # not in two pool threads at once
+            self.kernels = compiled.load("cross_entropy")
 
     def with_gradient(self, scale: float, out: np.ndarray | None = None) -> None:
         """Also write the gradient of ``scale * sum(losses)`` during :meth:`run`, into
@@ -128,6 +143,7 @@ class _CrossEntropyPass:
         self.coef = np.where(self.invalid, np.nan, coef)
         factor = (1.0 - self.eps) * self.w_y + (self.eps / self.n_classes) * self.w_total
         self.softmax_factor = (self.coef * factor).astype(self.cdt)
+        self.hit = (self.coef * (1.0 - self.eps) * self.w_y).astype(self.cdt)
         self.a = np.empty_like(self.softmax_factor)  # softmax_factor / total, per block
         self.spread = None
         if self.eps > 0:
@@ -137,6 +153,8 @@ class _CrossEntropyPass:
         if out is None:
             out = np.empty(self.x3.shape, dtype=self.x3.dtype)
         self.grad = out.reshape(self.x3.shape)
+        if self.compiled and not self.grad.flags.c_contiguous:
+            self.compiled = False
 
     def blocks(self):
         n, c, d = self.x3.shape
@@ -150,15 +168,16 @@ class _CrossEntropyPass:
         return [(i, i + 1, j, min(j + cols, d)) for i in range(n) for j in range(0, d, cols)]
 
     def run(self):
+        if self.compiled:
+            self._run_compiled()
+            return
         blocks = self.blocks()
-        if self.x3.shape[2] != 1:
-            do = self._columns
-        else:
-            do = self._rows_compiled if self.compiled else self._rows
-        if self.x3.size < _CE_PARALLEL_ELEMENTS or len(blocks) < 2 or _ce_workers() == 1:
+        do = self._columns if self.x3.shape[2] != 1 else self._rows
+        workers = _ce_workers()
+        if self.x3.size < _CE_PARALLEL_ELEMENTS or len(blocks) < 2 or workers == 1:
             self._do(do, blocks)
         else:
-            tasks = min(len(blocks), 4 * _ce_workers())
+            tasks = min(len(blocks), workers)
             bounds = np.linspace(0, len(blocks), tasks + 1).astype(int)
             pool = _ce_pool()
             futures = [pool.submit(self._do, do, blocks[bounds[k]:bounds[k + 1]])
@@ -173,6 +192,55 @@ class _CrossEntropyPass:
             for block in blocks:
                 do(*block)
 
+    def _run_compiled(self):
+        """The compiled engine over all samples (float16: by chunks converted to float32),
+        then the NumPy engine on the rows (positions) flagged bad."""
+        n, c, d = self.x3.shape
+        bad = np.empty((n, d), dtype=np.uint8)
+        if self.x3.dtype == self.cdt:
+            self._kernel(0, n, self.x3, self.grad, bad)
+        else:
+            step = max(1, _CE_HALF_CHUNK_ELEMENTS // (c * d))
+            for n0 in range(0, n, step):
+                n1 = min(n0 + step, n)
+                x = self.x3[n0:n1].astype(self.cdt)
+                g = None if self.grad is None else np.empty_like(x)
+                self._kernel(n0, n1, x, g, bad)
+                if g is not None:
+                    np.copyto(self.grad[n0:n1], g, casting="unsafe")
+        if not bad.any():
+            return
+        with np.errstate(invalid="ignore", over="ignore"):
+            for i, j in np.argwhere(bad):
+                (self._rows if d == 1 else self._columns)(i, i + 1, j, j + 1)
+        if self.grad is not None:
+            self._subtract_targets(bad.astype(bool))
+
+    def _kernel(self, n0, n1, x, g, bad):
+        """The compiled kernel on samples ``n0:n1``, whose input is ``x`` ``(n1 - n0, C, D)``
+        (C-contiguous, the compute dtype) and gradient ``g`` (or ``None``)."""
+        k, w, kind = self.kernels, self.w_or_ones, self.smooth_kind
+        nb, c, d = x.shape
+        peak, total, smooth = self.peak[n0:n1], self.total[n0:n1], self.smooth[n0:n1]
+        if d == 1:
+            x2, flat = x.reshape(nb, c), (lambda a: a.reshape(nb))
+            if g is None:
+                k.forward_rows(x2, w, kind, flat(peak), flat(total), flat(smooth),
+                               flat(bad[n0:n1]))
+            else:
+                k.gradient_rows(x2, flat(self.t[n0:n1]), w, kind,
+                                flat(self.softmax_factor[n0:n1]), flat(self.spread[n0:n1]),
+                                flat(self.hit[n0:n1]), flat(peak), flat(total), flat(smooth),
+                                flat(bad[n0:n1]), flat(self.a[n0:n1]), g.reshape(nb, c))
+            return
+        width = min(d, max(16, _CE_COLUMN_ELEMENTS // c))
+        if g is None:
+            k.forward_columns(x, w, kind, width, peak, total, smooth, bad[n0:n1])
+        else:
+            k.gradient_columns(x, self.t[n0:n1], w, kind, width, self.softmax_factor[n0:n1],
+                               self.spread[n0:n1], self.hit[n0:n1], peak, total, smooth,
+                               bad[n0:n1], g)
+
     def _rows(self, n0, n1, _d0, _d1):
         """Block of whole rows, class axis last: ``x[n0:n1, :, 0]``."""
         c, nb = self.n_classes, n1 - n0
@@ -180,7 +248,6 @@ class _CrossEntropyPass:
         buf = _ce_scratch(nb * c, self.cdt)[: nb * c].reshape(nb, c)
         peak, total = self.peak[n0:n1, 0], self.total[n0:n1, 0]
         np.max(v, axis=1, out=peak)
-        np.minimum(peak, self.big, out=peak)
         np.subtract(v, peak[:, None], out=buf)
         if self.smooth is not None:
             smooth = self.smooth[n0:n1, 0]
@@ -206,27 +273,6 @@ class _CrossEntropyPass:
         if work is buf:
             np.copyto(out, buf, casting="unsafe")
 
-    def _rows_compiled(self, n0, n1, d0, d1):
-        """:meth:`_rows` by the numba kernels: NumPy's row maximum, then one compiled loop.
-
-        A block with a non-finite maximum (an inf or nan logit) goes to :meth:`_rows`,
-        whose NumPy arithmetic propagates them as the generic formula does.
-        """
-        v = self.x3[n0:n1, :, 0]
-        peak = self.peak[n0:n1, 0]
-        np.max(v, axis=1, out=peak)
-        if not np.isfinite(peak).all():
-            self._rows(n0, n1, d0, d1)
-            return
-        kernels = self.kernels
-        total, smooth = self.total[n0:n1, 0], self.smooth[n0:n1, 0]
-        if self.grad is None:
-            kernels.forward(v, peak, self.w_or_ones, self.smooth_kind, total, smooth)
-        else:
-            kernels.gradient(v, peak, self.w_or_ones, self.smooth_kind,
-                                self.softmax_factor[n0:n1, 0], self.spread[n0:n1, 0],
-                                total, smooth, self.a[n0:n1, 0], self.grad[n0:n1, :, 0])
-
     def _columns(self, n0, n1, d0, d1):
         """Block ``x[n0:n1, :, d0:d1]``, class axis in the middle (K-dimensional input)."""
         c, nb, dl = self.n_classes, n1 - n0, d1 - d0
@@ -234,7 +280,6 @@ class _CrossEntropyPass:
         buf = _ce_scratch(nb * c * dl, self.cdt)[: nb * c * dl].reshape(nb, c, dl)
         peak, total = self.peak[n0:n1, d0:d1], self.total[n0:n1, d0:d1]
         np.max(v, axis=1, out=peak)
-        np.minimum(peak, self.big, out=peak)
         np.subtract(v, peak[:, None, :], out=buf)
         if self.smooth is not None:
             smooth = self.smooth[n0:n1, d0:d1]
@@ -254,19 +299,23 @@ class _CrossEntropyPass:
             buf -= spread if self.w is None else spread * self.w[None, :, None]
         np.copyto(self.grad[n0:n1, :, d0:d1], buf, casting="unsafe")
 
-    def _subtract_targets(self):
-        """The one-hot part of the gradient: ``coef * (1 - eps) * w[y]`` off each target's logit."""
+    def _subtract_targets(self, where=None):
+        """The one-hot part of the gradient: ``coef * (1 - eps) * w[y]`` off each target's
+        logit (only where the ``(N, D)`` mask ``where`` is true, when given)."""
         n, c, d = self.x3.shape
-        hit = self.coef * (1.0 - self.eps) * self.w_y
-        flat = (np.arange(n)[:, None] * (c * d) + self.t * d + np.arange(d)[None, :]).ravel()
+        flat = np.arange(n)[:, None] * (c * d) + self.t * d + np.arange(d)[None, :]
+        hit = self.hit
+        if where is not None:
+            flat, hit = flat[where], hit[where]
+        flat = flat.ravel()
         grad = self.grad.reshape(-1)
-        grad[flat] = (grad[flat].astype(self.cdt) - hit.ravel().astype(self.cdt))
+        grad[flat] = (grad[flat].astype(self.cdt) - hit.ravel())
 
     def losses(self):
         """Unreduced losses ``(N, D)`` in float64: 0 where ignored, nan where invalid."""
         shifted = np.take_along_axis(self.x3, self.t[:, None, :], axis=1)[:, 0, :]
-        picked = np.subtract(shifted, self.peak, dtype=self.cdt).astype(np.float64)
         with np.errstate(divide="ignore", invalid="ignore"):
+            picked = np.subtract(shifted, self.peak, dtype=self.cdt).astype(np.float64)
             log_total = np.log(self.total.astype(np.float64))
             loss = self.w_y * (log_total - picked)
             if self.eps > 0:
