@@ -168,8 +168,9 @@ def nll_loss(
     Kernel("cross_entropy", "jax", "checked", "jax:cross_entropy",
            "anyloss's formula under jax.jit", "class indices"),
     Kernel("cross_entropy", "numpy", "checked", "numpy.cross_entropy:cross_entropy",
-           "one blocked pass over rows on a thread pool, numba for float32 rows",
-           "class indices; 2^15 elements or more"),
+           "one compiled pass over the rows (max, exp-sum, target, smoothing)",
+           "class indices; 2^15 elements or more", needs="numba",
+           without="one blocked NumPy pass on a thread pool"),
     Kernel("cross_entropy", "dask", "checked", "dask:cross_entropy",
            "the NumPy pass per chunk", "class indices; 2-d or more; known chunks"),
 )
@@ -279,7 +280,8 @@ def cross_entropy(
            "jax.vjp of the jitted formula", "class indices"),
     Kernel("cross_entropy_and_grad", "numpy", "checked",
            "numpy.cross_entropy:cross_entropy_and_grad",
-           "the blocked pass, writing the gradient", "class indices; 2^15 elements or more"),
+           "the compiled pass, writing the gradient once", "class indices; 2^15 elements or more",
+           needs="numba", without="the blocked NumPy pass, writing the gradient"),
     Kernel("cross_entropy_and_grad", "dask", "checked", "dask:cross_entropy_and_grad",
            "the NumPy pass per chunk", "class indices; 2-d or more; known chunks"),
 )
