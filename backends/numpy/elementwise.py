@@ -150,10 +150,11 @@ def huber_loss(input, target, *, reduction, delta, weight):
 
 
 def smooth_l1_loss(input, target, *, reduction, beta):
-    """``smooth_l1_loss`` by one pass (``beta = 0``: the L1 loss), or ``NotImplemented``
-    (``beta < 0``)."""
+    """``smooth_l1_loss`` by one pass, or ``NotImplemented``: for ``beta < 0``, and for
+    ``beta = 0``, which is ``l1_loss`` itself in torch and in anyloss (the same number,
+    summed in the same order)."""
     dtype = _plain(input, target)
-    if dtype is None or reduction not in _REDUCTIONS or not _number(beta) or not beta >= 0:
+    if dtype is None or reduction not in _REDUCTIONS or not _number(beta) or not beta > 0:
         return NotImplemented
     return _flat_call("smooth_l1", input, target, reduction,
                       (dtype.type(beta), dtype.type(0.5)))
