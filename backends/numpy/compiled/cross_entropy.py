@@ -46,6 +46,7 @@ from llvmlite import ir
 from numba import prange, types
 from numba.extending import intrinsic, overload
 
+from anyloss.backends.numpy.compiled.elementary import exp_reduced32, exp_reduced64
 from anyloss.backends.numpy.compiled.parallel import parallel_kernel
 
 __all__ = ["forward_rows", "gradient_rows", "forward_columns", "gradient_columns"]
@@ -88,14 +89,7 @@ def exp_nonpositive32(x):
     y = max(x, f32(-87.0))
     k = np.floor(y * f32(1.44269504088896341) + f32(0.5))  # float32 (math.floor: int64)
     r = y - k * f32(0.693359375) - k * f32(-2.12194440e-4)
-    p = f32(1.9875691500e-4)
-    p = p * r + f32(1.3981999507e-3)
-    p = p * r + f32(8.3334519073e-3)
-    p = p * r + f32(4.1665795894e-2)
-    p = p * r + f32(1.6666665459e-1)
-    p = p * r + f32(5.0000001201e-1)
-    p = p * (r * r) + r + f32(1.0)
-    e = p * bits_to_float32(np.int32(k + f32(127.0)) << 23)
+    e = exp_reduced32(r) * bits_to_float32(np.int32(k + f32(127.0)) << 23)
     return e if x >= f32(-87.0) else f32(0.0)
 
 
@@ -106,20 +100,7 @@ def exp_nonpositive64(x):
     y = max(x, -708.0)
     k = np.floor(y * 1.4426950408889634073599 + 0.5)
     r = y - k * 6.93145751953125e-1 - k * 1.42860682030941723212e-6
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * (r * r) + r + 1.0
-    e = p * bits_to_float64(np.int64(k + 1023.0) << 52)
+    e = exp_reduced64(r) * bits_to_float64(np.int64(k + 1023.0) << 52)
     return e if x >= -708.0 else 0.0
 
 

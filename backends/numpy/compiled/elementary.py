@@ -68,6 +68,8 @@ __all__ = [
     "log1p_exp_neg_abs",
     "logaddexp",
     "apply",
+    "exp_reduced32",
+    "exp_reduced64",
     "FUNCTIONS",
 ]
 
@@ -189,33 +191,20 @@ _MAGIC64 = f64(6755399441055744.0)  # 1.5 * 2^52
 
 
 @_jit
-def _exp32(x):
-    # Clamped so that k stays within [-150, 128]; nan goes through as 0 and comes back at the end.
-    xc = x if x == x else f32(0.0)
-    xc = f32(-104.0) if xc < f32(-104.0) else xc
-    xc = f32(89.0) if xc > f32(89.0) else xc
-    t = xc * f32(1.44269504088896341) + _MAGIC32
-    kf = t - _MAGIC32
-    r = xc - kf * f32(0.693359375) - kf * f32(-2.12194440e-4)
+def exp_reduced32(r):
+    """``exp(r)`` of a float32 ``|r| <= ln 2 / 2``: the polynomial of Cephes' ``expf``."""
     p = f32(1.9875691500e-4)
     p = p * r + f32(1.3981999507e-3)
     p = p * r + f32(8.3334519073e-3)
     p = p * r + f32(4.1665795894e-2)
     p = p * r + f32(1.6666665459e-1)
     p = p * r + f32(5.0000001201e-1)
-    p = p * (r * r) + r + f32(1.0)
-    y = _scale(p, kf)
-    return y if x == x else x
+    return p * (r * r) + r + f32(1.0)
 
 
 @_jit
-def _exp64(x):
-    xc = x if x == x else 0.0
-    xc = -746.0 if xc < -746.0 else xc
-    xc = 710.0 if xc > 710.0 else xc
-    t = xc * 1.4426950408889634 + _MAGIC64
-    kf = t - _MAGIC64
-    r = xc - kf * 6.93147180369123816490e-01 - kf * 1.90821492927058770002e-10
+def exp_reduced64(r):
+    """``exp(r)`` of a float64 ``|r| <= 0.347``: Taylor's series to degree 13."""
     p = 1.0 / 6227020800.0  # 1/13!
     p = p * r + 1.0 / 479001600.0
     p = p * r + 1.0 / 39916800.0
@@ -228,8 +217,31 @@ def _exp64(x):
     p = p * r + 1.0 / 24.0
     p = p * r + 1.0 / 6.0
     p = p * r + 0.5
-    p = p * (r * r) + r + 1.0
-    y = _scale(p, kf)
+    return p * (r * r) + r + 1.0
+
+
+@_jit
+def _exp32(x):
+    # Clamped so that k stays within [-150, 128]; nan goes through as 0 and comes back at the end.
+    xc = x if x == x else f32(0.0)
+    xc = f32(-104.0) if xc < f32(-104.0) else xc
+    xc = f32(89.0) if xc > f32(89.0) else xc
+    t = xc * f32(1.44269504088896341) + _MAGIC32
+    kf = t - _MAGIC32
+    r = xc - kf * f32(0.693359375) - kf * f32(-2.12194440e-4)
+    y = _scale(exp_reduced32(r), kf)
+    return y if x == x else x
+
+
+@_jit
+def _exp64(x):
+    xc = x if x == x else 0.0
+    xc = -746.0 if xc < -746.0 else xc
+    xc = 710.0 if xc > 710.0 else xc
+    t = xc * 1.4426950408889634 + _MAGIC64
+    kf = t - _MAGIC64
+    r = xc - kf * 6.93147180369123816490e-01 - kf * 1.90821492927058770002e-10
+    y = _scale(exp_reduced64(r), kf)
     return y if x == x else x
 
 
