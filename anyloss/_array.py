@@ -24,12 +24,14 @@ from typing import Any, TypeAlias
 import array_api_compat as _compat
 
 from anyloss._registry import Kernel, declare, primitive
+from anyloss._tracing import constant_when_traced
 
 __all__ = [
     "Array",
     "namespace",
     "library_name",
     "is_eager",
+    "sizes_are_numbers",
     "isdtype",
     "float_dtype",
     "needs_float32_accumulation",
@@ -50,19 +52,28 @@ declare(
     Kernel("stop_gradient", "torch", "primitive", "torch:stop_gradient", "Tensor.detach"),
     Kernel("stop_gradient", "jax", "primitive", "jax:stop_gradient", "jax.lax.stop_gradient"),
     Kernel("is_traced", "jax", "primitive", "jax:is_tracer", "isinstance(x, jax.core.Tracer)"),
+    Kernel("is_traced", "torch", "primitive", "torch:is_compiling",
+           "torch.compiler.is_compiling()"),
 )
 
 _PYTHON_SCALARS = (bool, int, float, complex)
 
 
-@functools.cache
+@constant_when_traced
 def library_name(xp: ModuleType) -> str:
     """Short name of the array library behind namespace ``xp``.
 
     One of ``'numpy'``, ``'torch'``, ``'jax'``, ``'dask'``, ``'cupy'`` and
     ``'array_api_strict'``; any other namespace is named by its module name.
-    Cached per namespace.
+    Remembered per namespace.
     """
+    name = _LIBRARY_OF_NAMESPACE.get(xp.__name__)
+    if name is None:
+        name = _LIBRARY_OF_NAMESPACE[xp.__name__] = _name_library(xp)
+    return name
+
+
+def _name_library(xp: ModuleType) -> str:
     for name, test in (
         ("numpy", _compat.is_numpy_namespace),
         ("torch", _compat.is_torch_namespace),
@@ -74,6 +85,10 @@ def library_name(xp: ModuleType) -> str:
         if test(xp):
             return name
     return xp.__name__
+
+
+#: A namespace's module name -> its library's name.
+_LIBRARY_OF_NAMESPACE: dict[str, str] = {}
 
 
 def namespace(
@@ -95,9 +110,9 @@ def namespace(
     for name, value in arrays.items():
         if value is None and name in optional:
             continue
-        known = _NAMESPACE_OF_TYPE.get(type(value))
-        if known is None:
-            known = _namespace_of_new_type(func, name, value)
+        library = _library_of_type(type(value))
+        known = (_namespace_of_new_type(func, name, value) if library is None
+                 else (library, _NAMESPACE_OF_LIBRARY[library]))
         found.setdefault(known[0], (name, known[1]))
     if len(found) == 1:
         ((_, xp),) = found.values()
@@ -111,9 +126,17 @@ def namespace(
     )
 
 
-#: type of an array -> (library name, namespace); the namespace of every library anyloss
-#: meets follows from the array's type, and asking array-api-compat costs microseconds.
-_NAMESPACE_OF_TYPE: dict[type, tuple[str, ModuleType]] = {}
+#: type of an array -> its library's name; the namespace of every library anyloss meets
+#: follows from the array's type, and asking array-api-compat costs microseconds.
+_LIBRARY_OF_TYPE: dict[type, str] = {}
+#: library name -> its namespace, for the libraries in _LIBRARY_OF_TYPE.
+_NAMESPACE_OF_LIBRARY: dict[str, ModuleType] = {}
+
+
+@constant_when_traced
+def _library_of_type(cls: type) -> str | None:
+    """The library name of the arrays of type ``cls``, if known."""
+    return _LIBRARY_OF_TYPE.get(cls)
 
 
 def _namespace_of_new_type(func: str, name: str, value: Any) -> tuple[str, ModuleType]:
@@ -127,7 +150,8 @@ def _namespace_of_new_type(func: str, name: str, value: Any) -> tuple[str, Modul
     xp = _compat.array_namespace(value)
     known = (library_name(xp), xp)
     if known[0] in _TYPE_DETERMINES_NAMESPACE:
-        _NAMESPACE_OF_TYPE[type(value)] = known
+        _NAMESPACE_OF_LIBRARY[known[0]] = xp
+        _LIBRARY_OF_TYPE[type(value)] = known[0]
     return known
 
 
@@ -140,26 +164,40 @@ _TYPE_DETERMINES_NAMESPACE = frozenset(
 def is_eager(x: Any) -> bool:
     """Whether ``x`` holds concrete values that may be inspected on the host.
 
-    False for Dask arrays and for JAX values being traced (under ``jax.jit``,
-    ``jax.grad`` and friends); value checks that would force a compute or a
-    host synchronisation are skipped for those.
+    False for Dask arrays, for JAX values being traced (under ``jax.jit``,
+    ``jax.grad`` and friends) and for torch tensors while ``torch.compile`` traces
+    the call (a host read there would split the graph); value checks that would
+    force a compute or a host synchronisation are skipped for those.
     """
-    if type(x) in _EAGER_TYPES:
+    library = _library_of_type(type(x))
+    if library in _ALWAYS_EAGER:
         return True
-    if _compat.is_jax_array(x):
+    # The library of a type met before is known: no array-api-compat call (its tests
+    # are functools caches, which torch.compile warns about while it traces a call).
+    if library == "jax" or (library is None and _compat.is_jax_array(x)):
         return not _primitive("is_traced", "jax")(x)
-    eager = not _compat.is_lazy_array(x)
-    known = _NAMESPACE_OF_TYPE.get(type(x))
-    if eager and known is not None and known[0] in _ALWAYS_EAGER:
-        _EAGER_TYPES.add(type(x))
-    return eager
+    if library == "torch" or (library is None and _compat.is_torch_array(x)):
+        return not _primitive("is_traced", "torch")(x)
+    return not _compat.is_lazy_array(x)
 
 
-#: Libraries whose arrays are always concrete, and the array types met of them.
-_ALWAYS_EAGER = frozenset({"numpy", "torch", "cupy", "array_api_strict"})
-_EAGER_TYPES: set[type] = set()
+def sizes_are_numbers(x: Any) -> bool:
+    """Whether ``x``'s sizes are Python ints (or ``None``/``nan``) that a message may hold.
+
+    False for a torch tensor while torch.compile traces: with ``dynamic=True`` its sizes
+    are symbolic, and a message passed to a function torch.compile runs rather than
+    traces must be a constant.
+    """
+    if _library_of_type(type(x)) != "torch" and not _compat.is_torch_array(x):
+        return True
+    return not _primitive("is_traced", "torch")(x)
 
 
+#: Libraries whose arrays are always concrete.
+_ALWAYS_EAGER = frozenset({"numpy", "cupy", "array_api_strict"})
+
+
+@constant_when_traced
 def isdtype(xp: ModuleType, dtype: Any, kind: str | tuple[str, ...]) -> bool:
     """``xp.isdtype(dtype, kind)``, remembered per (namespace, dtype, kind).
 
@@ -193,20 +231,26 @@ def float_dtype(func: str, xp: ModuleType, *arrays: Any, complex_ok: bool = Fals
     TypeError
         If no array is floating, or one is complex and ``complex_ok`` is false.
     """
-    key = (xp, complex_ok, *(a.dtype for a in arrays))
+    return _float_dtype_of(func, xp, tuple(a.dtype for a in arrays), complex_ok)
+
+
+@constant_when_traced
+def _float_dtype_of(func: str, xp: ModuleType, dtypes: tuple, complex_ok: bool) -> Any:
+    """:func:`float_dtype` of arrays of ``dtypes``."""
+    key = (xp, complex_ok, *dtypes)
     try:
         return _FLOAT_DTYPE[key]
     except (KeyError, TypeError):  # not seen yet, or dtypes that cannot be hashed
         pass
     kinds = ("real floating", "complex floating") if complex_ok else "real floating"
-    floating = [a.dtype for a in arrays if isdtype(xp, a.dtype, kinds)]
+    floating = [d for d in dtypes if isdtype(xp, d, kinds)]
     if not complex_ok:
-        for a in arrays:
-            if isdtype(xp, a.dtype, "complex floating"):
-                raise TypeError(f"{func}(): complex inputs are not supported, got {a.dtype}")
+        for d in dtypes:
+            if isdtype(xp, d, "complex floating"):
+                raise TypeError(f"{func}(): complex inputs are not supported, got {d}")
     if not floating:
-        dtypes = ", ".join(str(a.dtype) for a in arrays)
-        raise TypeError(f"{func}(): expected a floating-point input, got {dtypes}")
+        names = ", ".join(str(d) for d in dtypes)
+        raise TypeError(f"{func}(): expected a floating-point input, got {names}")
     result = xp.result_type(*floating) if len(floating) > 1 else floating[0]
     with contextlib.suppress(TypeError):
         _FLOAT_DTYPE[key] = result
@@ -216,6 +260,7 @@ def float_dtype(func: str, xp: ModuleType, *arrays: Any, complex_ok: bool = Fals
 _FLOAT_DTYPE: dict[tuple, Any] = {}
 
 
+@constant_when_traced
 def needs_float32_accumulation(dtype: Any) -> bool:
     """True for the 16-bit floats (float16, bfloat16), whose sums accumulate in float32."""
     # Keyed with the dtype's type first, so that the dtypes of two libraries are never
@@ -246,13 +291,21 @@ def stop_gradient(x: Any) -> Any:
     return x
 
 
-@functools.cache
+@constant_when_traced
 def indexing_dtype(xp: ModuleType) -> Any:
     """The integer dtype ``xp`` uses for indices (int64 for torch and NumPy).
 
     Read from the standard's inspection API, once per namespace.
     """
-    return xp.__array_namespace_info__().default_dtypes()["indexing"]
+    dtype = _INDEXING_DTYPE.get(xp.__name__)
+    if dtype is None:
+        info = xp.__array_namespace_info__()
+        dtype = _INDEXING_DTYPE[xp.__name__] = info.default_dtypes()["indexing"]
+    return dtype
+
+
+#: A namespace's module name -> its indexing dtype.
+_INDEXING_DTYPE: dict[str, Any] = {}
 
 
 def device(x: Any) -> Any:
@@ -262,7 +315,7 @@ def device(x: Any) -> Any:
 
 def size(x: Any) -> float:
     """Number of elements of ``x``; ``nan`` where a lazy library does not know it yet."""
-    return math.prod(float("nan") if n is None else n for n in x.shape)
+    return math.prod([float("nan") if n is None else n for n in x.shape])
 
 
 def _primitive(function: str, library: str) -> Callable[..., Any]:
@@ -294,11 +347,15 @@ def numpy_scalar_results(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _numpy_scalar(x: Any) -> Any:
-    cls = type(x)
+    return x[()] if _is_ndarray_type(type(x)) and x.ndim == 0 else x
+
+
+@constant_when_traced
+def _is_ndarray_type(cls: type) -> bool:
     is_ndarray = _IS_NDARRAY.get(cls)
     if is_ndarray is None:
         is_ndarray = _IS_NDARRAY[cls] = cls.__module__ == "numpy" and cls.__name__ == "ndarray"
-    return x[()] if is_ndarray and x.ndim == 0 else x
+    return is_ndarray
 
 
 #: type -> whether it is NumPy's ndarray (so that this module need not import NumPy).

@@ -91,30 +91,38 @@ def _all_small(operands: Sequence[Any]) -> bool:
     """Whether every array operand is known to hold fewer than ``MIN_BLOCKED_ELEMENTS``:
     the quick answer of small calls, before any planning."""
     for a in operands:
-        shape = getattr(a, "shape", None)
+        shape = _shape(a)
         if shape is not None and (None in shape
                                   or not math.prod(shape) < MIN_BLOCKED_ELEMENTS):
             return False
     return True
 
 
+def _shape(operand: Any) -> tuple | None:
+    """An array operand's shape; ``None`` for a Python number or ``None`` (asked first:
+    torch.compile cannot ask a symbolic number for attributes)."""
+    if operand is None or isinstance(operand, (bool, int, float)):
+        return None
+    return operand.shape
+
+
 def _block_plan(xp, operands, split, row_elements):
     """``(split, n_rows, rows_per_block)`` when blocked evaluation pays, else ``None``."""
-    arrays = [a for a in operands if hasattr(a, "shape")]
-    largest = max((math.prod(a.shape) for a in arrays), default=0)
+    arrays = [a for a in operands if _shape(a) is not None]
+    largest = max([math.prod(a.shape) for a in arrays]) if arrays else 0
     if row_elements is None and largest < MIN_BLOCKED_ELEMENTS:
         return None  # the common quick answer for small arrays
-    ndim = max(a.ndim for a in arrays)
+    ndim = max([a.ndim for a in arrays])
     if ndim == 0:
         return None
     if split is None:
-        n_rows = max(a.shape[0] for a in arrays if a.ndim == ndim)
-        split = [hasattr(a, "shape") and a.ndim == ndim and a.shape[0] == n_rows
+        n_rows = max([a.shape[0] for a in arrays if a.ndim == ndim])
+        split = [_shape(a) is not None and a.ndim == ndim and a.shape[0] == n_rows
                  for a in operands]
     else:
         n_rows = next(a.shape[0] for a, cut in zip(operands, split, strict=True) if cut)
     if row_elements is None:
-        row_elements = max(math.prod(a.shape[1:]) for a in arrays)
+        row_elements = max([math.prod(a.shape[1:]) for a in arrays])
     if n_rows < 2 or n_rows * row_elements < MIN_BLOCKED_ELEMENTS:
         return None
     if any(needs_float32_accumulation(a.dtype) for a in arrays):

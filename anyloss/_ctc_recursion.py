@@ -53,7 +53,8 @@ def padded_targets(xp, targets, tl, max_target, blank, starts=None) -> Any:
         return xp.full((batch, max_target), blank, dtype=targets.dtype)
     if starts is None:
         starts = xp.cumulative_sum(tl) - tl
-    index = xp.clip(starts[:, None] + positions[None, :], 0, targets.shape[0] - 1)
+    index = starts[:, None] + positions[None, :]  # >= 0; kept below S by where (see below)
+    index = xp.where(index > targets.shape[0] - 1, targets.shape[0] - 1, index)
     gathered = xp.reshape(xp.take(targets, xp.reshape(index, (-1,)), axis=0), (batch, max_target))
     return xp.where(valid, gathered, xp.asarray(blank, dtype=targets.dtype))
 
@@ -64,7 +65,10 @@ def extended_labels(xp, targets, tl, max_target, blank, n_classes) -> tuple[Any,
     ``skip[n, s]`` is true for a label state whose label differs from the one two
     states back (a repeat needs a blank between the two labels).
     """
-    labels = xp.clip(padded_targets(xp, targets, tl, max_target, blank), 0, n_classes - 1)
+    labels = padded_targets(xp, targets, tl, max_target, blank)
+    # clipped to [0, C - 1] by where, here and above: array-api-compat's clip asks
+    # math.isnan of its bounds, which torch.compile cannot trace for a symbolic size
+    labels = xp.where(labels < 0, 0, xp.where(labels > n_classes - 1, n_classes - 1, labels))
     batch = tl.shape[0]
     blanks = xp.full((batch, max_target), blank, dtype=labels.dtype)
     interleaved = xp.reshape(xp.stack([blanks, labels], axis=-1), (batch, 2 * max_target))
@@ -119,7 +123,7 @@ def final_log_likelihood(xp, alpha, tl) -> Any:
     """``logsumexp(alpha[2U], alpha[2U - 1])`` per sample (just ``alpha[0]`` for U = 0)."""
     last = 2 * tl
     end = take_along_axis(xp, alpha, last[:, None], axis=1)[:, 0]
-    before = take_along_axis(xp, alpha, xp.maximum(last - 1, 0)[:, None], axis=1)[:, 0]
+    before = take_along_axis(xp, alpha, xp.where(last > 0, last - 1, 0)[:, None], axis=1)[:, 0]
     before = xp.where(tl > 0, before, -math.inf)
     return logsumexp3(xp, end, before, xp.full_like(end, -math.inf))
 

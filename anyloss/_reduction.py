@@ -9,12 +9,12 @@ and ``reduce`` booleans, which override it when either is given.
 from __future__ import annotations
 
 import math
-import warnings
 from types import ModuleType
 from typing import Any
 
 from anyloss._array import needs_float32_accumulation
 from anyloss._registry import Kernel, call, declare
+from anyloss._validate import warn
 
 __all__ = ["resolve", "legacy_reduction", "reduce", "sum_along", "total", "mean", "divide_or_nan"]
 
@@ -45,12 +45,8 @@ def legacy_reduction(size_average: bool | None, reduce: bool | None, stacklevel:
         result = "sum"
     else:
         result = "none"
-    warnings.warn(
-        "size_average and reduce args will be deprecated, "
-        f"please use reduction='{result}' instead.",
-        UserWarning,
-        stacklevel=stacklevel,
-    )
+    warn("size_average and reduce args will be deprecated, please use reduction='%s' instead.",
+         result, stacklevel=stacklevel)
     return result
 
 
@@ -74,9 +70,8 @@ def resolve(
     if size_average is not None or reduce is not None:
         reduction = legacy_reduction(size_average, reduce)
     if reduction == "elementwise_mean":
-        warnings.warn(
+        warn(
             "reduction='elementwise_mean' is deprecated. Please use reduction='mean' instead.",
-            UserWarning,
             stacklevel=3,
         )
         reduction = "mean"

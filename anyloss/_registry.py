@@ -38,7 +38,7 @@ a decline itself, and says so in its docstring.
 The switch
 ----------
 Fast paths have three levels, set for the process (:func:`set_fast_paths`) or
-for a block of code (:func:`fast_paths`, thread- and task-local):
+for a block of code (:func:`fast_paths`, local to the thread):
 
 - ``'all'`` (or ``True``, the default): every kernel;
 - ``'blocks'``: building blocks only, the loss kernels off;
@@ -57,13 +57,14 @@ reaches a call, so ``import anyloss`` imports no array library.
 from __future__ import annotations
 
 import contextlib
-import contextvars
-import functools
 import importlib
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
+
+from anyloss._tracing import constant_when_traced
 
 __all__ = [
     "STAGES",
@@ -156,7 +157,21 @@ class Kernel:
     def load(self) -> Callable[..., Any]:
         """The implementation, importing its backend module on first use."""
         module, attribute = self.target.split(":")
-        return getattr(importlib.import_module(f"anyloss.backends.{module}"), attribute)
+        return getattr(_backend(module), attribute)
+
+
+def _backend(module: str) -> ModuleType:
+    """The module ``anyloss.backends.<module>``, imported on first use.
+
+    torch.compile may trace the first anyloss call of a process. It executes an import
+    statement while tracing but cannot trace ``importlib.import_module``: so the torch
+    backend is imported by a statement.
+    """
+    if module == "torch":
+        from anyloss.backends import torch as torch_backend
+
+        return torch_backend
+    return importlib.import_module(f"anyloss.backends.{module}")
 
 
 def _numba() -> tuple[bool, str]:
@@ -196,13 +211,16 @@ def declare(*kernels: Kernel) -> None:
         if key in _KERNELS and _KERNELS[key] != kernel:
             raise ValueError(f"a kernel for {key} is declared twice")
         _KERNELS[key] = kernel
+        _IMPLEMENTATIONS.setdefault(kernel.target, _Implementation())
     _clear_caches()
 
 
 def _clear_caches() -> None:
     """Forget the kernels looked up so far (after a declaration, or a test's monkeypatch)."""
-    _resolve.cache_clear()
-    _kernel_for.cache_clear()
+    _TARGETS.clear()
+    _TARGETS_FOR_NAMESPACE.clear()
+    for holder in _IMPLEMENTATIONS.values():
+        holder.function = None
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -244,19 +262,55 @@ def libraries(function: str, stages: Iterable[str] = ("first", "checked")) -> tu
 # --- dispatch -----------------------------------------------------------------------------
 
 
-@functools.cache
-def _resolve(function: str, library: str, stage: str) -> Callable[..., Any] | None:
-    kernel = _KERNELS.get((function, library, stage))
-    return None if kernel is None else kernel.load()
+# A lookup is remembered as the kernel's target, by functions that torch.compile runs
+# rather than traces (constant_when_traced: their result must be a constant, a string),
+# which also load the implementation into the target's _Implementation. Traced code
+# then reads only that object's attribute: dynamo guards a compiled graph on every
+# dictionary read that misses, so that a later entry for the key recompiles it, and it
+# sees no entry added while it traces.
 
 
-@functools.cache
-def _kernel_for(function: str, xp: ModuleType, stage: str) -> Callable[..., Any] | None:
-    """:func:`_resolve` for the library of namespace ``xp``, remembered per namespace (the
+class _Implementation:
+    """The implementation of one target, loaded on its first lookup."""
+
+    __slots__ = ("function",)
+
+    def __init__(self) -> None:
+        self.function: Callable[..., Any] | None = None
+
+
+#: target -> its implementation holder, made when a record of that target is declared.
+_IMPLEMENTATIONS: dict[str, _Implementation] = {}
+#: (function, library, stage) -> the kernel's target, or None.
+_TARGETS: dict[tuple[str, str, str], str | None] = {}
+#: (function, namespace's module name, stage) -> the kernel's target, or None.
+_TARGETS_FOR_NAMESPACE: dict[tuple[str, str, str], str | None] = {}
+
+
+@constant_when_traced
+def _target(function: str, library: str, stage: str) -> str | None:
+    """The target of ``library``'s kernel of ``function`` at ``stage``, loaded; or ``None``."""
+    key = (function, library, stage)
+    if key not in _TARGETS:
+        kernel = _KERNELS.get(key)
+        if kernel is not None:
+            holder = _IMPLEMENTATIONS[kernel.target]
+            if holder.function is None:
+                holder.function = kernel.load()
+        _TARGETS[key] = None if kernel is None else kernel.target
+    return _TARGETS[key]
+
+
+@constant_when_traced
+def _target_for(function: str, xp: ModuleType, stage: str) -> str | None:
+    """:func:`_target` for the library of namespace ``xp``, remembered per namespace (the
     lookup runs on every call of every building block)."""
-    from anyloss._array import library_name  # _array declares primitives: imported late
+    key = (function, xp.__name__, stage)
+    if key not in _TARGETS_FOR_NAMESPACE:
+        from anyloss._array import library_name  # _array declares primitives: imported late
 
-    return _resolve(function, library_name(xp), stage)
+        _TARGETS_FOR_NAMESPACE[key] = _target(function, library_name(xp), stage)
+    return _TARGETS_FOR_NAMESPACE[key]
 
 
 def lookup(stage: str, function: str, xp: ModuleType) -> Callable[..., Any] | None:
@@ -264,10 +318,11 @@ def lookup(stage: str, function: str, xp: ModuleType) -> Callable[..., Any] | No
 
     ``None`` when there is none, or when the switch's level leaves ``stage`` off.
     """
-    local = _level_here.get()
+    local = getattr(_level_here, "level", None)
     if stage not in LEVELS[_level_globally if local is None else local]:
         return None
-    return _kernel_for(function, xp, stage)
+    target = _target_for(function, xp, stage)
+    return None if target is None else _IMPLEMENTATIONS[target].function
 
 
 def call(stage: str, function: str, xp: ModuleType, *args: Any, **kwargs: Any) -> Any:
@@ -283,15 +338,18 @@ def call(stage: str, function: str, xp: ModuleType, *args: Any, **kwargs: Any) -
 
 def primitive(function: str, library: str) -> Callable[..., Any] | None:
     """The ``'primitive'`` kernel of ``function`` for ``library`` (never switched off)."""
-    return _resolve(function, library, "primitive")
+    target = _target(function, library, "primitive")
+    return None if target is None else _IMPLEMENTATIONS[target].function
 
 
 # --- the switch ---------------------------------------------------------------------------
 
 _level_globally = "all"
-_level_here: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "anyloss_fast_paths", default=None
-)
+#: The innermost ``fast_paths`` block's level, per thread (attribute ``level``, absent
+#: outside every block). A ``threading.local`` and not a ``ContextVar``: torch.compile
+#: traces an attribute read of it (and guards on its value), but not ``ContextVar.get``,
+#: which would split every compiled graph at each kernel lookup.
+_level_here = threading.local()
 
 
 def _as_level(enabled: bool | str) -> str:
@@ -322,16 +380,18 @@ def fast_paths(enabled: bool | str = True) -> Iterator[None]:
     ...     round(float(anyloss.soft_margin_loss(x, y)), 6)
     0.503204
     """
-    token = _level_here.set(_as_level(enabled))
+    level = _as_level(enabled)
+    outer = getattr(_level_here, "level", None)
+    _level_here.level = level
     try:
         yield
     finally:
-        _level_here.reset(token)
+        _level_here.level = outer
 
 
 def fast_path_level() -> str:
     """The level in force here and now: ``'all'``, ``'blocks'`` or ``'none'``."""
-    local = _level_here.get()
+    local = getattr(_level_here, "level", None)
     return _level_globally if local is None else local
 
 

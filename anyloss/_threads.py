@@ -4,8 +4,8 @@ The compiled CPU kernels (:mod:`anyloss.backends.numpy.compiled`) and the
 thread pools of the NumPy passes split their work over :func:`get_threads`
 threads. The number comes from, in this order:
 
-1. the innermost :func:`threads` block around the call (thread- and task-local,
-   like :func:`anyloss.fast_paths`);
+1. the innermost :func:`threads` block around the call (local to the thread, like
+   :func:`anyloss.fast_paths`);
 2. the process-wide :func:`set_threads`;
 3. the environment variable ``ANYLOSS_NUM_THREADS``, read when first needed;
 4. the CPUs this process may run on (``os.sched_getaffinity`` where the
@@ -25,9 +25,9 @@ every core, so threads inside a chunk would only stack on its threads.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import functools
 import os
+import threading
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -38,8 +38,9 @@ _F = TypeVar("_F", bound=Callable)
 #: The environment variable that sets the default number of kernel threads.
 ENVIRONMENT_VARIABLE = "ANYLOSS_NUM_THREADS"
 
-_here: contextvars.ContextVar[int | None] = contextvars.ContextVar(
-    "anyloss_threads", default=None)
+#: The innermost ``threads`` block's count, per thread (attribute ``count``, absent outside
+#: every block); a ``threading.local``, as the fast-path switch's (torch.compile traces it).
+_here = threading.local()
 _process: int | None = None
 
 
@@ -76,7 +77,7 @@ def _default() -> int:
 
 def get_threads() -> int:
     """The number of threads anyloss's kernels use for a call made here and now."""
-    local = _here.get()
+    local = getattr(_here, "count", None)
     if local is not None:
         return local
     if _process is not None:
@@ -93,12 +94,14 @@ def set_threads(n: int | None) -> None:
 
 @contextlib.contextmanager
 def threads(n: int) -> Iterator[None]:
-    """Run anyloss's kernels with ``n`` threads inside the block (thread- and task-local)."""
-    token = _here.set(_as_count(n, "the number of threads"))
+    """Run anyloss's kernels with ``n`` threads inside the block (local to the thread)."""
+    count = _as_count(n, "the number of threads")
+    outer = getattr(_here, "count", None)
+    _here.count = count
     try:
         yield
     finally:
-        _here.reset(token)
+        _here.count = outer
 
 
 def single_threaded(function: _F) -> _F:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from anyloss._array import is_eager, isdtype
+from anyloss._array import is_eager, isdtype, sizes_are_numbers
 from anyloss._registry import Kernel, call, declare
+from anyloss._tracing import constant_when_traced
 
 __all__ = [
+    "warn",
+    "shape_for_message",
     "broadcast_shape",
     "shape_text",
     "warn_if_shapes_differ",
@@ -26,6 +29,23 @@ declare(
     Kernel("extrema", "torch", "block", "torch:extrema", "torch.aminmax"),
     Kernel("extrema", "numpy", "block", "numpy.blocks:extrema", "np.minimum/maximum.reduce"),
 )
+
+
+@constant_when_traced
+def warn(message: str, *values: Any, stacklevel: int = 2) -> None:
+    """Give ``message % values`` (just ``message`` without values) as a ``UserWarning``,
+    attributed to the frame ``stacklevel`` frames up from the caller (``warnings.warn``'s
+    count, as if the caller had called it).
+
+    Every warning of anyloss goes through here. torch.compile cannot trace
+    ``warnings.warn``; it runs this function while it traces a call
+    (:func:`~anyloss._tracing.constant_when_traced`), so under torch.compile a warning
+    is given when a call is compiled rather than on every call of the compiled code,
+    and the graph stays whole. The arguments must then be constants: hence the values
+    apart from the template (torch.compile does not fold an f-string into a constant).
+    """
+    warnings.warn(message % values if values else message, UserWarning,
+                  stacklevel=stacklevel + 1)
 
 
 def broadcast_shape(*shapes: tuple) -> tuple:
@@ -71,18 +91,25 @@ def shape_text(shape: tuple) -> str:
     return "[" + ", ".join(str(n) for n in shape) + "]"
 
 
+def shape_for_message(x: Any) -> tuple:
+    """``x``'s shape for a warning: its sizes, or ``None`` for each where they are not
+    numbers here (:func:`~anyloss._array.sizes_are_numbers`)."""
+    if sizes_are_numbers(x):
+        return tuple(x.shape)
+    return (None,) * x.ndim
+
+
 def warn_if_shapes_differ(input: Any, target: Any) -> None:
     """torch's UserWarning for a target whose shape differs from the input's.
 
     The loss then broadcasts the two, which is rarely what was meant.
     """
     if tuple(target.shape) != tuple(input.shape):
-        warnings.warn(
-            f"Using a target size {tuple(target.shape)} that is different to the input "
-            f"size {tuple(input.shape)}. This will likely lead to incorrect results due "
-            "to broadcasting. Please ensure they have the same size.",
-            UserWarning,
-            stacklevel=3,
+        warn(
+            "Using a target size %s that is different to the input size %s. This will "
+            "likely lead to incorrect results due to broadcasting. Please ensure they have "
+            "the same size.",
+            shape_for_message(target), shape_for_message(input), stacklevel=3,
         )
 
 

@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import inspect
 import math
-import warnings
 from typing import Any, ClassVar
 
 from anyloss import _reduction
 from anyloss._array import Array, device, namespace, uniform
+from anyloss._validate import warn
 
 __all__ = [
     "L1Loss",
@@ -225,9 +225,8 @@ class NLLLoss2d(NLLLoss):
     """Deprecated alias of :class:`NLLLoss`, kept for torch compatibility; warns."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        warnings.warn(
+        warn(
             "NLLLoss2d has been deprecated. Please use NLLLoss instead as a drop-in replacement.",
-            UserWarning,
             stacklevel=2,
         )
         super().__init__(*args, **kwargs)

@@ -204,7 +204,7 @@ def ctc_loss_and_grad(
     xp = call.xp
     if call.reduction == "mean":
         n = call.log_probs.shape[1]
-        scale = 1.0 / (n * xp.astype(xp.maximum(call.target_lengths, 1), losses.dtype))
+        scale = 1.0 / (n * xp.astype(_at_least_one(xp, call.target_lengths), losses.dtype))
         grad = grad * scale[None, :, None]
     grad = xp.astype(grad, call.dtype)
     if call.unbatched:
@@ -279,7 +279,7 @@ def _lengths(xp, func, name, value, batch, like) -> Any:
         value = xp.asarray(list(value), dtype=default_int, device=device(like))
     elif not isdtype(xp, value.dtype, "integral"):
         raise ValueError(f"{name} must be integral")
-    if math.prod(n for n in value.shape) != batch:
+    if math.prod(value.shape) != batch:
         raise ValueError(f"{name} must be of size batch_size")
     return xp.reshape(value, (batch,))
 
@@ -321,6 +321,12 @@ def _max_target_length(xp, targets, tl, eager) -> int:
     return size if size is not None and size == size else 0
 
 
+def _at_least_one(xp, lengths) -> Any:
+    """``max(lengths, 1)``, the divisor of the 'mean' reduction (a ``where``: array-api-compat's
+    ``maximum`` with a scalar calls ``torch.result_type``, which torch.compile cannot trace)."""
+    return xp.where(lengths > 1, lengths, 1)
+
+
 def _check_labels(xp, targets, tl, max_target, n_classes, blank) -> None:
     """IndexError for a label outside [0, C) among the first target_length labels."""
     padded = _ctc_recursion.padded_targets(xp, targets, tl, max_target, blank)
@@ -344,7 +350,7 @@ def _reduce(call: _Call, losses: Any) -> Any:
     xp = call.xp
     losses = xp.astype(losses, call.dtype) if losses.dtype != call.dtype else losses
     if call.reduction == "mean":
-        losses = losses / xp.astype(xp.maximum(call.target_lengths, 1), losses.dtype)
+        losses = losses / xp.astype(_at_least_one(xp, call.target_lengths), losses.dtype)
     if call.unbatched and call.reduction == "none":
         return losses[0]
     return _reduction.reduce(xp, losses, call.reduction)

@@ -81,7 +81,7 @@ def _vector_norm(xp: ModuleType, d: Any, p: float, axis: int, keepdims: bool) ->
         # 1 per non-zero component; the zeros keep the result connected to ``d``
         # for autodiff, with a zero gradient as torch gives.
         return xp.sum(xp.where(magnitude != 0, 1.0, magnitude), axis=axis, keepdims=keepdims)
-    if math.isinf(p):
+    if p in (math.inf, -math.inf):  # not math.isinf: torch.compile cannot trace it
         if d.shape[axis] == 0:
             raise ValueError(
                 f"linalg.vector_norm cannot compute the {p} norm on the dimension {axis}"

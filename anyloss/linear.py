@@ -29,13 +29,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import warnings
 from typing import Any
 
 from anyloss import _registry
 from anyloss._array import Array, float_dtype, isdtype, namespace, numpy_scalar_results
 from anyloss._reduction import resolve
 from anyloss._registry import Kernel, kernels
+from anyloss._validate import shape_for_message, warn
 from anyloss.classification import (
     _check_class_indices,
     _check_class_target,
@@ -196,14 +196,14 @@ def _check(func: str, input: Array, linear_weight: Array, target: Array,
         supported = (reduction in ("mean", "sum", "none") and label_smoothing == 0.0
                      and integer_target and not out_features)
         if not supported:
-            bias_shape = None if linear_bias is None else tuple(linear_bias.shape)
-            warnings.warn(
+            bias_shape = None if linear_bias is None else shape_for_message(linear_bias)
+            warn(
                 "linear_cross_entropy: ``options`` ignored; chunked path needs reduction in "
                 "{'mean','sum','none'}, label_smoothing == 0, target.dtype == int64, "
-                f"out_features == (). Got reduction={reduction!r}, "
-                f"label_smoothing={label_smoothing}, target.dtype={target.dtype}, "
-                f"out_features={out_features}, linear_bias.shape={bias_shape}.",
-                UserWarning, stacklevel=3)
+                "out_features == (). Got reduction=%r, label_smoothing=%s, "
+                "target.dtype=%s, out_features=%s, linear_bias.shape=%s.",
+                reduction, label_smoothing, target.dtype, shape_for_message(linear_weight)[1:-1],
+                bias_shape, stacklevel=3)
         chunked = supported
     return _Problem(xp, logits_shape, out_features, probabilities,
                     -100 if ignore_index is None else ignore_index, chunked)

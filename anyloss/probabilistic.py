@@ -8,13 +8,13 @@ Shapes broadcast; the unreduced loss has the broadcast shape.
 from __future__ import annotations
 
 import math
-import warnings
 from typing import Any
 
 from anyloss import _blocked, _ops, _reduction, _registry
 from anyloss._array import Array, is_eager, namespace, numpy_scalar_results
 from anyloss._operands import elementwise_operands
 from anyloss._registry import Kernel, kernels
+from anyloss._validate import warn
 
 __all__ = ["kl_div", "poisson_nll_loss", "gaussian_nll_loss"]
 
@@ -70,7 +70,7 @@ def kl_div(
     """
     xp, (input, target) = elementwise_operands("kl_div", {"input": input, "target": target})
     if size_average is None and reduce is None and reduction == "mean":
-        warnings.warn(_KL_MEAN_WARNING, UserWarning, stacklevel=2)
+        warn(_KL_MEAN_WARNING, stacklevel=2)
     reduction = _reduction.resolve(
         reduction, size_average, reduce, allowed=(*_reduction.STANDARD, "batchmean")
     )
@@ -219,6 +219,7 @@ def gaussian_nll_loss(
                           eps=eps, reduction=reduction)
     if loss is not NotImplemented:
         return loss
+    log_var = None  # set for a float var (torch.compile reads no unset closure cell)
     if isinstance(var, float):
         if var < 0:
             raise ValueError("var has negative entry/entries")

@@ -30,7 +30,10 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, *, blank, zero_i
 def ctc_loss_and_grad(log_probs, targets, input_lengths, target_lengths, *, blank,
                       zero_infinity, max_target_length):
     """Per-sample losses (N,) and the gradient of their sum: by the NumPy kernel where
-    :func:`ctc_loss` takes it, else by torch autograd."""
+    :func:`ctc_loss` takes it, else by torch autograd; declines under torch.compile (see
+    :func:`_declines_autograd_inside_compile`)."""
+    if _declines_autograd_inside_compile():
+        return NotImplemented
     if _numpy_route(log_probs, targets, input_lengths, target_lengths, numba=True):
         return _torch_ops()._ctc_numpy(log_probs, targets, input_lengths, target_lengths,
                                        blank, zero_infinity, max_target_length, True)
@@ -43,6 +46,14 @@ def ctc_loss_and_grad(log_probs, targets, input_lengths, target_lengths, *, blan
 
 
 _INT64 = torch.iinfo(torch.int64)
+
+
+def _declines_autograd_inside_compile() -> bool:
+    """Whether a ``*_and_grad`` kernel declines: while torch.compile traces, where dynamo
+    refuses ``torch.autograd.grad`` (``trace_autograd_ops`` is off by default) and the
+    NumPy passes would see fake tensors. anyloss's written-once closed-form gradients
+    (or, for CTC, its alpha-beta recursion) are traced instead."""
+    return torch.compiler.is_compiling()
 
 
 def cross_entropy(input, target, weight, *, ignore_index, reduction, label_smoothing):
@@ -73,7 +84,10 @@ def cross_entropy(input, target, weight, *, ignore_index, reduction, label_smoot
 
 def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, label_smoothing):
     """The loss and its gradient wrt ``input`` (of the sum for 'none'): by one NumPy pass
-    where :func:`cross_entropy` routes there, else by torch autograd."""
+    where :func:`cross_entropy` routes there, else by torch autograd; declines under
+    torch.compile (see :func:`_declines_autograd_inside_compile`)."""
+    if _declines_autograd_inside_compile():
+        return NotImplemented
     if (_INT64.min <= ignore_index <= _INT64.max and target.dtype == torch.int64
             and _cross_entropy_route(input, target, weight, ignore_index)):
         return _torch_ops()._ce_numpy(input, target, weight, ignore_index, reduction,
@@ -159,7 +173,10 @@ def _linear_cross_entropy_numpy(input, linear_weight, target, linear_bias, weigh
 def linear_cross_entropy_and_grad(input, linear_weight, target, *, linear_bias, weight,
                                   reduction, ignore_index, label_smoothing, options):
     """The loss and, by torch autograd, its gradients wrt input, weight and bias (of the
-    losses' sum for 'none')."""
+    losses' sum for 'none'); declines under torch.compile (see
+    :func:`_declines_autograd_inside_compile`)."""
+    if _declines_autograd_inside_compile():
+        return NotImplemented
     with torch.enable_grad():
         leaves = [a.detach().requires_grad_(True) for a in (input, linear_weight)]
         bias = None if linear_bias is None else linear_bias.detach().requires_grad_(True)
@@ -185,9 +202,9 @@ def linear_cross_entropy_and_grad(input, linear_weight, target, *, linear_bias, 
 _ROUTE_MIN_ELEMENTS = 1 << 15
 
 
-@functools.cache
 def _torch_ops():
-    """:mod:`anyloss.backends.torch_ops`, imported (and its operators defined) on first use."""
+    """:mod:`anyloss.backends.torch_ops`, imported (and its operators defined) on first use
+    (an import statement, which torch.compile runs while it traces)."""
     from anyloss.backends import torch_ops
 
     return torch_ops
@@ -309,7 +326,13 @@ def cross_entropy_plain_cpu(input, target, weight, *, ignore_index, reduction,
 
 @_bad_input_declines
 def multi_margin_loss(input, target, *, p, margin, weight, reduction):
-    """``F.multi_margin_loss`` of a plain CPU call (see above), or ``NotImplemented``."""
+    """``F.multi_margin_loss`` of a plain CPU call (see above), or ``NotImplemented``.
+
+    Declines a 1-d input under torch.compile: torch's decomposition there returns shape
+    (1,) for ``reduction='none'``, where eager torch returns a 0-d tensor (torch 2.13).
+    """
+    if input.ndim < 2 and torch.compiler.is_compiling():
+        return NotImplemented
     if not (target.dtype == torch.int64 and _plain(input, target, weight)):
         return NotImplemented
     return F.multi_margin_loss(input, target, p=p, margin=margin, weight=weight,
@@ -318,7 +341,16 @@ def multi_margin_loss(input, target, *, p, margin, weight, reduction):
 
 @_bad_input_declines
 def multilabel_margin_loss(input, target, *, reduction):
-    """``F.multilabel_margin_loss`` of a plain CPU call (see above), or ``NotImplemented``."""
+    """``F.multilabel_margin_loss`` of a plain CPU call (see above), or ``NotImplemented``.
+
+    Declines under torch.compile: there torch replaces the kernel by its decomposition
+    (``torch._decomp.decompositions.multilabel_margin_loss_forward``, torch 2.13), which
+    also sums the hinge terms of the positions after a row's first -1, as if each were a
+    target of class 0 (a row ``[-1, ...]`` gives 1 instead of 0); anyloss's formula,
+    traced instead, gives eager torch's value.
+    """
+    if torch.compiler.is_compiling():
+        return NotImplemented
     if not (target.dtype == torch.int64 and _plain(input, target)):
         return NotImplemented
     return F.multilabel_margin_loss(input, target, reduction=reduction)
@@ -330,6 +362,12 @@ def multilabel_margin_loss(input, target, *, reduction):
 def stop_gradient(x):
     """``x`` detached from autograd (the same values, no gradient through it)."""
     return x.detach()
+
+
+def is_compiling(x):
+    """Whether ``torch.compile`` is tracing the call that holds ``x`` (its values are then
+    unknown: anyloss treats the tensor as lazy)."""
+    return torch.compiler.is_compiling()
 
 
 # --- building blocks of the generic formulas (stage 'block') ----------------------------------

@@ -342,8 +342,8 @@ def test_opcheck_every_operator():
 def test_torch_compile_fullgraph_of_the_operators_equals_eager():
     """The operators under ``torch.compile(fullgraph=True)`` give eager's numbers.
 
-    Forward and backward. anyloss's public functions themselves do not trace whole yet:
-    the registry's lookup reads a ContextVar and imports modules, which dynamo refuses.
+    Forward and backward, the operators alone (tests/test_compile.py compiles the public
+    functions).
     """
     ops = _ops()
     x, t, w = _ce_problem((64, 600), torch.float32)
