@@ -172,13 +172,19 @@ def is_eager(x: Any) -> bool:
     library = _library_of_type(type(x))
     if library in _ALWAYS_EAGER:
         return True
-    # The library of a type met before is known: no array-api-compat call (its tests
-    # are functools caches, which torch.compile warns about while it traces a call).
-    if library == "jax" or (library is None and _compat.is_jax_array(x)):
+    if _is_array_of(x, library, "jax", _compat.is_jax_array):
         return not _primitive("is_traced", "jax")(x)
-    if library == "torch" or (library is None and _compat.is_torch_array(x)):
+    if _is_array_of(x, library, "torch", _compat.is_torch_array):
         return not _primitive("is_traced", "torch")(x)
     return not _compat.is_lazy_array(x)
+
+
+def _is_array_of(x: Any, library: str | None, name: str,
+                 test: Callable[[Any], bool]) -> bool:
+    """Whether ``x``, whose type's library is ``library`` (``None``: a type not met yet),
+    is an array of library ``name``. A type met before needs no array-api-compat call
+    (its tests are functools caches, which torch.compile warns about while tracing)."""
+    return library == name or (library is None and test(x))
 
 
 def sizes_are_numbers(x: Any) -> bool:
@@ -188,7 +194,8 @@ def sizes_are_numbers(x: Any) -> bool:
     are symbolic, and a message passed to a function torch.compile runs rather than
     traces must be a constant.
     """
-    if _library_of_type(type(x)) != "torch" and not _compat.is_torch_array(x):
+    library = _library_of_type(type(x))
+    if not _is_array_of(x, library, "torch", _compat.is_torch_array):
         return True
     return not _primitive("is_traced", "torch")(x)
 

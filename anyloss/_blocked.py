@@ -101,7 +101,7 @@ def _all_small(operands: Sequence[Any]) -> bool:
 def _shape(operand: Any) -> tuple | None:
     """An array operand's shape; ``None`` for a Python number or ``None`` (asked first:
     torch.compile cannot ask a symbolic number for attributes)."""
-    if operand is None or isinstance(operand, (bool, int, float)):
+    if operand is None or isinstance(operand, (int, float)):  # bool is an int
         return None
     return operand.shape
 
