@@ -4,11 +4,17 @@ A :class:`Namespace` pairs an array API namespace with the two conversions the
 suite needs: NumPy data in (``from_numpy``) and results out (``to_numpy``).
 :func:`available` lists the installed ones; a library that is missing (or, for
 CuPy, has no GPU) is simply absent, with the reason in :func:`unavailable`.
+
+The ``torch`` namespace puts its tensors on the device named by the environment
+variable ``ANYLOSS_TORCH_DEVICE`` (default ``cpu``; e.g. ``cuda``), so that the
+suite and the tests check torch on a GPU with no other change; a device torch
+cannot use makes the namespace unavailable, with torch's reason.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import ModuleType
@@ -16,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Namespace", "NAMES", "get", "available", "unavailable"]
+__all__ = ["Namespace", "NAMES", "get", "available", "unavailable", "torch_device"]
 
 #: Every library the suite knows how to drive, in the order tables list them.
 NAMES = ("numpy", "array_api_strict", "torch", "jax", "dask", "cupy")
@@ -69,14 +75,25 @@ def _array_api_strict() -> Namespace:
     return Namespace("array_api_strict", xp, xp.asarray, lambda x: np.from_dlpack(x).copy())
 
 
+#: The environment variable that names the device of the ``torch`` namespace's tensors.
+TORCH_DEVICE_VARIABLE = "ANYLOSS_TORCH_DEVICE"
+
+
+def torch_device() -> str:
+    """The device of the ``torch`` namespace's tensors: ``$ANYLOSS_TORCH_DEVICE``, else ``cpu``."""
+    return os.environ.get(TORCH_DEVICE_VARIABLE) or "cpu"
+
+
 def _torch() -> Namespace:
     import array_api_compat.torch as xp
     import torch
 
+    device = torch.device(torch_device())
+    torch.empty(0, device=device)  # raises for a device torch cannot use here
     return Namespace(
         "torch",
         xp,
-        lambda a: torch.from_numpy(np.array(a, copy=True)),
+        lambda a: torch.from_numpy(np.array(a, copy=True)).to(device),
         lambda x: x.detach().cpu().numpy(),
     )
 

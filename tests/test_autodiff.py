@@ -33,16 +33,19 @@ TORCH_RUNS = [pytest.param(case, fast, id=case.id + ("" if fast else "-generic")
 
 @pytest.mark.parametrize(("case", "fast"), TORCH_RUNS)
 def test_torch_autograd(case, fast):
+    """On the torch namespace's device (``ANYLOSS_TORCH_DEVICE``), against CPU torch."""
     torch = pytest.importorskip("torch")
     expected = _torch_gradients(case)
+    device = namespaces.torch_device()
     tensors = {
-        k: torch.tensor(a, requires_grad=k in case.differentiable) for k, a in case.arrays.items()
+        k: torch.tensor(a, device=device, requires_grad=k in case.differentiable)
+        for k, a in case.arrays.items()
     }
     with anyloss.fast_paths(enabled=fast):
         out = call_quietly(getattr(anyloss, case.loss), **tensors, **case.options)
-    (out * torch.tensor(_cotangent(tuple(out.shape)))).sum().backward()
+    (out * torch.tensor(_cotangent(tuple(out.shape)), device=device)).sum().backward()
     for name in case.differentiable:
-        assert_close(tensors[name].grad.numpy(), expected[name], **FLOAT64)
+        assert_close(tensors[name].grad.cpu().numpy(), expected[name], **FLOAT64)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
