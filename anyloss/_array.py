@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import math
+import sys
 from collections.abc import Callable, Collection, Mapping
 from types import ModuleType
 from typing import Any, TypeAlias
@@ -35,6 +36,7 @@ __all__ = [
     "isdtype",
     "float_dtype",
     "needs_float32_accumulation",
+    "records_gradient",
     "stop_gradient",
     "indexing_dtype",
     "device",
@@ -54,6 +56,10 @@ declare(
     Kernel("is_traced", "jax", "primitive", "jax:is_tracer", "isinstance(x, jax.core.Tracer)"),
     Kernel("is_traced", "torch", "primitive", "torch:is_compiling",
            "torch.compiler.is_compiling()"),
+    Kernel("records_gradient", "torch", "primitive", "torch:records_gradient",
+           "torch.is_grad_enabled() and x.requires_grad"),
+    Kernel("records_gradient", "jax", "primitive", "jax:is_tracer",
+           "isinstance(x, jax.core.Tracer)"),
 )
 
 _PYTHON_SCALARS = (bool, int, float, complex)
@@ -135,8 +141,20 @@ _NAMESPACE_OF_LIBRARY: dict[str, ModuleType] = {}
 
 @constant_when_traced
 def _library_of_type(cls: type) -> str | None:
-    """The library name of the arrays of type ``cls``, if known."""
-    return _LIBRARY_OF_TYPE.get(cls)
+    """The library name of the arrays of type ``cls``, if known.
+
+    A torch tensor type is learnt here on first sight, since this function runs
+    (not traced) under torch.compile: a process whose first anyloss call is
+    compiled would otherwise trace array-api-compat's cached type tests, which
+    dynamo warns about.
+    """
+    library = _LIBRARY_OF_TYPE.get(cls)
+    if library is None:
+        torch = sys.modules.get("torch")
+        if torch is not None and issubclass(cls, torch.Tensor):
+            _namespace_of_new_type("", "", torch.empty(0))  # torch's namespace
+            library = _LIBRARY_OF_TYPE[cls] = "torch"
+    return library
 
 
 def _namespace_of_new_type(func: str, name: str, value: Any) -> tuple[str, ModuleType]:
@@ -285,15 +303,33 @@ def needs_float32_accumulation(dtype: Any) -> bool:
 _SIXTEEN_BIT: dict[tuple, bool] = {}
 
 
+def records_gradient(x: Any) -> bool:
+    """Whether automatic differentiation may record the operations on ``x``.
+
+    A torch tensor that requires a gradient while grad mode is on, and any JAX
+    value being traced (``jax.grad`` traces, and so may ``jit``: a formula
+    that only changes gradients is then kept, at the cost of a few operations).
+    False for every other array: libraries without autodiff, Python numbers.
+    Formulas use it to skip the work of a gradient nothing can ask for.
+    """
+    library = _library_of_type(type(x))
+    if _is_array_of(x, library, "torch", _compat.is_torch_array):
+        return bool(_primitive("records_gradient", "torch")(x))
+    if _is_array_of(x, library, "jax", _compat.is_jax_array):
+        return bool(_primitive("records_gradient", "jax")(x))
+    return False
+
+
 def stop_gradient(x: Any) -> Any:
     """``x`` with the same values, cut from automatic differentiation.
 
     torch tensors are detached and JAX arrays go through
     ``jax.lax.stop_gradient``; libraries without autodiff get ``x`` back.
     """
-    if _compat.is_torch_array(x):
+    library = _library_of_type(type(x))
+    if _is_array_of(x, library, "torch", _compat.is_torch_array):
         return _primitive("stop_gradient", "torch")(x)
-    if _compat.is_jax_array(x):
+    if _is_array_of(x, library, "jax", _compat.is_jax_array):
         return _primitive("stop_gradient", "jax")(x)
     return x
 

@@ -18,7 +18,7 @@ import math
 from typing import Any
 
 from anyloss._array import stop_gradient
-from anyloss._ops import take_along_axis
+from anyloss._ops import slope_term, take_along_axis
 
 __all__ = [
     "padded_targets",
@@ -128,17 +128,23 @@ def final_log_likelihood(xp, alpha, tl) -> Any:
     return logsumexp3(xp, end, before, xp.full_like(end, -math.inf))
 
 
-def torch_gradient_convention(xp, lp, il) -> Any:
-    """Zero in value; its gradient adds ``exp(log_probs)`` on the frames below the input length.
+def torch_gradient_convention(xp, result, lp, il, zero_infinity: bool) -> Any:
+    """``result`` (the losses, (N,)) with torch's gradient rather than the recursion's own.
 
-    This turns the exact partial derivative into torch's gradient (see the module
-    docstring), so that autodiff through the generic formula agrees with torch.
+    Zero is added in value; its gradient adds ``exp(log_probs)`` on the frames below
+    the input length, which turns the exact partial derivative into torch's (see the
+    module docstring), so that autodiff through the generic formula agrees with
+    torch. A sample whose loss is infinite (no alignment fits) gets torch's gradient
+    too, nan on those frames, unless ``zero_infinity`` zeroes it.
     """
     frames = xp.arange(lp.shape[0])
     inside = (frames[:, None] < il[None, :])[:, :, None]
-    probs = xp.exp(lp)
-    weight = stop_gradient(xp.where(inside & xp.isfinite(probs), probs, 0.0))
-    return xp.sum(xp.sum(weight * (lp - stop_gradient(lp)), axis=2), axis=0)
+    probs = xp.exp(stop_gradient(lp))
+    slope = xp.where(inside & xp.isfinite(probs), probs, 0.0)
+    if not zero_infinity:
+        infinite = (stop_gradient(result) == math.inf)[None, :, None]
+        slope = xp.where(inside & infinite, math.nan, slope)
+    return result + xp.sum(xp.sum(slope_term(xp, lp, slope), axis=2), axis=0)
 
 
 def losses(xp, lp, targets, il, tl, max_target, blank, zero_infinity, *,
@@ -154,7 +160,7 @@ def losses(xp, lp, targets, il, tl, max_target, blank, zero_infinity, *,
     alpha = forward_variables(xp, lp, ext, skip, il)
     result = -final_log_likelihood(xp, alpha, tl)
     if torch_gradient:
-        result = result + torch_gradient_convention(xp, lp, il)
+        result = torch_gradient_convention(xp, result, lp, il, zero_infinity)
     if zero_infinity:
         result = xp.where(result == math.inf, xp.zeros_like(result), result)
     return result

@@ -22,7 +22,12 @@ import math
 from types import ModuleType
 from typing import Any
 
-from anyloss._array import indexing_dtype, needs_float32_accumulation, stop_gradient
+from anyloss._array import (
+    indexing_dtype,
+    needs_float32_accumulation,
+    records_gradient,
+    stop_gradient,
+)
 from anyloss._registry import Kernel, call, declare
 
 __all__ = [
@@ -34,6 +39,9 @@ __all__ = [
     "clip",
     "clamp_min",
     "clamp_min_identity_gradient",
+    "with_slope",
+    "slope_term",
+    "absolute",
     "sqrt_zero_gradient",
     "clamped_log",
     "clamped_log1p",
@@ -107,9 +115,10 @@ def xlogy(xp: ModuleType, x: Any, y: Any) -> Any:
 
     Uses the double-``where`` pattern: the logarithm only ever sees ``y`` where
     ``x != 0``, so ``log(0)`` cannot put a nan into the gradient of the
-    masked-out elements. (torch's native ``xlogy``, used for torch arrays, gives
-    ``nan`` for ``xlogy(0, nan)`` and for the gradient with respect to ``y`` at
-    ``x = y = 0``, as torch's own ``kl_div`` does.)
+    masked-out elements of the value. The gradients are torch's: ``log(y)`` (0
+    where ``x == 0``) and ``x / y``, which is nan at ``x = y = 0``, as in torch's
+    own ``kl_div``. (torch's native ``xlogy``, used for torch arrays, also gives
+    ``nan`` for ``xlogy(0, nan)``.)
 
     >>> import array_api_strict as xp
     >>> xlogy(xp, xp.asarray([0.0, 2.0]), xp.asarray([0.0, 3.0]))
@@ -118,9 +127,39 @@ def xlogy(xp: ModuleType, x: Any, y: Any) -> Any:
     out = _block(xp, "xlogy", x, y)
     if out is not NotImplemented:
         return out
-    zero = x == 0
-    safe_y = xp.where(zero, 1.0, y)
-    return xp.where(zero, 0.0, x * xp.log(safe_y))
+    x_records, y_records = records_gradient(x), records_gradient(y)
+    x_value = stop_gradient(x) if x_records else x
+    y_value = stop_gradient(y) if y_records else y
+    zero = x_value == 0
+    log_y = xp.log(xp.where(zero, 1.0, y_value))
+    value = xp.where(zero, 0.0, x_value * log_y)
+    # torch's gradients (derivatives.yaml): xlogy(x != 0, y) and x / y, the latter nan
+    # at x = y = 0 (as torch's kl_div has it); the value's own would be 0 there.
+    if x_records:
+        value = with_slope(xp, value, x, xp.where(zero, 0.0, log_y))
+    if y_records:
+        value = with_slope(xp, value, y, x_value / y_value)
+    return value
+
+
+_declare_block(
+    "absolute",
+    torch=("torch:absolute", "torch.abs"),
+)
+
+
+def absolute(xp: ModuleType, x: Any) -> Any:
+    """``|x|`` elementwise, with torch's derivative ``sign(x)``: 0 at exactly 0.
+
+    JAX's ``abs`` has derivative 1 at 0; where autodiff records, the portable
+    formula puts 0 there with a ``where``.
+    """
+    out = _block(xp, "absolute", x)
+    if out is not NotImplemented:
+        return out
+    if records_gradient(x):
+        return xp.where(x == 0, 0.0, xp.abs(x))
+    return xp.abs(x)
 
 
 _declare_block(
@@ -134,11 +173,15 @@ def relu(xp: ModuleType, x: Any) -> Any:
     """``max(x, 0)`` elementwise, the hinge of the margin losses.
 
     torch's kernel is ``clamp_min``, whose gradient at exactly 0 is 1, as in
-    torch's own margin losses.
+    torch's own margin losses; the portable formula gives the same gradient where
+    autodiff records.
     """
     out = _block(xp, "relu", x)
     if out is not NotImplemented:
         return out
+    if records_gradient(x):
+        # clamp_min's gradient, 1 at 0 (maximum's is 1/2 there, on JAX and torch alike)
+        return xp.where(x < 0, 0.0, x)
     return xp.maximum(x, 0.0)
 
 
@@ -199,6 +242,43 @@ def clamp_min_identity_gradient(xp: ModuleType, x: Any, lower: float) -> Any:
     if out is not NotImplemented:
         return out
     return xp.where(x < lower, (x - stop_gradient(x)) + lower, x)
+
+
+def with_slope(xp: ModuleType, value: Any, x: Any, slope: Any) -> Any:
+    """``value`` unchanged, plus a derivative ``slope`` with respect to ``x``.
+
+    For a loss differentiated by hand, as torch does for some: ``value`` is
+    computed from values cut from autodiff (:func:`~anyloss._array.stop_gradient`)
+    and ``slope``, cut too and of ``x``'s shape, is the derivative to give it;
+    ``value`` broadcasts with ``x``. See :func:`slope_term`.
+    """
+    return value + slope_term(xp, x, slope)
+
+
+def slope_term(xp: ModuleType, x: Any, slope: Any) -> Any:
+    r"""Zeros of ``x``'s shape whose derivative with respect to ``x`` is ``slope``.
+
+    The term is ``(x - cut(x)) * slope`` (``cut`` is
+    :func:`~anyloss._array.stop_gradient`): exactly zero in value, ``slope`` in
+    gradient. That product would be nan where ``slope`` is infinite or nan, so
+    there the term is instead :math:`\pm\sqrt{d}` (both signs, summed, for nan)
+    with :math:`d = x - \operatorname{cut}(x) = 0`: zero in value, and a
+    derivative :math:`\pm\infty` (``inf - inf = nan``) scaled by the incoming
+    gradient exactly as torch scales its own infinite slopes (to nan where that
+    gradient is 0). The non-finite branch sees ``d`` only where it is used
+    (double ``where``), so it adds no nan elsewhere. Where ``x`` itself is
+    infinite, ``d`` is 0 and so is the slope attached (``x - cut(x)`` would be
+    nan). Only formulas that autodiff records
+    (:func:`~anyloss._array.records_gradient`) need it.
+    """
+    cut = stop_gradient(x)
+    d = xp.where(xp.isfinite(cut), x - cut, 0.0)  # inf - inf would be nan
+    finite = xp.isfinite(slope)
+    nan = xp.isnan(slope)
+    root = xp.sqrt(xp.where(finite, 1.0, d))
+    return (d * xp.where(finite, slope, 0.0)
+            + xp.where((slope == math.inf) | nan, root, 0.0)
+            - xp.where((slope == -math.inf) | nan, root, 0.0))
 
 
 _declare_block(

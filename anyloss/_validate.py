@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from anyloss._array import is_eager, isdtype, sizes_are_numbers
+from anyloss._array import is_eager, isdtype, sizes_are_numbers, stop_gradient
 from anyloss._registry import Kernel, call, declare
 from anyloss._tracing import constant_when_traced
 
@@ -140,4 +140,5 @@ def extrema(xp: Any, x: Any) -> tuple[Any, Any]:
     if out is not NotImplemented:
         return out
     to_python = int if isdtype(xp, x.dtype, "integral") else float
+    x = stop_gradient(x)  # a value read, not part of the loss (torch warns otherwise)
     return to_python(xp.min(x)), to_python(xp.max(x))

@@ -45,6 +45,8 @@ from anyloss._array import (
     namespace,
     needs_float32_accumulation,
     numpy_scalar_results,
+    records_gradient,
+    stop_gradient,
 )
 from anyloss._class_index import along_class_axis, class_axis, class_index_loss, masks
 from anyloss._registry import Kernel, kernels
@@ -395,9 +397,11 @@ def binary_cross_entropy(
 
     Notes
     -----
-    Gradients are those of the formula above. torch's hand-written gradient
-    instead divides by :math:`\max(x(1-x), 10^{-12})`, so the two differ where
-    :math:`x(1-x) < 10^{-12}` (at and next to 0 and 1).
+    Gradients are torch's, not the formula's own:
+    :math:`\partial\ell/\partial x = w (x - y) / \max(x(1-x), 10^{-12})` and
+    :math:`\partial\ell/\partial y = -w \operatorname{logit} x`, on torch and JAX
+    alike, infinite slopes included (they differ from the clamped formula's own
+    at and near 0 and 1).
 
     Examples
     --------
@@ -424,14 +428,56 @@ def binary_cross_entropy(
         raise ValueError("all elements of target should be between 0 and 1")
 
     def pointwise(x, y, *w):
-        log_x = _ops.clamped_log(xp, x, _LOG_FLOOR)
-        log_1mx = _ops.clamped_log1p(xp, -x, _LOG_FLOOR)
-        # torch's kernel: (y - 1) max(log(1 - x), -100) - y max(log(x), -100)
-        loss = (y - 1.0) * log_1mx - y * log_x
+        loss = _binary_cross_entropy_terms(xp, x, y)
         return loss * w[0] if w else loss
 
     operands = (input, target) if weight is None else (input, target, weight)
     return _blocked.reduce_blockwise(xp, pointwise, operands, reduction)
+
+
+#: torch's floor of ``x (1 - x)`` in the gradient of binary cross entropy: its ``EPSILON``,
+#: 1e-12 held as a float32 (so 1e-12 rounded to float32, in float64 too).
+_BCE_GRADIENT_FLOOR = 9.999999960041972e-13
+
+
+def _binary_cross_entropy_terms(xp: ModuleType, x: Any, y: Any) -> Any:
+    r"""The unweighted terms :math:`(y - 1) \max(\log(1 - x), -100) - y \max(\log x, -100)`,
+    with torch's gradients rather than the formula's own.
+
+    torch differentiates binary cross entropy by hand
+    (``binary_cross_entropy_backward`` and ``binary_cross_entropy_target_backward``):
+
+    .. math::
+
+        \frac{\partial \ell}{\partial x} = \frac{x - y}{\max(x (1 - x), 10^{-12})},
+        \qquad
+        \frac{\partial \ell}{\partial y} = \log(1 - x) - \log x = -\operatorname{logit} x,
+
+    which differ from the clamped formula's derivatives at and near 0 and 1 (the
+    clamp zeroes the slope where :math:`\log x < -100`; next to 1 the true slope
+    exceeds :math:`10^{12}`). Where autodiff may record (:func:`records_gradient`),
+    the terms are the formula on values cut from the gradient plus
+    the slopes above attached by :func:`~anyloss._ops.with_slope`, infinite ones
+    (the target's at :math:`x \in \{0, 1\}`; in float16, where the floor rounds to
+    0, the input's) included: torch's gradients on every library with autodiff.
+    """
+    def terms(x, y):
+        log_x = _ops.clamped_log(xp, x, _LOG_FLOOR)
+        log_1mx = _ops.clamped_log1p(xp, -x, _LOG_FLOOR)
+        # torch's kernel: (y - 1) max(log(1 - x), -100) - y max(log(x), -100)
+        return (y - 1.0) * log_1mx - y * log_x
+
+    input_records, target_records = records_gradient(x), records_gradient(y)
+    if not (input_records or target_records):
+        return terms(x, y)
+    x_value, y_value = stop_gradient(x), stop_gradient(y)
+    loss = terms(x_value, y_value)
+    if input_records:
+        floored = _ops.clamp_min(xp, x_value * (1.0 - x_value), _BCE_GRADIENT_FLOOR)
+        loss = _ops.with_slope(xp, loss, x, (x_value - y_value) / floored)
+    if target_records:
+        loss = _ops.with_slope(xp, loss, y, xp.log1p(-x_value) - xp.log(x_value))
+    return loss
 
 
 @numpy_scalar_results

@@ -74,9 +74,8 @@ def _vector_norm(xp: ModuleType, d: Any, p: float, axis: int, keepdims: bool) ->
         if keepdims:
             squares = xp.expand_dims(squares, axis=axis)
         return _ops.sqrt_zero_gradient(xp, squares)
-    # |d| with a zero derivative at d == 0 on every library (JAX's abs has 1 there).
     zero = d == 0
-    magnitude = xp.where(zero, 0.0, xp.abs(xp.where(zero, 1.0, d)))
+    magnitude = _ops.absolute(xp, d)  # derivative 0 at d == 0 (JAX's abs has 1 there)
     if p == 0:
         # 1 per non-zero component; the zeros keep the result connected to ``d``
         # for autodiff, with a zero gradient as torch gives.

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from anyloss import _blocked, _ops, _reduction, _registry
-from anyloss._array import Array, is_eager, namespace, numpy_scalar_results
+from anyloss._array import Array, is_eager, namespace, numpy_scalar_results, records_gradient
 from anyloss._operands import elementwise_operands
 from anyloss._registry import Kernel, kernels
 from anyloss._validate import warn
@@ -149,9 +149,10 @@ def poisson_nll_loss(
             loss = x - y * xp.log(x + eps)
         if full:
             counted = y > 1
-            # Double where: log only ever sees targets > 1, so the masked-out
-            # elements cannot leak a nan into the gradient.
-            safe = xp.where(counted, y, 1.0)
+            # Without autodiff, a double where: log only ever sees targets > 1 (no
+            # warning, no nan). Under autodiff, torch's composite as it is: the masked
+            # term's gradient is then 0 times its slope, nan at targets <= 0, as torch's.
+            safe = y if records_gradient(y) else xp.where(counted, y, 1.0)
             stirling = safe * xp.log(safe) - safe + 0.5 * xp.log(2 * math.pi * safe)
             loss = loss + xp.where(counted, stirling, 0.0)
         return loss

@@ -64,7 +64,7 @@ def l1_loss(
     reduction = _reduction.resolve(reduction, size_average, reduce)
 
     def absolute_error(x, y):
-        return xp.abs(x - y)
+        return _ops.absolute(xp, x - y)
 
     return _weighted_reduce("l1_loss", xp, absolute_error, input, target, weight, reduction,
                             mean_over_weight=True)
@@ -205,7 +205,8 @@ def smooth_l1_loss(
     if loss is not NotImplemented:
         return loss
     if beta == 0:
-        return _blocked.reduce_blockwise(xp, lambda x, y: xp.abs(x - y), (input, target), reduction)
+        return _blocked.reduce_blockwise(xp, lambda x, y: _ops.absolute(xp, x - y),
+                                         (input, target), reduction)
     # Huber's loss over beta; the division is done once on a sum or a mean.
     if reduction == "none":
         return _huber(xp, beta)(input, target) / beta

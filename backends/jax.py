@@ -57,7 +57,8 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, *, blank, zero_i
     first = recursion.start(jnp, batch, n_states, log_probs.dtype)
     alpha, _ = jax.lax.scan(step, first, (jnp.arange(n_frames), emissions))
     losses = -recursion.final_log_likelihood(jnp, alpha, target_lengths)
-    losses = losses + recursion.torch_gradient_convention(jnp, log_probs, input_lengths)
+    losses = recursion.torch_gradient_convention(jnp, losses, log_probs, input_lengths,
+                                                 zero_infinity)
     if zero_infinity:
         losses = jnp.where(losses == jnp.inf, jnp.zeros_like(losses), losses)
     return losses

@@ -364,6 +364,11 @@ def stop_gradient(x):
     return x.detach()
 
 
+def records_gradient(x):
+    """Whether autograd records the operations on ``x``."""
+    return _records_gradient(x)
+
+
 def is_compiling(x):
     """Whether ``torch.compile`` is tracing the call that holds ``x`` (its values are then
     unknown: anyloss treats the tensor as lazy)."""
@@ -391,6 +396,11 @@ def softplus(x):
     """``softplus`` as ``-logsigmoid(-x)``: exact everywhere (``F.softplus`` turns linear
     above 20)."""
     return -F.logsigmoid(-x)
+
+
+def absolute(x):
+    """``|x|``; torch's derivative at 0 is already 0."""
+    return torch.abs(x)
 
 
 def relu(x):
