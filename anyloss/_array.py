@@ -54,7 +54,9 @@ declare(
     Kernel("stop_gradient", "torch", "primitive", "torch:stop_gradient", "Tensor.detach"),
     Kernel("stop_gradient", "jax", "primitive", "jax:stop_gradient", "jax.lax.stop_gradient"),
     Kernel("is_traced", "jax", "primitive", "jax:is_tracer", "isinstance(x, jax.core.Tracer)"),
-    Kernel("is_traced", "torch", "primitive", "torch:is_compiling",
+    Kernel("is_traced", "torch", "primitive", "torch:is_traced",
+           "torch.compiler.is_compiling(), or a tensor batched by torch.func.vmap"),
+    Kernel("is_compiling", "torch", "primitive", "torch:is_compiling",
            "torch.compiler.is_compiling()"),
     Kernel("records_gradient", "torch", "primitive", "torch:records_gradient",
            "torch.is_grad_enabled() and x.requires_grad"),
@@ -183,9 +185,10 @@ def is_eager(x: Any) -> bool:
     """Whether ``x`` holds concrete values that may be inspected on the host.
 
     False for Dask arrays, for JAX values being traced (under ``jax.jit``,
-    ``jax.grad`` and friends) and for torch tensors while ``torch.compile`` traces
-    the call (a host read there would split the graph); value checks that would
-    force a compute or a host synchronisation are skipped for those.
+    ``jax.grad`` and friends), for torch tensors while ``torch.compile`` traces
+    the call (a host read there would split the graph) and for tensors batched by
+    ``torch.func.vmap`` (which refuses host reads); value checks that would force
+    a compute or a host synchronisation are skipped for those.
     """
     library = _library_of_type(type(x))
     if library in _ALWAYS_EAGER:
@@ -215,7 +218,7 @@ def sizes_are_numbers(x: Any) -> bool:
     library = _library_of_type(type(x))
     if not _is_array_of(x, library, "torch", _compat.is_torch_array):
         return True
-    return not _primitive("is_traced", "torch")(x)
+    return not _primitive("is_compiling", "torch")(x)
 
 
 #: Libraries whose arrays are always concrete.

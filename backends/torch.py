@@ -369,6 +369,12 @@ def records_gradient(x):
     return _records_gradient(x)
 
 
+def is_traced(x):
+    """Whether ``x``'s values cannot be read here: ``torch.compile`` traces the call, or
+    ``x`` is a tensor batched by ``torch.func.vmap`` (whose ``.item()`` raises)."""
+    return torch.compiler.is_compiling() or torch._C._functorch.is_batchedtensor(x)
+
+
 def is_compiling(x):
     """Whether ``torch.compile`` is tracing the call that holds ``x`` (its values are then
     unknown: anyloss treats the tensor as lazy)."""
