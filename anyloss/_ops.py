@@ -244,14 +244,19 @@ def clamp_min_identity_gradient(xp: ModuleType, x: Any, lower: float) -> Any:
     return xp.where(x < lower, (x - stop_gradient(x)) + lower, x)
 
 
-def with_slope(xp: ModuleType, value: Any, x: Any, slope: Any) -> Any:
+def with_slope(xp: ModuleType, value: Any, x: Any, slope: Any, *, finite: bool = False) -> Any:
     """``value`` unchanged, plus a derivative ``slope`` with respect to ``x``.
 
     For a loss differentiated by hand, as torch does for some: ``value`` is
     computed from values cut from autodiff (:func:`~anyloss._array.stop_gradient`)
     and ``slope``, cut too and of ``x``'s shape, is the derivative to give it;
-    ``value`` broadcasts with ``x``. See :func:`slope_term`.
+    ``value`` broadcasts with ``x``. See :func:`slope_term`. With ``finite`` the
+    caller promises that ``slope`` and ``x`` are finite wherever the value is (a nan
+    value may come with a nan gradient), and the term is the bare
+    ``(x - cut(x)) * slope``: three operations instead of a dozen.
     """
+    if finite:
+        return value + (x - stop_gradient(x)) * slope
     return value + slope_term(xp, x, slope)
 
 
