@@ -251,12 +251,13 @@ def with_slope(xp: ModuleType, value: Any, x: Any, slope: Any, *, finite: bool =
     computed from values cut from autodiff (:func:`~anyloss._array.stop_gradient`)
     and ``slope``, cut too and of ``x``'s shape, is the derivative to give it;
     ``value`` broadcasts with ``x``. See :func:`slope_term`. With ``finite`` the
-    caller promises that ``slope`` and ``x`` are finite wherever the value is (a nan
-    value may come with a nan gradient), and the term is the bare
-    ``(x - cut(x)) * slope``: three operations instead of a dozen.
+    caller promises that ``slope`` is finite wherever ``value`` is not nan, and the
+    term is the plain ``(x - cut(x)) * slope`` (0 where ``x`` is infinite): five
+    operations instead of a dozen.
     """
     if finite:
-        return value + (x - stop_gradient(x)) * slope
+        cut = stop_gradient(x)
+        return value + xp.where(xp.isfinite(cut), x - cut, 0.0) * slope
     return value + slope_term(xp, x, slope)
 
 

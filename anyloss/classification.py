@@ -566,12 +566,27 @@ def binary_cross_entropy_with_logits(
             f"shape {list(out_shape)}"
         )
 
-    def pointwise(x, y, w, p):
+    def terms(x, y, p):
         # torch's kernel: (1 - y) x - (1 + (p - 1) y) log_sigmoid(x), log_sigmoid(x) = -softplus(-x)
         log_sigmoid = _ops.log_sigmoid(xp, x)
         if p is not None:
             log_sigmoid = (1.0 + (p - 1.0) * y) * log_sigmoid
-        loss = (1.0 - y) * x - log_sigmoid
+        return (1.0 - y) * x - log_sigmoid
+
+    def pointwise(x, y, w, p):
+        if not records_gradient(x):
+            loss = terms(x, y, p)
+        else:
+            # torch's backward, (p y + 1 - y) sigmoid(x) - p y (sigmoid(x) - y without p):
+            # the formula's own, 1 - y - (1 + (p - 1) y) sigmoid(-x), cancels to 0 for x << 0
+            x_value, y_value = stop_gradient(x), stop_gradient(y)
+            sigmoid = 1.0 / (1.0 + xp.exp(-x_value))
+            if p is None:
+                slope = sigmoid - y_value
+            else:
+                py = stop_gradient(p) * y_value
+                slope = (py + 1.0 - y_value) * sigmoid - py
+            loss = _ops.with_slope(xp, terms(x_value, y, p), x, slope)  # inf at y = +-inf
         return loss if w is None else loss * w
 
     return _blocked.reduce_blockwise(xp, pointwise, (input, target, weight, pos_weight), reduction)

@@ -216,3 +216,21 @@ def test_jax_grad_at_the_edge(edge):
         *(jnp.asarray(edge.arrays[k]) for k in edge.differentiable))
     for name, grad in zip(edge.differentiable, grads, strict=True):
         assert_close(np.asarray(grad), expected[name], **FLOAT64)
+
+
+@pytest.mark.parametrize("pos_weight", [None, 0.5], ids=["no-pos_weight", "pos_weight"])
+def test_logits_gradient_keeps_its_tail(pos_weight):
+    """Far below 0, binary_cross_entropy_with_logits's gradient is sigmoid(x) ~ 1e-18 (torch's
+    formula), not the 0 that the loss formula's own derivative cancels to: compared without
+    an absolute tolerance, which would hide it."""
+    x = _f(-40.0, -30.0, -700.0)
+    y = np.zeros(3)
+    expected = Edge("tail", "binary_cross_entropy_with_logits",
+                    {"input": x, "target": y}
+                    | ({} if pos_weight is None else {"pos_weight": np.full(3, pos_weight)}))
+    want = _torch_expected(expected)["input"]
+    assert np.all(want[:2] > 0)
+    tensors = {k: torch.tensor(a, requires_grad=k == "input") for k, a in expected.arrays.items()}
+    out = anyloss.binary_cross_entropy_with_logits(**tensors)
+    (out * torch.tensor(_cotangent(tuple(out.shape)))).sum().backward()
+    np.testing.assert_allclose(tensors["input"].grad.numpy(), want, rtol=1e-12, atol=0)
