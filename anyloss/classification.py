@@ -435,6 +435,14 @@ def binary_cross_entropy(
     return _blocked.reduce_blockwise(xp, pointwise, operands, reduction)
 
 
+_registry.declare(
+    Kernel("binary_cross_entropy_terms", "torch", "block", "torch:binary_cross_entropy_terms",
+           "F.binary_cross_entropy, reduction 'none' (torch's own gradients)"),
+    Kernel("binary_cross_entropy_with_logits_terms", "torch", "block",
+           "torch:binary_cross_entropy_with_logits_terms",
+           "F.binary_cross_entropy_with_logits, reduction 'none' (torch's own gradients)"),
+)
+
 #: torch's floor of ``x (1 - x)`` in the gradient of binary cross entropy: its ``EPSILON``,
 #: 1e-12 held as a float32 (so 1e-12 rounded to float32, in float64 too).
 _BCE_GRADIENT_FLOOR = 9.999999960041972e-13
@@ -459,8 +467,13 @@ def _binary_cross_entropy_terms(xp: ModuleType, x: Any, y: Any) -> Any:
     the terms are the formula on values cut from the gradient plus
     the slopes above attached by :func:`~anyloss._ops.with_slope`, infinite ones
     (the target's at :math:`x \in \{0, 1\}`; in float16, where the floor rounds to
-    0, the input's) included: torch's gradients on every library with autodiff.
+    0, the input's) included: torch's gradients on every library with autodiff. On
+    torch the block is torch's own kernel (its value and its gradients, in one pass).
     """
+    out = _registry.call("block", "binary_cross_entropy_terms", xp, x, y)
+    if out is not NotImplemented:
+        return out
+
     def terms(x, y):
         log_x = _ops.clamped_log(xp, x, _LOG_FLOOR)
         log_1mx = _ops.clamped_log1p(xp, -x, _LOG_FLOOR)
@@ -574,6 +587,9 @@ def binary_cross_entropy_with_logits(
         return (1.0 - y) * x - log_sigmoid
 
     def pointwise(x, y, w, p):
+        loss = _registry.call("block", "binary_cross_entropy_with_logits_terms", xp, x, y, p)
+        if loss is not NotImplemented:
+            return loss if w is None else loss * w
         if not records_gradient(x):
             loss = terms(x, y, p)
         else:

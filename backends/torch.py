@@ -404,6 +404,16 @@ def softplus(x):
     return -F.logsigmoid(-x)
 
 
+def binary_cross_entropy_terms(x, y):
+    """torch's elementwise binary cross entropy, with its hand-written gradients."""
+    return F.binary_cross_entropy(x, y, reduction="none")
+
+
+def binary_cross_entropy_with_logits_terms(x, y, pos_weight):
+    """torch's elementwise binary cross entropy of logits, with its own gradients."""
+    return F.binary_cross_entropy_with_logits(x, y, pos_weight=pos_weight, reduction="none")
+
+
 def absolute(x):
     """``|x|``; torch's derivative at 0 is already 0."""
     return torch.abs(x)
