@@ -152,14 +152,14 @@ def absolute(xp: ModuleType, x: Any) -> Any:
     """``|x|`` elementwise, with torch's derivative ``sign(x)``: 0 at exactly 0.
 
     JAX's ``abs`` has derivative 1 at 0; where autodiff records, the portable
-    formula puts 0 there with a ``where``.
+    formula puts 0 there with a ``where`` (torch's ``abs``, its block, needs none).
     """
+    if not records_gradient(x):  # the value alone: abs itself, with no registry look-up
+        return xp.abs(x)
     out = _block(xp, "absolute", x)
     if out is not NotImplemented:
         return out
-    if records_gradient(x):
-        return xp.where(x == 0, 0.0, xp.abs(x))
-    return xp.abs(x)
+    return xp.where(x == 0, 0.0, xp.abs(x))
 
 
 _declare_block(
