@@ -315,12 +315,8 @@ def records_gradient(x: Any) -> bool:
     False for every other array: libraries without autodiff, Python numbers.
     Formulas use it to skip the work of a gradient nothing can ask for.
     """
-    library = _library_of_type(type(x))
-    if _is_array_of(x, library, "torch", _compat.is_torch_array):
-        return bool(_primitive("records_gradient", "torch")(x))
-    if _is_array_of(x, library, "jax", _compat.is_jax_array):
-        return bool(_primitive("records_gradient", "jax")(x))
-    return False
+    library = _autodiff_library(x)
+    return library is not None and bool(_primitive("records_gradient", library)(x))
 
 
 def stop_gradient(x: Any) -> Any:
@@ -329,12 +325,18 @@ def stop_gradient(x: Any) -> Any:
     torch tensors are detached and JAX arrays go through
     ``jax.lax.stop_gradient``; libraries without autodiff get ``x`` back.
     """
+    library = _autodiff_library(x)
+    return x if library is None else _primitive("stop_gradient", library)(x)
+
+
+def _autodiff_library(x: Any) -> str | None:
+    """``'torch'`` or ``'jax'`` for an array of a library with autodiff, else ``None``."""
     library = _library_of_type(type(x))
     if _is_array_of(x, library, "torch", _compat.is_torch_array):
-        return _primitive("stop_gradient", "torch")(x)
+        return "torch"
     if _is_array_of(x, library, "jax", _compat.is_jax_array):
-        return _primitive("stop_gradient", "jax")(x)
-    return x
+        return "jax"
+    return None
 
 
 @constant_when_traced

@@ -256,9 +256,14 @@ def with_slope(xp: ModuleType, value: Any, x: Any, slope: Any, *, finite: bool =
     operations instead of a dozen.
     """
     if finite:
-        cut = stop_gradient(x)
-        return value + xp.where(xp.isfinite(cut), x - cut, 0.0) * slope
+        return value + _difference_from_cut(xp, x) * slope
     return value + slope_term(xp, x, slope)
+
+
+def _difference_from_cut(xp: ModuleType, x: Any) -> Any:
+    """``x - cut(x)``: zero in value, derivative 1; 0 where ``x`` is infinite (inf - inf)."""
+    cut = stop_gradient(x)
+    return xp.where(xp.isfinite(cut), x - cut, 0.0)
 
 
 def slope_term(xp: ModuleType, x: Any, slope: Any) -> Any:
@@ -277,8 +282,7 @@ def slope_term(xp: ModuleType, x: Any, slope: Any) -> Any:
     nan). Only formulas that autodiff records
     (:func:`~anyloss._array.records_gradient`) need it.
     """
-    cut = stop_gradient(x)
-    d = xp.where(xp.isfinite(cut), x - cut, 0.0)  # inf - inf would be nan
+    d = _difference_from_cut(xp, x)
     finite = xp.isfinite(slope)
     nan = xp.isnan(slope)
     root = xp.sqrt(xp.where(finite, 1.0, d))

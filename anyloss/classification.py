@@ -487,7 +487,7 @@ def _binary_cross_entropy_terms(xp: ModuleType, x: Any, y: Any) -> Any:
     loss = terms(x_value, y_value)
     if input_records:
         floored = _ops.clamp_min(xp, x_value * (1.0 - x_value), _BCE_GRADIENT_FLOOR)
-        # finite but in 16-bit floats, where the floor rounds to 0 (x, y in [0, 1])
+        # a finite slope (x, y in [0, 1]) except in 16-bit floats, where the floor is 0
         wide = x.dtype == xp.float32 or x.dtype == xp.float64
         loss = _ops.with_slope(xp, loss, x, (x_value - y_value) / floored, finite=wide)
     if target_records:

@@ -376,8 +376,8 @@ def is_traced(x):
 
 
 def is_compiling(x):
-    """Whether ``torch.compile`` is tracing the call that holds ``x`` (its values are then
-    unknown: anyloss treats the tensor as lazy)."""
+    """Whether ``torch.compile`` is tracing the call that holds ``x`` (its sizes may then be
+    symbolic)."""
     return torch.compiler.is_compiling()
 
 

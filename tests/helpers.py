@@ -56,3 +56,60 @@ class CountingScheduler:
 
         self.computes += 1
         return dask.get(dsk, keys, **kwargs)
+
+
+# --- gradients of a case (a catalogue case or anything with loss, arrays, options and
+# differentiable), of the sum of its output weighted by a fixed, non-uniform cotangent ----
+
+
+def cotangent(shape, seed: int = 0) -> np.ndarray:
+    """A fixed, non-uniform weighting of an output, so that every element's gradient counts."""
+    return np.random.default_rng(seed).uniform(0.5, 1.5, shape)
+
+
+def torch_reference_gradients(case, seed: int = 0) -> dict[str, np.ndarray]:
+    """torch autograd through ``torch.nn.functional``: the oracle."""
+    torch = pytest.importorskip("torch")
+    out, tensors = torch_oracle(case.loss, case.arrays, case.options, case.differentiable)
+    (out * torch.tensor(cotangent(tuple(out.shape), seed))).sum().backward()
+    return {k: tensors[k].grad.numpy() for k in case.differentiable}
+
+
+def anyloss_torch_gradients(case, seed: int = 0, *, fast: bool = True,
+                            device: str = "cpu") -> dict[str, np.ndarray]:
+    """torch autograd through anyloss, with fast paths on or fully off, tensors on ``device``."""
+    import anyloss
+
+    torch = pytest.importorskip("torch")
+    tensors = {k: torch.tensor(a, device=device, requires_grad=k in case.differentiable)
+               for k, a in case.arrays.items()}
+    with anyloss.fast_paths(enabled=fast):
+        out = call_quietly(getattr(anyloss, case.loss), **tensors, **case.options)
+    (out * torch.tensor(cotangent(tuple(out.shape), seed), device=device)).sum().backward()
+    return {k: tensors[k].grad.cpu().numpy() for k in case.differentiable}
+
+
+def anyloss_jax_gradients(case, seed: int = 0, *, jit: bool = False) -> dict[str, np.ndarray]:
+    """``jax.grad`` through anyloss (under ``jax.jit`` with ``jit``); skips without JAX."""
+    import anyloss
+    from anyloss.conformance import namespaces
+
+    try:
+        jnp = namespaces.get("jax").xp
+    except ImportError as exc:
+        pytest.skip(str(exc))
+    import jax
+
+    fixed = {k: jnp.asarray(a) for k, a in case.arrays.items() if k not in case.differentiable}
+    loss = getattr(anyloss, case.loss)
+
+    def objective(fixed, *diff):
+        out = call_quietly(loss, **fixed, **dict(zip(case.differentiable, diff, strict=True)),
+                           **case.options)
+        return jnp.sum(out * cotangent(out.shape, seed))
+
+    grad = jax.grad(objective, argnums=tuple(range(1, len(case.differentiable) + 1)))
+    if jit:
+        grad = jax.jit(grad)
+    grads = grad(fixed, *(jnp.asarray(case.arrays[k]) for k in case.differentiable))
+    return {k: np.asarray(g) for k, g in zip(case.differentiable, grads, strict=True)}

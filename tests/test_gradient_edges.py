@@ -11,18 +11,19 @@ element's gradient count; infinities and nans must sit where torch's are.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from helpers import FLOAT64, assert_close, call_quietly
+from helpers import (
+    FLOAT64,
+    anyloss_jax_gradients,
+    anyloss_torch_gradients,
+    assert_close,
+    torch_reference_gradients,
+)
 
-import anyloss
-from anyloss.conformance import namespaces
-
-torch = pytest.importorskip("torch")
-F = torch.nn.functional
+pytest.importorskip("torch")
 
 ULP1 = 2.0 ** -53  # half an ulp of 1: 1 - ULP1 is the largest float64 below 1
 
@@ -166,56 +167,27 @@ EDGES = [
 ]
 
 
-def _cotangent(shape) -> np.ndarray:
-    return np.random.default_rng(1).uniform(0.5, 1.5, shape)
-
-
-def _torch_expected(edge: Edge) -> dict[str, np.ndarray]:
-    tensors = {k: torch.tensor(a, requires_grad=k in edge.differentiable)
-               for k, a in edge.arrays.items()}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        out = getattr(F, edge.loss)(**tensors, **edge.options)
-    (out * torch.tensor(_cotangent(tuple(out.shape)))).sum().backward()
-    return {k: tensors[k].grad.numpy() for k in edge.differentiable}
+#: The cotangent's seed: the weighting of each edge's output.
+SEED = 1
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["fast", "generic"])
 @pytest.mark.parametrize("edge", EDGES, ids=lambda e: e.id)
 def test_torch_autograd_at_the_edge(edge, fast):
-    expected = _torch_expected(edge)
-    tensors = {k: torch.tensor(a, requires_grad=k in edge.differentiable)
-               for k, a in edge.arrays.items()}
-    with anyloss.fast_paths(enabled=fast):
-        out = call_quietly(getattr(anyloss, edge.loss), **tensors, **edge.options)
-    (out * torch.tensor(_cotangent(tuple(out.shape)))).sum().backward()
+    expected = torch_reference_gradients(edge, SEED)
+    got = anyloss_torch_gradients(edge, SEED, fast=fast)
     for name in edge.differentiable:
-        assert_close(tensors[name].grad.numpy(), expected[name], **FLOAT64)
+        assert_close(got[name], expected[name], **FLOAT64)
 
 
 @pytest.mark.parametrize("edge", EDGES, ids=lambda e: e.id)
 def test_jax_grad_at_the_edge(edge):
-    try:
-        jnp = namespaces.get("jax").xp
-    except ImportError as exc:
-        pytest.skip(str(exc))
-    import jax
-
     if edge.subnormal:
         pytest.skip("JAX on the CPU flushes subnormal inputs to zero")
-    expected = _torch_expected(edge)
-    fixed = {k: jnp.asarray(a) for k, a in edge.arrays.items() if k not in edge.differentiable}
-    loss = getattr(anyloss, edge.loss)
-
-    def objective(*diff):
-        arrays = {**fixed, **dict(zip(edge.differentiable, diff, strict=True))}
-        out = call_quietly(loss, **arrays, **edge.options)
-        return jnp.sum(out * _cotangent(out.shape))
-
-    grads = jax.grad(objective, argnums=tuple(range(len(edge.differentiable))))(
-        *(jnp.asarray(edge.arrays[k]) for k in edge.differentiable))
-    for name, grad in zip(edge.differentiable, grads, strict=True):
-        assert_close(np.asarray(grad), expected[name], **FLOAT64)
+    got = anyloss_jax_gradients(edge, SEED)
+    expected = torch_reference_gradients(edge, SEED)
+    for name in edge.differentiable:
+        assert_close(got[name], expected[name], **FLOAT64)
 
 
 @pytest.mark.parametrize("pos_weight", [None, 0.5], ids=["no-pos_weight", "pos_weight"])
@@ -225,12 +197,10 @@ def test_logits_gradient_keeps_its_tail(pos_weight):
     an absolute tolerance, which would hide it."""
     x = _f(-40.0, -30.0, -700.0)
     y = np.zeros(3)
-    expected = Edge("tail", "binary_cross_entropy_with_logits",
-                    {"input": x, "target": y}
-                    | ({} if pos_weight is None else {"pos_weight": np.full(3, pos_weight)}))
-    want = _torch_expected(expected)["input"]
+    edge = Edge("tail", "binary_cross_entropy_with_logits",
+                {"input": x, "target": y}
+                | ({} if pos_weight is None else {"pos_weight": np.full(3, pos_weight)}))
+    want = torch_reference_gradients(edge, SEED)["input"]
     assert np.all(want[:2] > 0)
-    tensors = {k: torch.tensor(a, requires_grad=k == "input") for k, a in expected.arrays.items()}
-    out = anyloss.binary_cross_entropy_with_logits(**tensors)
-    (out * torch.tensor(_cotangent(tuple(out.shape)))).sum().backward()
-    np.testing.assert_allclose(tensors["input"].grad.numpy(), want, rtol=1e-12, atol=0)
+    got = anyloss_torch_gradients(edge, SEED)["input"]
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=0)

@@ -13,7 +13,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from helpers import FLOAT64, assert_close, call_quietly, torch_oracle
+from helpers import (
+    FLOAT64,
+    anyloss_jax_gradients,
+    assert_close,
+    call_quietly,
+    cotangent,
+    torch_reference_gradients,
+)
 
 import anyloss
 from anyloss.conformance import catalogue, namespaces
@@ -35,26 +42,16 @@ CASES = _representatives()
 DIFFERENTIABLE = [c for c in CASES if c.differentiable]
 
 
-def _cotangent(shape) -> np.ndarray:
-    return np.random.default_rng(0).uniform(0.5, 1.5, shape)
-
-
-def _expected_gradients(case) -> dict[str, np.ndarray]:
-    out, tensors = torch_oracle(case.loss, case.arrays, case.options, case.differentiable)
-    (out * torch.tensor(_cotangent(tuple(out.shape)))).sum().backward()
-    return {k: tensors[k].grad.numpy() for k in case.differentiable}
-
-
 @pytest.mark.parametrize("case", DIFFERENTIABLE, ids=lambda c: c.id)
 def test_torch_func_grad(case):
-    expected = _expected_gradients(case)
+    expected = torch_reference_gradients(case)
     fixed = {k: torch.tensor(a) for k, a in case.arrays.items() if k not in case.differentiable}
     loss = getattr(anyloss, case.loss)
 
     def objective(*diff):
         out = call_quietly(loss, **fixed, **dict(zip(case.differentiable, diff, strict=True)),
                            **case.options)
-        return (out * torch.tensor(_cotangent(tuple(out.shape)))).sum()
+        return (out * torch.tensor(cotangent(tuple(out.shape)))).sum()
 
     argnums = tuple(range(len(case.differentiable)))
     grads = torch.func.grad(objective, argnums=argnums)(
@@ -72,23 +69,10 @@ def _jax():
 
 @pytest.mark.parametrize("case", DIFFERENTIABLE, ids=lambda c: c.id)
 def test_jax_jit_grad(case):
-    jnp = _jax()
-    import jax
-
-    expected = _expected_gradients(case)
-    fixed = {k: jnp.asarray(a) for k, a in case.arrays.items() if k not in case.differentiable}
-    loss = getattr(anyloss, case.loss)
-
-    def objective(fixed, *diff):
-        out = call_quietly(loss, **fixed, **dict(zip(case.differentiable, diff, strict=True)),
-                           **case.options)
-        return jnp.sum(out * _cotangent(out.shape))
-
-    argnums = tuple(range(1, len(case.differentiable) + 1))
-    grads = jax.jit(jax.grad(objective, argnums=argnums))(
-        fixed, *(jnp.asarray(case.arrays[k]) for k in case.differentiable))
-    for name, grad in zip(case.differentiable, grads, strict=True):
-        assert_close(np.asarray(grad), expected[name], **FLOAT64)
+    got = anyloss_jax_gradients(case, jit=True)
+    expected = torch_reference_gradients(case)
+    for name in case.differentiable:
+        assert_close(got[name], expected[name], **FLOAT64)
 
 
 def _batch_of_two(case) -> tuple[dict, dict]:
