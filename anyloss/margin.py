@@ -383,7 +383,7 @@ def _outside(xp, target: Any, low: int, high: int) -> bool:
            "F.multi_margin_loss", "CPU; float32/64; int64 targets; weight of the input's dtype; "
            "not empty"),
     Kernel("multi_margin_loss", "numpy", "first", "numpy.class_losses:multi_margin_loss",
-           "one numba loop", "C-contiguous float32/64 (N, C); int64 targets in range; "
+           "numba, rows in parallel", "C-contiguous float32/64 (N, C); int64 targets in range; "
            "p in (1, 2)", needs="numba"),
 )
 def multi_margin_loss(

@@ -1,4 +1,6 @@
-"""Class-loss kernels, compiled by numba: one loop per call reads, checks and adds up.
+"""Class-loss kernels, compiled by numba: one loop per call reads, checks and adds up
+(``multi_margin_loss``, whose work grows as N x C, checks its targets first and then
+runs its rows in parallel).
 
 ``nll_loss`` reads one value per row, ``multi_margin_loss`` compares a row's
 target class with the others and ``multilabel_margin_loss`` its listed classes
@@ -11,6 +13,9 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numba import prange
+
+from anyloss.backends.numpy.compiled.parallel import parallel_kernel
 
 
 @numba.njit(cache=True, nogil=True)
@@ -69,23 +74,41 @@ def multilabel_margin(x, target, one, out):
     return True
 
 
+#: Reassociation lets LLVM vectorise a row's sum; no ``nnan``/``ninf``, so that a nan
+#: ``z`` still fails ``z > 0`` and is dropped, as in torch's loop.
+_ROW_SUM_FASTMATH = {"reassoc", "nsz", "arcp"}
+
+
 @numba.njit(cache=True, nogil=True)
-def multi_margin(x, target, weight, weighted, margin, squared, out):
-    """Fills ``out`` (N,) with each row's loss (float64); False, and nothing
-    computed, if a target is not a class in ``[0, C)``."""
-    n, c = x.shape
-    for i in range(n):
+def _classes_in_range(target, c):
+    for i in range(target.shape[0]):
         if target[i] < 0 or target[i] >= c:
             return False
-    for i in range(n):
+    return True
+
+
+@parallel_kernel(cache=True, nogil=True, fastmath=_ROW_SUM_FASTMATH)
+def _multi_margin_rows(x, target, weight, weighted, margin, squared, out):
+    n, c = x.shape
+    for i in prange(n):
         k = target[i]
         first = margin - x[i, k]
+        row = x[i]
         total = 0.0
-        for m in range(c):
-            if m != k:
-                z = first + x[i, m]  # (margin - x_y) + x_m, in the input's dtype
-                if z > 0:
-                    total += z * z if squared else z
+        for m in range(c):  # branch-free, so that LLVM vectorises it
+            z = first + row[m]  # (margin - x_y) + x_m, in the input's dtype
+            term = np.float64(z * z if squared else z)
+            total += term if (z > 0) & (m != k) else 0.0
         loss = total / c
         out[i] = loss * weight[k] if weighted else loss
+
+
+def multi_margin(x, target, weight, weighted, margin, squared, out):
+    """Fills ``out`` (N,) with each row's loss (float64), rows in parallel on
+    ``get_threads()`` threads (each row's sum by one thread, so the result does not
+    depend on the thread count); False, and nothing computed, if a target is not a
+    class in ``[0, C)``."""
+    if not _classes_in_range(target, x.shape[1]):
+        return False
+    _multi_margin_rows(x, target, weight, weighted, margin, squared, out)
     return True
