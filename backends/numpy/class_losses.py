@@ -22,7 +22,13 @@ from anyloss.backends.numpy import compiled
 from anyloss.backends.numpy.results import reduced_result
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_INT64 = np.iinfo(np.int64)
+_INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
+#: Per dtype, the ``ones(1)`` a kernel reads without a weight and the empty ``out`` of a
+#: reduced ``nll``: made once, since on gather-only problems each array call is a sizeable
+#: part of the whole call. The kernels only read them (a read-only flag would make numba
+#: compile other signatures).
+_NO_WEIGHT = {d: np.ones(1, dtype=d) for d in _FLOATS}
+_NO_OUT = {d: np.empty(0, dtype=d) for d in _FLOATS}
 
 
 def _plain_input(input) -> bool:
@@ -36,7 +42,7 @@ def _kernel_weight(weight, input):
     weight), or ``None`` for a weight they cannot take: not a ``(C,)`` array of the
     input's dtype."""
     if weight is None:
-        return np.ones(1, dtype=input.dtype), False
+        return _NO_WEIGHT[input.dtype], False
     if (type(weight) is np.ndarray and weight.dtype == input.dtype
             and weight.shape == input.shape[1:]):
         return weight, True
@@ -46,14 +52,14 @@ def _kernel_weight(weight, input):
 def nll_loss(input, target, weight, *, ignore_index, reduction):
     """``nll_loss`` of an ``(N, C)`` input by one compiled loop, or ``NotImplemented``."""
     if not (_plain_input(input) and type(target) is np.ndarray and target.dtype == np.int64
-            and target.shape == input.shape[:1] and _INT64.min <= ignore_index <= _INT64.max):
+            and target.shape == input.shape[:1] and _INT64_MIN <= ignore_index <= _INT64_MAX):
         return NotImplemented
     kernel_weight = _kernel_weight(weight, input)
     if kernel_weight is None:
         return NotImplemented
     weight, weighted = kernel_weight
     unreduced = reduction == "none"
-    out = np.empty(input.shape[0] if unreduced else 0, dtype=input.dtype)
+    out = np.empty(input.shape[0], dtype=input.dtype) if unreduced else _NO_OUT[input.dtype]
     kernels = compiled.load("class_losses")
     total, weights, bad = kernels.nll(input, target, weight, weighted, ignore_index, out,
                                       unreduced)
