@@ -67,7 +67,10 @@ from math import exp, log  # to become elementary.py's vectorisable exp/log when
 
 import numba
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from anyloss.backends.numpy.compiled import elementary
 from anyloss.backends.numpy.compiled.parallel import parallel_kernel
@@ -83,6 +86,43 @@ Z_GUARD = 1e-250
 #: Reassociation lets LLVM vectorise the sums; no ``nnan``/``ninf``, which would break
 #: the inf/nan checks.
 FASTMATH = {"reassoc", "nsz", "arcp", "contract"}
+
+
+@intrinsic
+def _prefetch(typingctx, array, index):
+    """Ask the CPU to bring ``array[index]`` (1-d) into its caches for reading
+    (``llvm.prefetch``: a hint, never a fault; no effect on any result)."""
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        address = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]],
+                                           wraparound=False, boundscheck=False)
+        byte_pointer = ir.IntType(8).as_pointer()
+        i32 = ir.IntType(32)
+        hint = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]),
+            "llvm.prefetch.p0i8")
+        # read (0), keep in all cache levels (3), data cache (1)
+        builder.call(hint, [builder.bitcast(address, byte_pointer), ir.Constant(i32, 0),
+                            ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.void(array, index), codegen
+
+
+@numba.njit(cache=True, inline="always")
+def prefetch_row(row):
+    """Prefetch every cache line of a frame's row (C,) of the (T, N, C) input.
+
+    A sample's frames lie ``N C`` values apart and the recursions read a row at the
+    states' labels, in no order, so the hardware prefetchers do not see them coming:
+    asking for frame t + 1 while frame t is computed hides that latency (15% of the
+    block-scaled forward at T=2000, N=8, C=1000, measured).
+    """
+    step = max(1, 64 // row.itemsize)
+    for c in range(0, row.shape[0], step):
+        _prefetch(row, c)
 
 
 def _band(n_states, length, t):
@@ -141,6 +181,8 @@ def forward_scaled(probs, n, labels, skipf, length, n_states, a, b, alpha):
         return math.nan
     log_scale = log(peak)
     for t in range(1, length):
+        if t + 1 < length:
+            prefetch_row(probs[t + 1, n])
         low, high = band(n_states, length, t)
         peak, flags = forward_step(a, b, skipf, probs[t, n], labels, low, high, 1.0 / peak)
         if flags or not (peak >= TINY):
@@ -364,6 +406,8 @@ def block_forward(probs, n, labels, skipf, length, n_states, alpha, alpha_scale)
             alpha[0, s] = a[s + 2]
         alpha_scale[0, :] = sa
     for t in range(1, length):
+        if t + 1 < length:
+            prefetch_row(probs[t + 1, n])
         low, high = band(n_states, length, t)
         if block_forward_step(a, sa, b, sb, skipf, probs[t, n], labels, low, high, live):
             return math.nan
@@ -409,6 +453,9 @@ def gradient_blocks(log_probs, probs, n, labels, skipf, length, n_states, grad):
         b[s] = 1.0 / share
         sb[j] = log(share)
     for t in range(length - 1, -1, -1):
+        if t > 0:
+            prefetch_row(probs[t - 1, n])
+            prefetch_row(log_probs[t - 1, n])
         low, high = band(n_states, length, t)
         j0, j1 = low // BLOCK, (high - 1) // BLOCK
         top = -math.inf
@@ -534,6 +581,9 @@ def gradient_scaled(log_probs, probs, n, labels, skipf, length, n_states, grad):
     if n_states > 1:
         b[n_states - 2] = 1.0
     for t in range(length - 1, -1, -1):
+        if t > 0:
+            prefetch_row(probs[t - 1, n])
+            prefetch_row(log_probs[t - 1, n])
         low, high = band(n_states, length, t)
         states = labels[low:high]
         here = b[low:high]
