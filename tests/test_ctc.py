@@ -319,9 +319,24 @@ def test_kernel_paths_agree(scale, scaled_ok):
         if scaled_ok:
             assert ll_scaled == pytest.approx(ll_log, rel=1e-13)
             np.testing.assert_allclose(scaled[:, n], reference[:, n], rtol=1e-8, atol=1e-11)
-        fw = kernels.block_forward(probs, n, ext[n], skipf[n], T, K, np.empty((0, 0)),
-                                   np.empty((0, 0)))
-        assert fw == pytest.approx(ll_log, rel=1e-13)
+        no_probs = np.empty((0, 0, 0))
+        for source in (probs, no_probs):  # emissions given, or computed row by row
+            fw = kernels.block_forward(lp, source, n, ext[n], skipf[n], T, K, np.empty((0, 0)),
+                                       np.empty((0, 0)), np.empty(C), 0, np.empty(0), 0.0)
+            assert fw == pytest.approx(ll_log, rel=1e-13)
+            resume = np.zeros(K + 2)
+            fw, frame, log_scale = kernels.forward_scaled(
+                lp, source, n, ext[n], skipf[n], T, K, np.zeros(K + 2), np.zeros(K + 2),
+                np.empty((0, 0)), np.empty(C), resume)
+            assert np.isnan(fw) != scaled_ok
+            if scaled_ok:
+                assert fw == pytest.approx(ll_log, rel=1e-13)
+            else:  # the block-scaled recursion goes on from the last exact frame
+                assert frame > 1
+                fw = kernels.block_forward(lp, source, n, ext[n], skipf[n], T, K,
+                                           np.empty((0, 0)), np.empty((0, 0)), np.empty(C),
+                                           frame, resume, log_scale)
+                assert fw == pytest.approx(ll_log, rel=1e-13)
 
 
 @pytest.mark.parametrize("scale", [1.0, 3.0, 8.0])

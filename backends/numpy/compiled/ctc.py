@@ -1,7 +1,9 @@
 """CTC kernels, compiled by numba: the loss, and the loss with torch's gradient.
 
 Shapes: ``log_probs`` (T, N, C), float32 or float64, read in its own dtype and
-layout (no float64 copy of the input), and ``probs = exp(log_probs)`` alike;
+layout (no float64 copy of the input), and ``probs = exp(log_probs)`` alike (for
+the gradient; the loss alone takes an empty ``probs`` and exponentiates each frame's
+row as it reads it, :func:`frame_emissions`);
 ``ext`` (N, W + 2) the blank-extended labels ``l'`` of
 :func:`anyloss._ctc_recursion.extended_labels` (W = 2S + 1 for the longest target
 S) and two blank columns (the backward pass reads s + 2), int64; ``skipf``
@@ -30,8 +32,10 @@ sections 4.1 and 4.2). With ``y_t(s) = exp(log_probs[t, n, l'_s])``:
 
 Both recursions run in probability space, each frame divided by the sum of the
 previous one (Graves' rescaling, sec. 4.1), so there is no ``exp``/``log`` per
-state: the emissions ``exp(log_probs)`` are computed once by the caller (NumPy's
-SIMD exp), and there is one ``log`` per frame for the loss. Only the states that
+state: the emissions ``exp(log_probs)`` are computed once per row, by the
+vectorised :func:`.elementary.exp` (:func:`emissions` for the gradient, which needs
+them all twice; row by row as they are read for the loss alone, one row of C values in
+cache instead of a (T, N, C) copy), and there is one ``log`` per frame for the loss. Only the states that
 are reached by frame t and can still reach the end (the band ``low..high``) are
 computed; the others are exactly zero. Sums and products of positive normal
 floats keep their relative precision, so the answer is exact to rounding as long
@@ -125,6 +129,33 @@ def prefetch_row(row):
         _prefetch(row, c)
 
 
+@numba.njit(cache=True, **elementary.JIT_OPTIONS)
+def exp_row(src, dst):
+    """``dst = exp(src)`` over a row (C,) in its dtype, by the vectorised
+    :func:`.elementary.exp` (within 1 ulp). Compiled without reassociation, which would
+    undo its rounding, so it is called, never inlined into the recursions."""
+    for c in range(src.shape[0]):
+        dst[c] = elementary.exp(src[c])
+
+
+@numba.njit(cache=True, inline="always")
+def frame_emissions(log_probs, probs, t, n, buffer):
+    """Frame t's emissions ``exp(log_probs[t, n])`` (C,) for sample n: ``probs[t, n]``, or,
+    when ``probs`` is empty (the loss alone, which never reads a frame twice but for a
+    tier's retry), computed now into ``buffer`` (C,), so that no (T, N, C) copy is made
+    and the gathers read a row in L1."""
+    if probs.shape[0] == 0:
+        exp_row(log_probs[t, n], buffer)
+        return buffer
+    return probs[t, n]
+
+
+@numba.njit(cache=True, inline="always")
+def prefetch_frame(log_probs, probs, t, n):
+    """:func:`prefetch_row` of the row that :func:`frame_emissions` reads for frame t."""
+    prefetch_row(log_probs[t, n] if probs.shape[0] == 0 else probs[t, n])
+
+
 def _band(n_states, length, t):
     """``(low, high)``: the states reached by frame t that can still reach the end."""
     return max(0, n_states - 2 * (length - t)), min(n_states, 2 * t + 2)
@@ -158,35 +189,51 @@ def forward_step(a, b, skipf, row, labels, low, high, inv):
 
 
 @numba.njit(cache=True, fastmath=FASTMATH)
-def forward_scaled(probs, n, labels, skipf, length, n_states, a, b, alpha):
-    """Log-likelihood of sample n by the rescaled forward recursion; nan if it may be
-    inexact (the caller then uses :func:`forward_log`).
+def forward_scaled(log_probs, probs, n, labels, skipf, length, n_states, a, b, alpha, buffer,
+                   resume):
+    """``(ll, frame, log_scale)``: the log-likelihood of sample n by the rescaled forward
+    recursion, or nan if it may be inexact (the caller then goes on with
+    :func:`block_forward`, from the last exact frame when there is one).
 
-    ``probs`` (T, N, C): ``exp(log_probs)``. ``a``, ``b``: zeroed buffers of K + 2
+    On a decline at frame t > 1, ``frame`` is t - 1 and ``resume`` (K + 2, state s at
+    s + 2) holds that frame's band, ``alpha_{t-1} = resume exp(log_scale)``; else (and
+    with an empty ``resume``) ``frame`` is 0: start again from the first frame.
+
+    ``probs`` (T, N, C): ``exp(log_probs)``, or empty, and each frame's computed into
+    ``buffer`` (C,) (:func:`frame_emissions`). ``a``, ``b``: zeroed buffers of K + 2
     (state s at s + 2, so that the reads of s - 1 and s - 2 need no test). A frame's
     values are stored divided by the previous frame's sum (the first frame's by its
     peak). When ``alpha`` has L rows, each frame's band is stored there too (for the gradient).
     """
     store = alpha.shape[0] > 0
-    a[2] = probs[0, n, labels[0]]
+    row = frame_emissions(log_probs, probs, 0, n, buffer)
+    a[2] = row[labels[0]]
     lost = not (a[2] >= TINY)
     if n_states > 1:
-        a[3] = probs[0, n, labels[1]]
+        a[3] = row[labels[1]]
         lost |= not (a[3] >= TINY)
     if store:
         for s in range(min(n_states, 2)):
             alpha[0, s] = a[s + 2]
     peak = max(a[2], a[3])
     if lost:
-        return math.nan
+        return math.nan, 0, 0.0
     log_scale = log(peak)
     for t in range(1, length):
         if t + 1 < length:
-            prefetch_row(probs[t + 1, n])
+            prefetch_frame(log_probs, probs, t + 1, n)
         low, high = band(n_states, length, t)
-        peak, flags = forward_step(a, b, skipf, probs[t, n], labels, low, high, 1.0 / peak)
+        row = frame_emissions(log_probs, probs, t, n, buffer)
+        prev_peak = peak
+        peak, flags = forward_step(a, b, skipf, row, labels, low, high, 1.0 / peak)
         if flags or not (peak >= TINY):
-            return math.nan
+            if t == 1 or resume.shape[0] == 0:
+                return math.nan, 0, 0.0
+            # frame t - 1 is exact: alpha_{t-1} = a exp(log_scale - log(its sum))
+            low, high = band(n_states, length, t - 1)
+            for i in range(low + 2, high + 2):
+                resume[i] = a[i]
+            return math.nan, t - 1, log_scale - log(prev_peak)
         if store:
             stored = alpha[t, low:high]
             values = b[low + 2:high + 2]
@@ -198,8 +245,8 @@ def forward_scaled(probs, n, labels, skipf, length, n_states, a, b, alpha):
     if n_states > 1:
         last += a[n_states]
     if not (last > 0.0):
-        return math.nan
-    return log(last / peak) + log_scale
+        return math.nan, 0, 0.0
+    return log(last / peak) + log_scale, length - 1, 0.0
 
 
 @numba.njit(cache=True)
@@ -379,37 +426,79 @@ def block_backward_step(nxt, nxt_scale, row, out, out_scale, skipf, labels, low,
 
 
 @numba.njit(cache=True, fastmath=FASTMATH)
-def block_forward(probs, n, labels, skipf, length, n_states, alpha, alpha_scale):
+def to_blocks(values, log_scale, low, high, out, out_scale):
+    """The band ``low..high`` of ``values exp(log_scale)`` (K + 2, state s at s + 2) in
+    block form: mantissas ``out`` (each block's summing to 1) and block scales
+    ``out_scale`` (natural log; -inf for a block without mass). True if that may be
+    inexact: no mass at all, or a non-zero value whose mantissa is below :data:`TINY`."""
+    mass = False
+    for j in range(low // BLOCK, (high - 1) // BLOCK + 1):
+        s0, s1 = max(low, j * BLOCK), min(high, (j + 1) * BLOCK)
+        src, dst = values[s0 + 2:s1 + 2], out[s0 + 2:s1 + 2]
+        total = 0.0
+        for i in range(s1 - s0):
+            total += src[i]
+        if not (total > 0.0):
+            for i in range(s1 - s0):
+                dst[i] = 0.0
+            out_scale[j] = -math.inf
+            continue
+        mass = True
+        inv = 1.0 / total
+        lost = 0
+        for i in range(s1 - s0):
+            m = src[i] * inv
+            dst[i] = m
+            lost += (src[i] > 0.0) & (m < TINY)
+        if lost:
+            return True
+        out_scale[j] = log_scale + log(total)
+    return not mass
+
+
+@numba.njit(cache=True, fastmath=FASTMATH)
+def block_forward(log_probs, probs, n, labels, skipf, length, n_states, alpha, alpha_scale,
+                  buffer, start, first, first_log_scale):
     """Log-likelihood of sample n by the block-scaled forward recursion (for the samples
     whose band spans more than float64's range); nan if it may be inexact. With L rows,
-    ``alpha`` (L, K) and ``alpha_scale`` (L, nb + 1) receive each frame's band."""
+    ``alpha`` (L, K) and ``alpha_scale`` (L, nb + 1) receive each frame's band (from the
+    first frame: ``start`` 0). The emissions as in :func:`forward_scaled`. With ``start``
+    > 0 the recursion goes on from frame ``start``, whose alpha is ``first exp(
+    first_log_scale)`` (what :func:`forward_scaled` leaves when it declines)."""
     n_blocks = (n_states + BLOCK - 1) // BLOCK
     store = alpha.shape[0] > 0
     a, b = np.zeros(n_states + 2), np.zeros(n_states + 2)
     sa, sb = np.full(n_blocks + 1, -math.inf), np.full(n_blocks + 1, -math.inf)
     live = np.empty(n_states)
-    y0 = np.float64(probs[0, n, labels[0]])
-    y1 = np.float64(probs[0, n, labels[1]]) if n_states > 1 else 0.0
-    total = y0 + y1
-    if not (total > 0.0):
-        return math.nan
-    a[2] = y0 / total
-    if (y0 > 0.0) & (a[2] < TINY):
-        return math.nan
-    if n_states > 1:
-        a[3] = y1 / total
-        if (y1 > 0.0) & (a[3] < TINY):
+    if start > 0:
+        low, high = band(n_states, length, start)
+        if to_blocks(first, first_log_scale, low, high, a, sa):
             return math.nan
-    sa[0] = log(total)
-    if store:
-        for s in range(min(n_states, 2)):
-            alpha[0, s] = a[s + 2]
-        alpha_scale[0, :] = sa
-    for t in range(1, length):
+    else:
+        row = frame_emissions(log_probs, probs, 0, n, buffer)
+        y0 = np.float64(row[labels[0]])
+        y1 = np.float64(row[labels[1]]) if n_states > 1 else 0.0
+        total = y0 + y1
+        if not (total > 0.0):
+            return math.nan
+        a[2] = y0 / total
+        if (y0 > 0.0) & (a[2] < TINY):
+            return math.nan
+        if n_states > 1:
+            a[3] = y1 / total
+            if (y1 > 0.0) & (a[3] < TINY):
+                return math.nan
+        sa[0] = log(total)
+        if store:
+            for s in range(min(n_states, 2)):
+                alpha[0, s] = a[s + 2]
+            alpha_scale[0, :] = sa
+    for t in range(start + 1, length):
         if t + 1 < length:
-            prefetch_row(probs[t + 1, n])
+            prefetch_frame(log_probs, probs, t + 1, n)
         low, high = band(n_states, length, t)
-        if block_forward_step(a, sa, b, sb, skipf, probs[t, n], labels, low, high, live):
+        row = frame_emissions(log_probs, probs, t, n, buffer)
+        if block_forward_step(a, sa, b, sb, skipf, row, labels, low, high, live):
             return math.nan
         if store:
             stored, values = alpha[t, low:high], b[low + 2:high + 2]
@@ -436,7 +525,8 @@ def gradient_blocks(log_probs, probs, n, labels, skipf, length, n_states, grad):
     n_blocks = (n_states + BLOCK - 1) // BLOCK
     alpha = np.empty((length, n_states))
     alpha_scale = np.empty((length, n_blocks + 1))
-    ll = block_forward(probs, n, labels, skipf, length, n_states, alpha, alpha_scale)
+    ll = block_forward(log_probs, probs, n, labels, skipf, length, n_states, alpha,
+                       alpha_scale, probs[0, n], 0, np.empty(0), 0.0)
     if math.isnan(ll):
         return ll
     b, nxt = np.zeros(n_states + 2), np.zeros(n_states + 2)
@@ -492,15 +582,19 @@ def gradient_blocks(log_probs, probs, n, labels, skipf, length, n_states, grad):
 
 @numba.njit(cache=True)
 def sample_loss(log_probs, probs, n, labels, skipf, length, target_length):
-    """The loss ``-log p`` of sample n (inf for an impossible alignment)."""
+    """The loss ``-log p`` of sample n (inf for an impossible alignment); ``probs`` may be
+    empty (:func:`frame_emissions`)."""
     if length == 0:
         return 0.0 if target_length == 0 else math.inf
     n_states = 2 * target_length + 1
-    ll = forward_scaled(probs, n, labels, skipf, length, n_states, np.zeros(n_states + 2),
-                        np.zeros(n_states + 2), np.empty((0, 0)))
-    if math.isnan(ll):
-        ll = block_forward(probs, n, labels, skipf, length, n_states, np.empty((0, 0)),
-                           np.empty((0, 0)))
+    buffer = np.empty_like(log_probs[0, n])
+    resume = np.zeros(n_states + 2)
+    ll, frame, log_scale = forward_scaled(log_probs, probs, n, labels, skipf, length, n_states,
+                                          np.zeros(n_states + 2), np.zeros(n_states + 2),
+                                          np.empty((0, 0)), buffer, resume)
+    if math.isnan(ll):  # the block-scaled recursion from the last exact frame
+        ll = block_forward(log_probs, probs, n, labels, skipf, length, n_states,
+                           np.empty((0, 0)), np.empty((0, 0)), buffer, frame, resume, log_scale)
     if math.isnan(ll):
         ll = forward_log(log_probs, n, labels, skipf, length, n_states,
                          np.empty((length, n_states)))
@@ -509,7 +603,8 @@ def sample_loss(log_probs, probs, n, labels, skipf, length, target_length):
 
 @parallel_kernel(cache=True)
 def forward(log_probs, probs, ext, skipf, il, tl, order, n_slots, losses):
-    """Fill ``losses`` (N,) with each sample's loss."""
+    """Fill ``losses`` (N,) with each sample's loss; ``probs`` may be empty (each frame's
+    emissions are then computed as it is read, :func:`frame_emissions`)."""
     batch = il.shape[0]
     for slot in prange(n_slots):
         for i in range(slot, batch, n_slots):
@@ -571,8 +666,9 @@ def gradient_scaled(log_probs, probs, n, labels, skipf, length, n_states, grad):
     n_classes = log_probs.shape[2]
     alpha = np.empty((length, n_states))
     post = np.zeros(n_classes)
-    ll = forward_scaled(probs, n, labels, skipf, length, n_states, np.zeros(n_states + 2),
-                        np.zeros(n_states + 2), alpha)
+    ll, _, _ = forward_scaled(log_probs, probs, n, labels, skipf, length, n_states,
+                              np.zeros(n_states + 2), np.zeros(n_states + 2), alpha,
+                              probs[0, n], np.empty(0))
     if math.isnan(ll):
         return ll
     b = np.zeros(n_states + 2)  # b_t(s) at s; two zeros past the last state
@@ -678,7 +774,4 @@ def emissions(log_probs, probs):
     vectorised :func:`.elementary.exp` (within 1 ulp; the same speed on every SIMD level)."""
     for t in prange(log_probs.shape[0]):
         for n in range(log_probs.shape[1]):
-            src = log_probs[t, n]
-            dst = probs[t, n]
-            for c in range(src.shape[0]):
-                dst[c] = elementary.exp(src[c])
+            exp_row(log_probs[t, n], probs[t, n])
