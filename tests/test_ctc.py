@@ -304,14 +304,14 @@ def test_kernel_paths_agree(scale, scaled_ok):
     numpy_ctc, kernels = _kernels()
     T, N, C, S = 400, 2, 40, 80
     lp, targets, il, tl = _peaky_case(20, T, N, C, S, scale)
-    _, probs, ext, skipf, _, _, _, _ = numpy_ctc._compiled_arguments(lp, targets, il, tl, 0, S)
+    _, ext, skipf, _, _, _, _ = numpy_ctc._compiled_arguments(lp, targets, il, tl, 0, S)
     K = 2 * S + 1
     for n in range(N):
         reference = np.zeros_like(lp)
         ll_log = kernels.gradient_log(lp, n, ext[n], skipf[n], T, K, reference)
         scaled, blocks = np.zeros_like(lp), np.zeros_like(lp)
-        ll_scaled = kernels.gradient_scaled(lp, probs, n, ext[n], skipf[n], T, K, scaled)
-        ll_blocks = kernels.gradient_blocks(lp, probs, n, ext[n], skipf[n], T, K, blocks)
+        ll_scaled = kernels.gradient_scaled(lp, n, ext[n], skipf[n], T, K, scaled, np.empty(C))
+        ll_blocks = kernels.gradient_blocks(lp, n, ext[n], skipf[n], T, K, blocks, np.empty(C))
         assert np.isnan(ll_scaled) != scaled_ok
         assert np.isfinite(ll_blocks)
         assert ll_blocks == pytest.approx(ll_log, rel=1e-13)
@@ -319,24 +319,21 @@ def test_kernel_paths_agree(scale, scaled_ok):
         if scaled_ok:
             assert ll_scaled == pytest.approx(ll_log, rel=1e-13)
             np.testing.assert_allclose(scaled[:, n], reference[:, n], rtol=1e-8, atol=1e-11)
-        no_probs = np.empty((0, 0, 0))
-        for source in (probs, no_probs):  # emissions given, or computed row by row
-            fw = kernels.block_forward(lp, source, n, ext[n], skipf[n], T, K, np.empty((0, 0)),
-                                       np.empty((0, 0)), np.empty(C), 0, np.empty(0), 0.0)
+        fw = kernels.block_forward(lp, n, ext[n], skipf[n], T, K, np.empty((0, 0)),
+                                   np.empty((0, 0)), np.empty(C), 0, np.empty(0), 0.0)
+        assert fw == pytest.approx(ll_log, rel=1e-13)
+        resume = np.zeros(K + 2)
+        fw, frame, log_scale = kernels.forward_scaled(
+            lp, n, ext[n], skipf[n], T, K, np.zeros(K + 2), np.zeros(K + 2), np.empty((0, 0)),
+            np.empty(C), resume)
+        assert np.isnan(fw) != scaled_ok
+        if scaled_ok:
             assert fw == pytest.approx(ll_log, rel=1e-13)
-            resume = np.zeros(K + 2)
-            fw, frame, log_scale = kernels.forward_scaled(
-                lp, source, n, ext[n], skipf[n], T, K, np.zeros(K + 2), np.zeros(K + 2),
-                np.empty((0, 0)), np.empty(C), resume)
-            assert np.isnan(fw) != scaled_ok
-            if scaled_ok:
-                assert fw == pytest.approx(ll_log, rel=1e-13)
-            else:  # the block-scaled recursion goes on from the last exact frame
-                assert frame > 1
-                fw = kernels.block_forward(lp, source, n, ext[n], skipf[n], T, K,
-                                           np.empty((0, 0)), np.empty((0, 0)), np.empty(C),
-                                           frame, resume, log_scale)
-                assert fw == pytest.approx(ll_log, rel=1e-13)
+        else:  # the block-scaled recursion goes on from the last exact frame
+            assert frame > 1
+            fw = kernels.block_forward(lp, n, ext[n], skipf[n], T, K, np.empty((0, 0)),
+                                       np.empty((0, 0)), np.empty(C), frame, resume, log_scale)
+            assert fw == pytest.approx(ll_log, rel=1e-13)
 
 
 @pytest.mark.parametrize("scale", [1.0, 3.0, 8.0])

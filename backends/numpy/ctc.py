@@ -34,11 +34,9 @@ def _labels(targets, target_lengths, max_target_length, blank, n_classes):
 
 
 def _compiled_arguments(log_probs, targets, input_lengths, target_lengths, blank,
-                        max_target_length, *, emissions=True):
+                        max_target_length):
     """The arrays the compiled kernels take (see :mod:`.compiled.ctc`): ``log_probs`` as
-    float32/float64 in its own layout, ``probs = exp(log_probs)`` (with ``emissions``;
-    else an empty array, and the loss kernel exponentiates each row as it reads it),
-    ``ext`` (N, W + 2)
+    float32/float64 in its own layout, ``ext`` (N, W + 2)
     int64 (blank-padded), ``skipf`` (N, W + 2) float64, ``il``,
     ``tl`` int64, the samples longest first, and the number of parallel slots."""
     ext, skip = _labels(targets, target_lengths, max_target_length, blank, log_probs.shape[2])
@@ -56,16 +54,7 @@ def _compiled_arguments(log_probs, targets, input_lengths, target_lengths, blank
     import numba  # only reached with numba installed
 
     slots = max(1, min(get_threads(), numba.config.NUMBA_NUM_THREADS, batch))
-    probs = _exp(log_probs) if emissions else np.empty((0, 0, 0), dtype=log_probs.dtype)
-    return log_probs, probs, ext, skipf, il, tl, order, slots
-
-
-def _exp(log_probs):
-    """``exp(log_probs)`` in the input's dtype (float32 keeps the precision float32
-    log-probabilities carry), by the compiled vectorised exp on get_threads() threads."""
-    probs = np.empty(log_probs.shape, dtype=log_probs.dtype)
-    compiled.load("ctc").emissions(log_probs, probs)
-    return probs
+    return log_probs, ext, skipf, il, tl, order, slots
 
 
 def _float(log_probs):
@@ -84,8 +73,8 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, *, blank, zero_i
     """
     if compiled.HAVE_NUMBA and _float(log_probs) is not None:
         args = _compiled_arguments(log_probs, targets, input_lengths, target_lengths, blank,
-                                   max_target_length, emissions=False)
-        losses = np.empty(args[4].shape[0], dtype=np.float64)
+                                   max_target_length)
+        losses = np.empty(args[3].shape[0], dtype=np.float64)
         compiled.load("ctc").forward(*args, losses)
     else:
         ext, skip = _labels(targets, target_lengths, max_target_length, blank,
@@ -108,7 +97,7 @@ def ctc_loss_and_grad(log_probs, targets, input_lengths, target_lengths, *, blan
         return NotImplemented
     args = _compiled_arguments(log_probs, targets, input_lengths, target_lengths, blank,
                                max_target_length)
-    losses = np.empty(args[4].shape[0], dtype=np.float64)
+    losses = np.empty(args[3].shape[0], dtype=np.float64)
     grad = np.empty(log_probs.shape, dtype=log_probs.dtype)
     compiled.load("ctc").gradient(*args, bool(zero_infinity), losses, grad)
     if zero_infinity:

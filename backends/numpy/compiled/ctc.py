@@ -1,14 +1,13 @@
 """CTC kernels, compiled by numba: the loss, and the loss with torch's gradient.
 
 Shapes: ``log_probs`` (T, N, C), float32 or float64, read in its own dtype and
-layout (no float64 copy of the input), and ``probs = exp(log_probs)`` alike (for
-the gradient; the loss alone takes an empty ``probs`` and exponentiates each frame's
-row as it reads it, :func:`frame_emissions`);
-``ext`` (N, W + 2) the blank-extended labels ``l'`` of
-:func:`anyloss._ctc_recursion.extended_labels` (W = 2S + 1 for the longest target
-S) and two blank columns (the backward pass reads s + 2), int64; ``skipf``
-(N, W + 2) float64, 1.0 where state s may be entered from state s - 2 (a label
-differing from the one two states back), 0.0 elsewhere and in the two padding
+layout (no float64 copy of the input, and no copy of its exponential either: each
+frame's row is exponentiated as it is read, :func:`frame_emissions`); ``ext``
+(N, W + 2) the blank-extended labels ``l'`` of
+:func:`anyloss._ctc_recursion.extended_labels` (W = 2S + 1 for the longest target S)
+and two blank columns (the backward pass reads s + 2), int64; ``skipf`` (N, W + 2)
+float64, 1.0 where state s may be entered from state s - 2 (a label differing from
+the one two states back), 0.0 elsewhere and in the two padding
 columns; ``il``, ``tl`` (N,) int64 input and target lengths; ``order`` (N,) the
 samples longest first, dealt round-robin to ``n_slots`` parallel slots (one per
 thread: the long samples spread over the threads). Sample n has ``L = il[n]``
@@ -32,14 +31,15 @@ sections 4.1 and 4.2). With ``y_t(s) = exp(log_probs[t, n, l'_s])``:
 
 Both recursions run in probability space, each frame divided by the sum of the
 previous one (Graves' rescaling, sec. 4.1), so there is no ``exp``/``log`` per
-state: the emissions ``exp(log_probs)`` are computed once per row, by the
-vectorised :func:`.elementary.exp` (:func:`emissions` for the gradient, which needs
-them all twice; row by row as they are read for the loss alone, one row of C values in
-cache instead of a (T, N, C) copy), and there is one ``log`` per frame for the loss. Only the states that
-are reached by frame t and can still reach the end (the band ``low..high``) are
-computed; the others are exactly zero. Sums and products of positive normal
-floats keep their relative precision, so the answer is exact to rounding as long
-as no non-zero variable falls below :data:`TINY` (near float64's subnormals).
+state: a frame's emissions ``exp(log_probs[t, n])`` are computed for its whole row
+by the vectorised :func:`.elementary.exp` as the recursion comes to it (one row of C
+values in cache instead of a (T, N, C) copy), and there is one ``log`` per frame for
+the loss. Only the states that are reached by frame t and can still reach the end
+(the band ``low..high``) are computed; the others are exactly zero. Sums and
+products of positive normal floats keep their relative precision, so the answer is
+exact to rounding as long as no non-zero variable falls below :data:`TINY` (near
+float64's subnormals).
+
 Three tiers, per sample, each taken only when the one before may be inexact:
 
 1. one scale per frame (:func:`forward_scaled`, :func:`gradient_scaled`): the
@@ -50,6 +50,8 @@ Three tiers, per sample, each taken only when the one before may be inexact:
    its sum (one ``log``); this carries long sequences (T=2000, S=300: the band
    spans more than float64's ~690 nats from frame ~500 on, while 32 neighbouring
    states span at most ~430 nats with standard normal logits over 1000 classes);
+   for the loss alone it goes on from the first tier's last exact frame
+   (:func:`to_blocks`), where the gradient, which stores every frame, starts again;
 3. torch's log-space recursion (``logsumexp`` of three per state,
    :func:`forward_log`, :func:`gradient_log`), which gives torch's numbers in every
    case, including its ``inf`` loss and ``nan`` gradient for impossible alignments.
@@ -139,21 +141,13 @@ def exp_row(src, dst):
 
 
 @numba.njit(cache=True, inline="always")
-def frame_emissions(log_probs, probs, t, n, buffer):
-    """Frame t's emissions ``exp(log_probs[t, n])`` (C,) for sample n: ``probs[t, n]``, or,
-    when ``probs`` is empty (the loss alone, which never reads a frame twice but for a
-    tier's retry), computed now into ``buffer`` (C,), so that no (T, N, C) copy is made
-    and the gathers read a row in L1."""
-    if probs.shape[0] == 0:
-        exp_row(log_probs[t, n], buffer)
-        return buffer
-    return probs[t, n]
-
-
-@numba.njit(cache=True, inline="always")
-def prefetch_frame(log_probs, probs, t, n):
-    """:func:`prefetch_row` of the row that :func:`frame_emissions` reads for frame t."""
-    prefetch_row(log_probs[t, n] if probs.shape[0] == 0 else probs[t, n])
+def frame_emissions(log_probs, t, n, buffer):
+    """Frame t's emissions ``exp(log_probs[t, n])`` (C,) for sample n, computed into
+    ``buffer`` (C,) as the frame is read: no (T, N, C) copy is made, and the recursion's
+    gathers (at the states' labels) read a row in L1. A frame is exponentiated once by
+    the forward recursion and once by the backward one (and again by a tier's retry)."""
+    exp_row(log_probs[t, n], buffer)
+    return buffer
 
 
 def _band(n_states, length, t):
@@ -189,7 +183,7 @@ def forward_step(a, b, skipf, row, labels, low, high, inv):
 
 
 @numba.njit(cache=True, fastmath=FASTMATH)
-def forward_scaled(log_probs, probs, n, labels, skipf, length, n_states, a, b, alpha, buffer,
+def forward_scaled(log_probs, n, labels, skipf, length, n_states, a, b, alpha, buffer,
                    resume):
     """``(ll, frame, log_scale)``: the log-likelihood of sample n by the rescaled forward
     recursion, or nan if it may be inexact (the caller then goes on with
@@ -199,14 +193,14 @@ def forward_scaled(log_probs, probs, n, labels, skipf, length, n_states, a, b, a
     s + 2) holds that frame's band, ``alpha_{t-1} = resume exp(log_scale)``; else (and
     with an empty ``resume``) ``frame`` is 0: start again from the first frame.
 
-    ``probs`` (T, N, C): ``exp(log_probs)``, or empty, and each frame's computed into
-    ``buffer`` (C,) (:func:`frame_emissions`). ``a``, ``b``: zeroed buffers of K + 2
+    Each frame's emissions are computed into ``buffer`` (C,) (:func:`frame_emissions`).
+    ``a``, ``b``: zeroed buffers of K + 2
     (state s at s + 2, so that the reads of s - 1 and s - 2 need no test). A frame's
     values are stored divided by the previous frame's sum (the first frame's by its
     peak). When ``alpha`` has L rows, each frame's band is stored there too (for the gradient).
     """
     store = alpha.shape[0] > 0
-    row = frame_emissions(log_probs, probs, 0, n, buffer)
+    row = frame_emissions(log_probs, 0, n, buffer)
     a[2] = row[labels[0]]
     lost = not (a[2] >= TINY)
     if n_states > 1:
@@ -221,9 +215,9 @@ def forward_scaled(log_probs, probs, n, labels, skipf, length, n_states, a, b, a
     log_scale = log(peak)
     for t in range(1, length):
         if t + 1 < length:
-            prefetch_frame(log_probs, probs, t + 1, n)
+            prefetch_row(log_probs[t + 1, n])
         low, high = band(n_states, length, t)
-        row = frame_emissions(log_probs, probs, t, n, buffer)
+        row = frame_emissions(log_probs, t, n, buffer)
         prev_peak = peak
         peak, flags = forward_step(a, b, skipf, row, labels, low, high, 1.0 / peak)
         if flags or not (peak >= TINY):
@@ -457,7 +451,7 @@ def to_blocks(values, log_scale, low, high, out, out_scale):
 
 
 @numba.njit(cache=True, fastmath=FASTMATH)
-def block_forward(log_probs, probs, n, labels, skipf, length, n_states, alpha, alpha_scale,
+def block_forward(log_probs, n, labels, skipf, length, n_states, alpha, alpha_scale,
                   buffer, start, first, first_log_scale):
     """Log-likelihood of sample n by the block-scaled forward recursion (for the samples
     whose band spans more than float64's range); nan if it may be inexact. With L rows,
@@ -475,7 +469,7 @@ def block_forward(log_probs, probs, n, labels, skipf, length, n_states, alpha, a
         if to_blocks(first, first_log_scale, low, high, a, sa):
             return math.nan
     else:
-        row = frame_emissions(log_probs, probs, 0, n, buffer)
+        row = frame_emissions(log_probs, 0, n, buffer)
         y0 = np.float64(row[labels[0]])
         y1 = np.float64(row[labels[1]]) if n_states > 1 else 0.0
         total = y0 + y1
@@ -495,9 +489,9 @@ def block_forward(log_probs, probs, n, labels, skipf, length, n_states, alpha, a
             alpha_scale[0, :] = sa
     for t in range(start + 1, length):
         if t + 1 < length:
-            prefetch_frame(log_probs, probs, t + 1, n)
+            prefetch_row(log_probs[t + 1, n])
         low, high = band(n_states, length, t)
-        row = frame_emissions(log_probs, probs, t, n, buffer)
+        row = frame_emissions(log_probs, t, n, buffer)
         if block_forward_step(a, sa, b, sb, skipf, row, labels, low, high, live):
             return math.nan
         if store:
@@ -518,15 +512,15 @@ def block_forward(log_probs, probs, n, labels, skipf, length, n_states, alpha, a
 
 
 @numba.njit(cache=True, fastmath=FASTMATH)
-def gradient_blocks(log_probs, probs, n, labels, skipf, length, n_states, grad):
+def gradient_blocks(log_probs, n, labels, skipf, length, n_states, grad, buffer):
     """:func:`gradient_scaled` with a scale per block of states (see
     :func:`block_forward`); nan if it may be inexact."""
     n_classes = log_probs.shape[2]
     n_blocks = (n_states + BLOCK - 1) // BLOCK
     alpha = np.empty((length, n_states))
     alpha_scale = np.empty((length, n_blocks + 1))
-    ll = block_forward(log_probs, probs, n, labels, skipf, length, n_states, alpha,
-                       alpha_scale, probs[0, n], 0, np.empty(0), 0.0)
+    ll = block_forward(log_probs, n, labels, skipf, length, n_states, alpha, alpha_scale,
+                       buffer, 0, np.empty(0), 0.0)
     if math.isnan(ll):
         return ll
     b, nxt = np.zeros(n_states + 2), np.zeros(n_states + 2)
@@ -544,8 +538,8 @@ def gradient_blocks(log_probs, probs, n, labels, skipf, length, n_states, grad):
         sb[j] = log(share)
     for t in range(length - 1, -1, -1):
         if t > 0:
-            prefetch_row(probs[t - 1, n])
             prefetch_row(log_probs[t - 1, n])
+        row = frame_emissions(log_probs, t, n, buffer)
         low, high = band(n_states, length, t)
         j0, j1 = low // BLOCK, (high - 1) // BLOCK
         top = -math.inf
@@ -566,13 +560,13 @@ def gradient_blocks(log_probs, probs, n, labels, skipf, length, n_states, grad):
             s0, s1 = max(low, j * BLOCK), min(high, (j + 1) * BLOCK)
             weight = exp(alpha_scale[t, j] + sb[j] - top) / z
             occupancy(alpha[t, s0:s1], b[s0:s1], labels[s0:s1], post, weight)
-        write_row(log_probs[t, n], probs[t, n], post, 1.0, grad[t, n])
+        write_row(log_probs[t, n], row, post, 1.0, grad[t, n])
         for s in range(low, high):
             post[labels[s]] = 0.0
         if t == 0:
             break
         low, high = band(n_states, length, t - 1)
-        if block_backward_step(b, sb, probs[t, n], nxt, sn, skipf, labels, low, high,
+        if block_backward_step(b, sb, row, nxt, sn, skipf, labels, low, high,
                                n_states, live):
             return math.nan
         b, nxt = nxt, b
@@ -581,20 +575,19 @@ def gradient_blocks(log_probs, probs, n, labels, skipf, length, n_states, grad):
 
 
 @numba.njit(cache=True)
-def sample_loss(log_probs, probs, n, labels, skipf, length, target_length):
-    """The loss ``-log p`` of sample n (inf for an impossible alignment); ``probs`` may be
-    empty (:func:`frame_emissions`)."""
+def sample_loss(log_probs, n, labels, skipf, length, target_length):
+    """The loss ``-log p`` of sample n (inf for an impossible alignment)."""
     if length == 0:
         return 0.0 if target_length == 0 else math.inf
     n_states = 2 * target_length + 1
     buffer = np.empty_like(log_probs[0, n])
     resume = np.zeros(n_states + 2)
-    ll, frame, log_scale = forward_scaled(log_probs, probs, n, labels, skipf, length, n_states,
+    ll, frame, log_scale = forward_scaled(log_probs, n, labels, skipf, length, n_states,
                                           np.zeros(n_states + 2), np.zeros(n_states + 2),
                                           np.empty((0, 0)), buffer, resume)
     if math.isnan(ll):  # the block-scaled recursion from the last exact frame
-        ll = block_forward(log_probs, probs, n, labels, skipf, length, n_states,
-                           np.empty((0, 0)), np.empty((0, 0)), buffer, frame, resume, log_scale)
+        ll = block_forward(log_probs, n, labels, skipf, length, n_states, np.empty((0, 0)),
+                           np.empty((0, 0)), buffer, frame, resume, log_scale)
     if math.isnan(ll):
         ll = forward_log(log_probs, n, labels, skipf, length, n_states,
                          np.empty((length, n_states)))
@@ -602,19 +595,19 @@ def sample_loss(log_probs, probs, n, labels, skipf, length, target_length):
 
 
 @parallel_kernel(cache=True)
-def forward(log_probs, probs, ext, skipf, il, tl, order, n_slots, losses):
-    """Fill ``losses`` (N,) with each sample's loss; ``probs`` may be empty (each frame's
-    emissions are then computed as it is read, :func:`frame_emissions`)."""
+def forward(log_probs, ext, skipf, il, tl, order, n_slots, losses):
+    """Fill ``losses`` (N,) with each sample's loss."""
     batch = il.shape[0]
     for slot in prange(n_slots):
         for i in range(slot, batch, n_slots):
             n = order[i]
-            losses[n] = sample_loss(log_probs, probs, n, ext[n], skipf[n], il[n], tl[n])
+            losses[n] = sample_loss(log_probs, n, ext[n], skipf[n], il[n], tl[n])
 
 
 @numba.njit(cache=True, fastmath=FASTMATH)
 def write_row(log_probs, probs, post, inv_z, grad):
-    """One frame's gradient (C,): ``grad = probs - post * inv_z``, and nan where
+    """One frame's gradient (C,): ``grad = probs - post * inv_z`` (``probs`` the row's
+    emissions ``exp(log_probs)``), and nan where
     ``log_probs`` is -inf (torch's ``exp(lp) - exp(log q + nll - lp)`` is nan there)."""
     for c in range(log_probs.shape[0]):
         x = log_probs[c]
@@ -659,16 +652,16 @@ def backward_step(w, out, skipf, low, high, inv):
 
 
 @numba.njit(cache=True, fastmath=FASTMATH)
-def gradient_scaled(log_probs, probs, n, labels, skipf, length, n_states, grad):
+def gradient_scaled(log_probs, n, labels, skipf, length, n_states, grad, buffer):
     """Log-likelihood of sample n, and its gradient in ``grad[:length, n]``, by the
     rescaled alpha-beta recursions; nan if they may be inexact (the rows written
     are then to be overwritten by :func:`gradient_log`)."""
     n_classes = log_probs.shape[2]
     alpha = np.empty((length, n_states))
     post = np.zeros(n_classes)
-    ll, _, _ = forward_scaled(log_probs, probs, n, labels, skipf, length, n_states,
-                              np.zeros(n_states + 2), np.zeros(n_states + 2), alpha,
-                              probs[0, n], np.empty(0))
+    ll, _, _ = forward_scaled(log_probs, n, labels, skipf, length, n_states,
+                              np.zeros(n_states + 2), np.zeros(n_states + 2), alpha, buffer,
+                              np.empty(0))
     if math.isnan(ll):
         return ll
     b = np.zeros(n_states + 2)  # b_t(s) at s; two zeros past the last state
@@ -678,20 +671,20 @@ def gradient_scaled(log_probs, probs, n, labels, skipf, length, n_states, grad):
         b[n_states - 2] = 1.0
     for t in range(length - 1, -1, -1):
         if t > 0:
-            prefetch_row(probs[t - 1, n])
             prefetch_row(log_probs[t - 1, n])
+        row = frame_emissions(log_probs, t, n, buffer)
         low, high = band(n_states, length, t)
         states = labels[low:high]
         here = b[low:high]
         z = occupancy(alpha[t, low:high], here, states, post)
         if not (z >= Z_GUARD):
             return math.nan
-        write_row(log_probs[t, n], probs[t, n], post, 1.0 / z, grad[t, n])
+        write_row(log_probs[t, n], row, post, 1.0 / z, grad[t, n])
         for i in range(high - low):
             post[states[i]] = 0.0
         if t == 0:
             break
-        total, flags = emit_backward(here, probs[t, n], states)
+        total, flags = emit_backward(here, row, states)
         if flags or not (total >= TINY):
             return math.nan
         low, high = band(n_states, length, t - 1)
@@ -733,8 +726,7 @@ def gradient_log(log_probs, n, labels, skipf, length, n_states, grad):
 
 
 @numba.njit(cache=True)
-def sample_gradient(log_probs, probs, n, labels, skipf, length, target_length, zero_infinity,
-                    grad):
+def sample_gradient(log_probs, n, labels, skipf, length, target_length, zero_infinity, grad):
     """Sample n's loss, with its gradient written to every row of ``grad[:, n]``."""
     n_frames, _, n_classes = log_probs.shape
     for t in range(length, n_frames):
@@ -743,9 +735,10 @@ def sample_gradient(log_probs, probs, n, labels, skipf, length, target_length, z
     if length == 0:
         return 0.0 if target_length == 0 else math.inf
     n_states = 2 * target_length + 1
-    ll = gradient_scaled(log_probs, probs, n, labels, skipf, length, n_states, grad)
+    buffer = np.empty_like(log_probs[0, n])
+    ll = gradient_scaled(log_probs, n, labels, skipf, length, n_states, grad, buffer)
     if math.isnan(ll):
-        ll = gradient_blocks(log_probs, probs, n, labels, skipf, length, n_states, grad)
+        ll = gradient_blocks(log_probs, n, labels, skipf, length, n_states, grad, buffer)
     if math.isnan(ll):
         ll = gradient_log(log_probs, n, labels, skipf, length, n_states, grad)
     if ll == -math.inf:
@@ -757,21 +750,12 @@ def sample_gradient(log_probs, probs, n, labels, skipf, length, target_length, z
 
 
 @parallel_kernel(cache=True)
-def gradient(log_probs, probs, ext, skipf, il, tl, order, n_slots, zero_infinity, losses,
-             grad):
+def gradient(log_probs, ext, skipf, il, tl, order, n_slots, zero_infinity, losses, grad):
     """Fill ``losses`` (N,) and torch's gradient of their sum ``grad`` (T, N, C)."""
     batch = il.shape[0]
     for slot in prange(n_slots):
         for i in range(slot, batch, n_slots):
             n = order[i]
-            losses[n] = sample_gradient(log_probs, probs, n, ext[n], skipf[n], il[n], tl[n],
+            losses[n] = sample_gradient(log_probs, n, ext[n], skipf[n], il[n], tl[n],
                                         zero_infinity, grad)
 
-
-@parallel_kernel(cache=True, **elementary.JIT_OPTIONS)
-def emissions(log_probs, probs):
-    """``probs = exp(log_probs)`` (T, N, C) in the input's dtype, frames in parallel, by the
-    vectorised :func:`.elementary.exp` (within 1 ulp; the same speed on every SIMD level)."""
-    for t in prange(log_probs.shape[0]):
-        for n in range(log_probs.shape[1]):
-            exp_row(log_probs[t, n], probs[t, n])
