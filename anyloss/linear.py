@@ -223,8 +223,11 @@ def _logits(xp: Any, input: Array, linear_weight: Array, linear_bias: Array | No
 @numpy_scalar_results
 @kernels(
     Kernel("linear_cross_entropy", "torch", "checked", "torch:linear_cross_entropy",
-           "CPU float32/64 without autograd or options: the NumPy row-block kernel; "
-           "F.linear_cross_entropy otherwise (chunked with options)", "class indices"),
+           "CPU float32/64 without options: the NumPy row-block kernel (with autograd and "
+           "a 'mean' or 'sum' reduction, as the custom op "
+           "anyloss::linear_cross_entropy_fused, which computes the gradients in the "
+           "forward's pass); F.linear_cross_entropy otherwise (chunked with options)",
+           "class indices"),
     Kernel("linear_cross_entropy", "jax", "checked", "jax:linear_cross_entropy",
            "row blocks under lax.map; custom VJP recomputing each block's logits",
            "(C, D) weight; class indices"),
@@ -357,8 +360,9 @@ def _kernel_answer(func: str, p: _Problem, input: Array, linear_weight: Array,
 @numpy_scalar_results
 @kernels(
     Kernel("linear_cross_entropy_and_grad", "torch", "checked",
-           "torch:linear_cross_entropy_and_grad", "F.linear_cross_entropy and autograd",
-           "class indices"),
+           "torch:linear_cross_entropy_and_grad",
+           "autograd through the torch linear_cross_entropy kernel (the fused custom op on "
+           "CPU)", "class indices"),
     Kernel("linear_cross_entropy_and_grad", "jax", "checked",
            "jax:linear_cross_entropy_and_grad", "jax.vjp of the row blocks",
            "(C, D) weight; class indices"),

@@ -120,20 +120,26 @@ def _torch_options(options):
 
 def linear_cross_entropy(input, linear_weight, target, *, linear_bias, weight, reduction,
                          ignore_index, label_smoothing, options):
-    """``F.linear_cross_entropy`` itself (autograd, CUDA, the chunked path with ``options``).
+    """``F.linear_cross_entropy`` itself (autograd, CUDA, the chunked path with ``options``),
+    or anyloss's NumPy row-block kernel on float32/float64 CPU tensors without ``options``.
 
     Class indices of another integer dtype are widened to int64, which torch requires.
-    A call that autograd does not record, on float32/float64 CPU tensors without
-    ``options``, runs anyloss's NumPy row-block kernel on views of the tensors instead
-    (:func:`_linear_cross_entropy_numpy`): no slower than torch's forward (the matmul
-    dominates; measured 1.03-1.11x at N=2048 D=512 C=32000 float32), where the kernel's
-    forward + gradients is slower than torch's autograd (issue 13).
+    A call that autograd does not record runs the kernel on views of the tensors
+    (:func:`_linear_cross_entropy_numpy`); one that it records, with a 'mean' or 'sum'
+    reduction, runs the fused operator ``anyloss::linear_cross_entropy_fused``
+    (:func:`_linear_cross_entropy_fused`), which computes the three gradients in the
+    forward's pass over the row blocks, as the NumPy ``linear_cross_entropy_and_grad``
+    does. Both beat torch's plain path on CPU (``benchmarks/bench_torch_cpu.py``).
     """
     if target.dtype != torch.int64:
         target = target.to(torch.int64)
     if options is None:
         loss = _linear_cross_entropy_numpy(input, linear_weight, target, linear_bias, weight,
                                            reduction, ignore_index, label_smoothing)
+        if loss is NotImplemented:
+            loss = _linear_cross_entropy_fused(input, linear_weight, target, linear_bias,
+                                               weight, reduction, ignore_index,
+                                               label_smoothing)
         if loss is not NotImplemented:
             return loss
     return F.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias,
@@ -168,6 +174,29 @@ def _linear_cross_entropy_numpy(input, linear_weight, target, linear_bias, weigh
         return NotImplemented
     loss = torch.from_numpy(np.array(loss, dtype=loss.dtype, copy=True)).to(input.dtype)
     return loss if bool(torch.isfinite(loss).all()) else NotImplemented
+
+
+def _linear_cross_entropy_fused(input, linear_weight, target, linear_bias, weight, reduction,
+                                ignore_index, label_smoothing):
+    """The fused operator's loss for a call autograd records, or ``NotImplemented``: a
+    'none' reduction (whose weight gradient needs each row's own ``grad_output``), a class
+    weight that takes a gradient, torch.func transforms, other dtypes or devices, no numba,
+    shapes other than (N, D) or (D,) input, (C, D) weight and (C,) bias."""
+    arrays = [a for a in (input, linear_weight, linear_bias) if a is not None]
+    if not (torch.is_grad_enabled() and any(a.requires_grad for a in arrays)):
+        return NotImplemented
+    if reduction == "none" or (weight is not None and weight.requires_grad):
+        return NotImplemented
+    if not _numpy_route(*arrays, target, *(() if weight is None else (weight,)), numba=True):
+        return NotImplemented
+    if any(a.dtype != input.dtype for a in (*arrays, *(() if weight is None else (weight,)))):
+        return NotImplemented
+    if input.ndim not in (1, 2) or linear_weight.ndim != 2 or (
+            linear_bias is not None and linear_bias.shape != linear_weight.shape[:1]):
+        return NotImplemented
+    return _torch_ops().linear_cross_entropy(
+        input, linear_weight, target, linear_bias=linear_bias, weight=weight,
+        reduction=reduction, ignore_index=ignore_index, label_smoothing=label_smoothing)
 
 
 def linear_cross_entropy_and_grad(input, linear_weight, target, *, linear_bias, weight,

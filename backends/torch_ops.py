@@ -23,9 +23,18 @@ zero_infinity, max_target_length)``
 ``anyloss::ctc_loss_fused(...) -> (losses, grad)``
     The losses and ``d sum(losses) / d log_probs`` ``(T, N, C)`` from the alpha-beta
     recursions; the backward returns ``grad * grad_output[None, :, None]``.
+``anyloss::linear_cross_entropy_fused(input, linear_weight, target, linear_bias, weight,
+reduction, ignore_index, label_smoothing) -> (loss, grad_input, grad_weight, grad_bias)``
+    The 'mean' or 'sum' loss of ``cross_entropy(input @ W.T + b, target)`` and its
+    gradients wrt ``input``, ``W`` and ``b`` (an empty ``grad_bias`` without a bias),
+    by the row blocks of :mod:`anyloss.backends.numpy.linear_cross_entropy` (no
+    ``(N, C)`` logits in memory); the backward scales them by the scalar
+    ``grad_output``. (A call autograd does not record runs the NumPy kernel directly,
+    :func:`anyloss.backends.torch.linear_cross_entropy`.)
 
 Double backward (``create_graph=True``) recomputes the first gradient by torch's
-own operator (``F.cross_entropy`` / ``F.ctc_loss``) on the saved inputs, so that a
+own operator (``F.cross_entropy`` / ``F.ctc_loss`` / ``F.linear_cross_entropy``) on the
+saved inputs, so that a
 second derivative is torch's (or torch's own error, for CTC, whose double backward
 torch does not implement).
 
@@ -42,7 +51,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["cross_entropy", "ctc_loss"]
+__all__ = ["cross_entropy", "ctc_loss", "linear_cross_entropy"]
 
 _LIB = "anyloss"
 
@@ -61,20 +70,24 @@ def _is_plain(t) -> bool:
     return type(t) is torch.Tensor and not torch._is_functional_tensor(t)
 
 
-def _keep_gradient(ctx, grad):
-    # The gradient output is never used downstream: no zeros of its size for its cotangent.
+def _keep_gradient(ctx, *grads):
+    # The gradient outputs are never used downstream: no zeros of their size for cotangents.
+    # They are outputs of the recorded node, so they are detached (a view, no copy): the
+    # gradient handed to autograd must not itself require grad or point back to the node.
     ctx.set_materialize_grads(False)
-    if _is_plain(grad):
-        ctx.gradient = [grad]
+    grads = tuple(g.detach() for g in grads)
+    if all(_is_plain(g) for g in grads):
+        ctx.gradient = [grads]
         ctx.traced = False
     else:
         ctx.gradient = []
         ctx.traced = True
-        ctx.traced_gradient = grad
+        ctx.traced_gradient = grads
 
 
 def _take_gradient(ctx, recompute):
-    """The forward's gradient, owned by the caller from now on (recomputed if given away)."""
+    """The forward's gradients (a tuple), owned by the caller from now on (recomputed by
+    ``recompute()``, which returns such a tuple, if given away)."""
     if ctx.traced:
         return ctx.traced_gradient
     return ctx.gradient.pop() if ctx.gradient else recompute()
@@ -208,8 +221,8 @@ def _ce_backward(ctx, grad_loss, _grad_of_grad):
             loss = F.cross_entropy(input, target, weight, **ctx.options)
             (g,) = torch.autograd.grad(loss, input, grad_loss, create_graph=True)
         return (g, *nones)
-    grad = _take_gradient(ctx, lambda: _ce_numpy(
-        input, target, weight, *ctx.options.values(), True, fallback=False)[1])
+    (grad,) = _take_gradient(ctx, lambda: _ce_numpy(
+        input, target, weight, *ctx.options.values(), True, fallback=False)[1:])
     if ctx.options["reduction"] == "none" and input.ndim > 1:
         grad_loss = grad_loss.unsqueeze(1)  # (N, 1, d1, ...) against (N, C, d1, ...)
     return (_scaled(grad, grad_loss), *nones)
@@ -313,9 +326,9 @@ def _ctc_backward(ctx, grad_losses, _grad_of_grad):
                                 reduction="none", **ctx.options)
             (g,) = torch.autograd.grad(losses, log_probs, grad_losses, create_graph=True)
         return (g, *nones)
-    grad = _take_gradient(ctx, lambda: _ctc_numpy(
+    (grad,) = _take_gradient(ctx, lambda: _ctc_numpy(
         log_probs, targets, input_lengths, target_lengths, *ctx.options.values(),
-        ctx.max_target_length, True)[1])
+        ctx.max_target_length, True)[1:])
     return (_scaled(grad, grad_losses[None, :, None]), *nones)
 
 
@@ -333,3 +346,121 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, *, blank, zero_i
         losses, _ = _ctc_fused_op(*args)
         return losses
     return _ctc_op(*args)
+
+
+# --- linear cross entropy ------------------------------------------------------------------
+
+
+def _lce_torch(input, linear_weight, target, linear_bias, weight, options):
+    """torch's loss and its gradients wrt input, weight and bias (torch's conventions)."""
+    with torch.enable_grad():
+        leaves = [a.detach().requires_grad_(True) for a in (input, linear_weight)]
+        bias = None if linear_bias is None else linear_bias.detach().requires_grad_(True)
+        loss = F.linear_cross_entropy(*leaves, target, linear_bias=bias, weight=weight,
+                                      **options)
+        grads = torch.autograd.grad(loss, [*leaves, *(() if bias is None else (bias,))])
+    grad_bias = grads[2] if bias is not None else input.new_empty(0)
+    return loss.detach(), grads[0], grads[1], grad_bias
+
+
+def _lce_numpy(input, linear_weight, target, linear_bias, weight, reduction, ignore_index,
+               label_smoothing):
+    """The NumPy row-block kernel on views of the tensors: the loss and its three gradients
+    (torch's own, :func:`_lce_torch`, where the kernel declines)."""
+    from anyloss.backends.numpy import linear_cross_entropy as kernels
+
+    options = dict(reduction=reduction, ignore_index=ignore_index,
+                   label_smoothing=label_smoothing)
+    n_classes = linear_weight.shape[0]
+    t = target.detach().numpy().reshape(-1)
+    bad = ((t < 0) | (t >= n_classes)) & (t != ignore_index)
+    if bad.any():  # torch's error (the kernel reads class indices unchecked)
+        raise IndexError(f"Target {int(t[np.argmax(bad)])} is out of bounds.")
+    result = kernels.linear_cross_entropy_and_grad(
+        _as_numpy(input), _as_numpy(linear_weight), _as_numpy(target),
+        linear_bias=_as_numpy(linear_bias), weight=_as_numpy(weight), options=None, **options)
+    if result is NotImplemented:
+        return _lce_torch(input, linear_weight, target, linear_bias, weight, options)
+    loss, grad_input, grad_weight, grad_bias = result
+    grad_bias = input.new_empty(0) if grad_bias is None else torch.from_numpy(grad_bias)
+    return (_as_tensor(loss, input.dtype), torch.from_numpy(grad_input),
+            torch.from_numpy(grad_weight), grad_bias)
+
+
+@torch.library.custom_op(f"{_LIB}::linear_cross_entropy_fused", mutates_args=())
+def _lce_fused_op(input: torch.Tensor, linear_weight: torch.Tensor, target: torch.Tensor,
+                  linear_bias: torch.Tensor | None, weight: torch.Tensor | None,
+                  reduction: str, ignore_index: int, label_smoothing: float
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The reduced loss and its gradients wrt input, weight and bias, by row blocks."""
+    return _lce_numpy(input, linear_weight, target, linear_bias, weight, reduction,
+                      ignore_index, label_smoothing)
+
+
+@_lce_fused_op.register_fake
+def _(input, linear_weight, target, linear_bias, weight, reduction, ignore_index,
+      label_smoothing):
+    grad_bias = input.new_empty(0) if linear_bias is None else torch.empty_like(linear_bias)
+    return (input.new_empty(()), torch.empty_like(input), torch.empty_like(linear_weight),
+            grad_bias)
+
+
+def _lce_setup(ctx, inputs, output):
+    input, linear_weight, target, linear_bias, weight, reduction, ignore_index, smoothing = inputs
+    ctx.options = dict(reduction=reduction, ignore_index=ignore_index,
+                       label_smoothing=smoothing)
+    ctx.has_bias = linear_bias is not None
+    ctx.has_weight = weight is not None
+    ctx.save_for_backward(input, linear_weight, target,
+                          *(() if linear_bias is None else (linear_bias,)),
+                          *(() if weight is None else (weight,)))
+    _keep_gradient(ctx, *output[1:])
+
+
+def _lce_backward(ctx, grad_loss, *_grads_of_grads):
+    saved = list(ctx.saved_tensors)
+    input, linear_weight, target = saved[:3]
+    linear_bias = saved[3] if ctx.has_bias else None
+    weight = saved[-1] if ctx.has_weight else None
+    nones = (None,) * 4  # weight, reduction, ignore_index, label_smoothing
+    if grad_loss is None:
+        return (None, None, None, None, *nones)
+    differentiable = [input, linear_weight, *(() if linear_bias is None else (linear_bias,))]
+    if torch.is_grad_enabled():
+        # create_graph: torch's own differentiable gradients of the saved inputs.
+        with torch.enable_grad():
+            loss = F.linear_cross_entropy(input, linear_weight, target,
+                                          linear_bias=linear_bias, weight=weight,
+                                          **ctx.options)
+            needed = [a for a in differentiable if a.requires_grad]
+            found = iter(torch.autograd.grad(loss, needed, grad_loss, create_graph=True))
+            grads = [next(found) if a.requires_grad else None for a in differentiable]
+    else:
+        grads = _take_gradient(ctx, lambda: _lce_numpy(
+            input, linear_weight, target, linear_bias, weight, *ctx.options.values())[1:])
+        grads = [_scaled(g, grad_loss) for g in grads[:len(differentiable)]]
+    grad_bias = grads[2] if ctx.has_bias else None
+    return (grads[0], grads[1], None, grad_bias, *nones)
+
+
+_lce_fused_op.register_autograd(_lce_backward, setup_context=_lce_setup)
+
+
+def linear_cross_entropy(input, linear_weight, target, *, linear_bias, weight, reduction,
+                         ignore_index, label_smoothing):
+    """The 'mean' or 'sum' loss by the fused operator, for a call autograd records.
+
+    ``input`` (N, D) or (D,), ``linear_weight`` (C, D), ``linear_bias`` ``None`` or (C,),
+    float32/float64 CPU tensors of one dtype; ``target`` int64 class indices (checked by
+    the caller); ``weight`` ``None`` or a (C,) tensor of that dtype that takes no gradient.
+    A loss that is not finite is answered by ``F.linear_cross_entropy`` (torch's nan/inf
+    conventions), the fused node dropped.
+    """
+    loss = _lce_fused_op(input, linear_weight, target, linear_bias, weight, reduction,
+                         ignore_index, label_smoothing)[0]
+    if not torch.compiler.is_compiling() and not bool(torch.isfinite(loss).all()):
+        return F.linear_cross_entropy(input, linear_weight, target, linear_bias=linear_bias,
+                                      weight=weight, reduction=reduction,
+                                      ignore_index=ignore_index,
+                                      label_smoothing=label_smoothing)
+    return loss

@@ -335,6 +335,14 @@ def test_opcheck_every_operator():
         (torch.ops.anyloss.ctc_loss_fused,
          (lp.clone().requires_grad_(True), targets, il, tl, 0, True, 8)),
     ]
+    xs, ws, bs, ts, cws = _lce_problem(torch.float64)
+    cases += [
+        (torch.ops.anyloss.linear_cross_entropy_fused,
+         (xs.clone().requires_grad_(True), ws.clone().requires_grad_(True), ts,
+          bs.clone().requires_grad_(True), cws, "mean", 3, 0.1)),
+        (torch.ops.anyloss.linear_cross_entropy_fused,
+         (xs, ws.clone().requires_grad_(True), ts, None, None, "sum", -100, 0.0)),
+    ]
     for op, args in cases:
         torch.library.opcheck(op, args)
 
@@ -411,6 +419,158 @@ def test_linear_cross_entropy_forward_without_grad_by_the_numpy_kernel(monkeypat
         _close(anyloss.linear_cross_entropy(x.requires_grad_(True), w, t, linear_bias=b),
                F.linear_cross_entropy(x, w, t, linear_bias=b), dtype)
     assert len(calls) == 4
-    leaf = x.detach().clone().requires_grad_(True)  # autograd recording: torch's own
+    leaf = x.detach().clone().requires_grad_(True)  # autograd recording: the fused operator
     loss = anyloss.linear_cross_entropy(leaf, w, t, linear_bias=b)
-    assert len(calls) == 4 and loss.grad_fn is not None
+    assert len(calls) == 4 and "linear_cross_entropy_fused" in type(loss.grad_fn).__name__
+
+
+# --- linear cross entropy with autograd: the fused operator ---------------------------------
+
+
+@pytest.fixture
+def fused_calls(monkeypatch):
+    """How many calls ran the fused operator's NumPy kernel."""
+    ops = _ops()
+    calls = []
+    original = ops._lce_numpy
+    monkeypatch.setattr(ops, "_lce_numpy", lambda *a, **k: calls.append(1) or original(*a, **k))
+    return calls
+
+
+def _lce_problem(dtype, bias=True, seed=0, n=37, d=16, c=50):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=g, dtype=dtype)
+    w = torch.randn(c, d, generator=g, dtype=dtype)
+    b = torch.randn(c, generator=g, dtype=dtype) if bias else None
+    t = torch.randint(0, c, (n,), generator=g)
+    t[::6] = 3
+    cw = torch.rand(c, generator=g, dtype=dtype) + 0.5
+    return x, w, b, t, cw
+
+
+def _lce_grads(loss_fn, x, w, b, t, scale=1.7, **options):
+    leaves = [a.detach().clone().requires_grad_(True) for a in (x, w, *(() if b is None else (b,)))]
+    loss = loss_fn(leaves[0], leaves[1], t, linear_bias=leaves[2] if b is not None else None,
+                   **options)
+    (loss * scale).sum().backward()
+    return [loss.detach(), *(a.grad for a in leaves)], loss
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize("options", ["plain", "weight+smoothing+ignore"])
+def test_linear_cross_entropy_autograd_by_the_fused_operator(fused_calls, dtype, reduction,
+                                                             bias, options):
+    """Loss and the gradients wrt input, weight and bias equal torch's, from one kernel call
+    (the backward uses the gradients the forward computed)."""
+    x, w, b, t, cw = _lce_problem(dtype, bias)
+    extra = {} if options == "plain" else dict(weight=cw, label_smoothing=0.1, ignore_index=3)
+    ours, loss = _lce_grads(anyloss.linear_cross_entropy, x, w, b, t, reduction=reduction,
+                            **extra)
+    expected, _ = _lce_grads(F.linear_cross_entropy, x, w, b, t, reduction=reduction, **extra)
+    assert "linear_cross_entropy_fused" in type(loss.grad_fn).__name__
+    assert len(fused_calls) == 1
+    for a, e in zip(ours, expected, strict=True):
+        _close(a, e, dtype)
+
+
+def test_linear_cross_entropy_and_grad_on_torch_tensors_uses_the_fused_operator(fused_calls):
+    x, w, b, t, _ = _lce_problem(torch.float64)
+    loss, gx, gw, gb = anyloss.linear_cross_entropy_and_grad(x, w, t, linear_bias=b)
+    expected, _ = _lce_grads(F.linear_cross_entropy, x, w, b, t, scale=1.0)
+    assert len(fused_calls) == 1
+    for a, e in zip([loss, gx, gw, gb], expected, strict=True):
+        _close(a, e, torch.float64)
+
+
+@pytest.mark.parametrize("variant", ["none", "chunked options", "1-d input"])
+def test_linear_cross_entropy_fused_route_steps_aside(fused_calls, variant):
+    """'none' (each row's own grad_output reaches the weight gradient) and torch's chunked
+    options keep torch's path; a single (D,) sample takes the operator."""
+    x, w, b, t, _ = _lce_problem(torch.float64)
+    options: dict = {}
+    expected_options: dict = {}
+    if variant == "none":
+        options["reduction"] = expected_options["reduction"] = "none"
+    elif variant == "chunked options":
+        options["options"] = anyloss.LinearCrossEntropyOptions(batch_chunk_size=8)
+        expected_options["options"] = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=8)
+    else:
+        x, t = x[0], t[0]
+    ours, _ = _lce_grads(anyloss.linear_cross_entropy, x, w, b, t, **options)
+    expected, _ = _lce_grads(F.linear_cross_entropy, x, w, b, t, **expected_options)
+    assert len(fused_calls) == (1 if variant == "1-d input" else 0)
+    for a, e in zip(ours, expected, strict=True):
+        _close(a, e, torch.float64)
+
+
+def test_linear_cross_entropy_fused_edges_as_torch(fused_calls):
+    """A non-finite logit gives torch's answer (the fused node dropped), a retained graph
+    backs up twice (the second time recomputed), double backward is torch's, and a bad
+    class index raises torch's error."""
+    x, w, b, t, _ = _lce_problem(torch.float64)
+    bad = x.clone()
+    bad[2, 0] = float("inf")
+    ours, _ = _lce_grads(anyloss.linear_cross_entropy, bad, w, b, t)
+    expected, _ = _lce_grads(F.linear_cross_entropy, bad, w, b, t)
+    for a, e in zip(ours, expected, strict=True):
+        _close(a, e, torch.float64)
+
+    leaf = w.clone().requires_grad_(True)
+    loss = anyloss.linear_cross_entropy(x, leaf, t, linear_bias=b)
+    loss.backward(retain_graph=True)
+    first = leaf.grad.clone()
+    loss.backward()
+    _close(leaf.grad, 2 * first, torch.float64)
+
+    leaf = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(anyloss.linear_cross_entropy(leaf, w, t), leaf, create_graph=True)
+    (gg,) = torch.autograd.grad(g.square().sum(), leaf)
+    ref = x.clone().requires_grad_(True)
+    (h,) = torch.autograd.grad(F.linear_cross_entropy(ref, w, t), ref, create_graph=True)
+    (hh,) = torch.autograd.grad(h.square().sum(), ref)
+    _close(gg, hh, torch.float64)
+
+    with pytest.raises(IndexError, match=r"^Target 50 is out of bounds\.$"):
+        _ops().linear_cross_entropy(x.clone().requires_grad_(True), w, torch.full_like(t, 50),
+                                    linear_bias=None, weight=None, reduction="mean",
+                                    ignore_index=-100, label_smoothing=0.0)
+
+
+def test_linear_cross_entropy_fused_under_torch_compile_equals_eager():
+    ops = _ops()
+    x, w, b, t, cw = _lce_problem(torch.float32)
+
+    def step(x, w, b):
+        return ops.linear_cross_entropy(x, w, t, linear_bias=b, weight=cw, reduction="mean",
+                                        ignore_index=3, label_smoothing=0.1)
+
+    compiled_step = torch.compile(step, fullgraph=True, backend="aot_eager")
+    leaves = [a.clone().requires_grad_(True) for a in (x, w, b)]
+    eager = [a.clone().requires_grad_(True) for a in (x, w, b)]
+    out, expected = compiled_step(*leaves), step(*eager)
+    torch.testing.assert_close(out, expected)
+    out.backward()
+    expected.backward()
+    for a, e in zip(leaves, eager, strict=True):
+        torch.testing.assert_close(a.grad, e.grad)
+
+
+def test_gradients_of_the_fused_operators_are_plain_tensors():
+    """The gradient ``torch.autograd.grad`` returns through a fused operator is a tensor
+    that does not itself require grad (it is the node's output, kept detached): it was
+    one that did, with a grad_fn pointing back at the node."""
+    x, t, w = _ce_problem((64, 600), torch.float64)
+    lp, targets, il, tl = _ctc_problem(torch.float64)
+    xs, ws, bs, ts, _ = _lce_problem(torch.float64)
+    leaf = x.clone().requires_grad_(True)
+    grads = list(torch.autograd.grad(anyloss.cross_entropy(leaf, t, w), leaf))
+    leaf = lp.clone().requires_grad_(True)
+    grads += torch.autograd.grad(anyloss.ctc_loss(leaf, targets, il, tl), leaf)
+    leaves = [a.clone().requires_grad_(True) for a in (xs, ws, bs)]
+    grads += torch.autograd.grad(anyloss.linear_cross_entropy(leaves[0], leaves[1], ts,
+                                                              linear_bias=leaves[2]), leaves)
+    assert len(grads) == 5
+    for g in grads:
+        assert not g.requires_grad and g.grad_fn is None
