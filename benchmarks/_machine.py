@@ -13,6 +13,11 @@ import os
 import platform
 import sys
 
+#: Settings that make NumPy, torch and numba use less of the CPU than it has (to measure an
+#: AVX2-only machine's code paths on an AVX-512 one); the machine line names any that is set.
+NARROWING = ("NPY_DISABLE_CPU_FEATURES", "ATEN_CPU_CAPABILITY", "NUMBA_CPU_NAME",
+             "NUMBA_CPU_FEATURES")
+
 #: SIMD levels from best to worst, as NumPy's ``__cpu_features__`` names them, with
 #: the name printed and the /proc/cpuinfo flag that says the same.
 _LEVELS = (
@@ -99,6 +104,9 @@ def numba_target() -> str | None:
     try:
         import llvmlite.binding as llvm
 
+        chosen = os.environ.get("NUMBA_CPU_NAME")  # numba compiles for this CPU instead
+        if chosen and chosen != "host":
+            return f"numba {version} for {chosen} (NUMBA_CPU_NAME; host {llvm.get_host_cpu_name()})"
         return f"numba {version} for {llvm.get_host_cpu_name()}"
     except Exception:  # an llvmlite that cannot tell
         return f"numba {version}"
@@ -121,7 +129,8 @@ def machine_line() -> str:
             parts.append(f"{name} {version}")
     target = numba_target()
     parts.append(target if target is not None else "no numba (NumPy engines)")
-    tuned = [f"{k}={os.environ[k]}" for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+    tuned = [f"{k}={os.environ[k]}"
+             for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", *NARROWING)
              if k in os.environ]
     if tuned:
         parts.append("set: " + " ".join(tuned))
