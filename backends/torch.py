@@ -178,12 +178,14 @@ def _linear_cross_entropy_numpy(input, linear_weight, target, linear_bias, weigh
 
 def _linear_cross_entropy_fused(input, linear_weight, target, linear_bias, weight, reduction,
                                 ignore_index, label_smoothing):
-    """The fused operator's loss for a call autograd records, or ``NotImplemented``: a
-    'none' reduction (whose weight gradient needs each row's own ``grad_output``), a class
-    weight that takes a gradient, torch.func transforms, other dtypes or devices, no numba,
-    shapes other than (N, D) or (D,) input, (C, D) weight and (C,) bias."""
+    """The fused operator's loss for a call autograd records with the linear weight as a
+    leaf (training the layer: the operator computes all three gradients, so with a frozen
+    weight torch's two products are cheaper), or ``NotImplemented``: a 'none' reduction
+    (whose weight gradient needs each row's own ``grad_output``), a class weight that
+    takes a gradient, torch.func transforms, other dtypes or devices, no numba, shapes
+    other than (N, D) or (D,) input, (C, D) weight and (C,) bias."""
     arrays = [a for a in (input, linear_weight, linear_bias) if a is not None]
-    if not (torch.is_grad_enabled() and any(a.requires_grad for a in arrays)):
+    if not (torch.is_grad_enabled() and linear_weight.requires_grad):
         return NotImplemented
     if reduction == "none" or (weight is not None and weight.requires_grad):
         return NotImplemented

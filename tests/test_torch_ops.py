@@ -419,8 +419,8 @@ def test_linear_cross_entropy_forward_without_grad_by_the_numpy_kernel(monkeypat
         _close(anyloss.linear_cross_entropy(x.requires_grad_(True), w, t, linear_bias=b),
                F.linear_cross_entropy(x, w, t, linear_bias=b), dtype)
     assert len(calls) == 4
-    leaf = x.detach().clone().requires_grad_(True)  # autograd recording: the fused operator
-    loss = anyloss.linear_cross_entropy(leaf, w, t, linear_bias=b)
+    leaf = w.detach().clone().requires_grad_(True)  # autograd recording: the fused operator
+    loss = anyloss.linear_cross_entropy(x.detach(), leaf, t, linear_bias=b)
     assert len(calls) == 4 and "linear_cross_entropy_fused" in type(loss.grad_fn).__name__
 
 
@@ -484,10 +484,11 @@ def test_linear_cross_entropy_and_grad_on_torch_tensors_uses_the_fused_operator(
         _close(a, e, torch.float64)
 
 
-@pytest.mark.parametrize("variant", ["none", "chunked options", "1-d input"])
+@pytest.mark.parametrize("variant", ["none", "chunked options", "frozen weight", "1-d input"])
 def test_linear_cross_entropy_fused_route_steps_aside(fused_calls, variant):
-    """'none' (each row's own grad_output reaches the weight gradient) and torch's chunked
-    options keep torch's path; a single (D,) sample takes the operator."""
+    """'none' (each row's own grad_output reaches the weight gradient), torch's chunked
+    options and a weight that takes no gradient keep torch's path; a single (D,) sample
+    takes the operator."""
     x, w, b, t, _ = _lce_problem(torch.float64)
     options: dict = {}
     expected_options: dict = {}
@@ -496,8 +497,19 @@ def test_linear_cross_entropy_fused_route_steps_aside(fused_calls, variant):
     elif variant == "chunked options":
         options["options"] = anyloss.LinearCrossEntropyOptions(batch_chunk_size=8)
         expected_options["options"] = torch.nn.LinearCrossEntropyOptions(batch_chunk_size=8)
-    else:
+    elif variant == "1-d input":
         x, t = x[0], t[0]
+    if variant == "frozen weight":
+        leaf = x.clone().requires_grad_(True)
+        loss = anyloss.linear_cross_entropy(leaf, w, t, linear_bias=b)
+        (g,) = torch.autograd.grad(loss, leaf)
+        ref = x.clone().requires_grad_(True)
+        expected = [F.linear_cross_entropy(ref, w, t, linear_bias=b)]
+        expected += torch.autograd.grad(expected[0], ref)
+        assert not fused_calls
+        for a, e in zip([loss, g], expected, strict=True):
+            _close(a.detach(), e.detach(), torch.float64)
+        return
     ours, _ = _lce_grads(anyloss.linear_cross_entropy, x, w, b, t, **options)
     expected, _ = _lce_grads(F.linear_cross_entropy, x, w, b, t, **expected_options)
     assert len(fused_calls) == (1 if variant == "1-d input" else 0)
