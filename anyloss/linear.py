@@ -223,8 +223,8 @@ def _logits(xp: Any, input: Array, linear_weight: Array, linear_bias: Array | No
 @numpy_scalar_results
 @kernels(
     Kernel("linear_cross_entropy", "torch", "checked", "torch:linear_cross_entropy",
-           "CPU float32/64 without options: the NumPy row-block kernel (with autograd on the weight and "
-           "a 'mean' or 'sum' reduction, as the custom op "
+           "CPU float32/64 without options: the NumPy row-block kernel (with autograd on "
+           "the weight and a 'mean' or 'sum' reduction, as the custom op "
            "anyloss::linear_cross_entropy_fused, which computes the gradients in the "
            "forward's pass); F.linear_cross_entropy otherwise (chunked with options)",
            "class indices"),
