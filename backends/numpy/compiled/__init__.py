@@ -60,6 +60,6 @@ def describe() -> str:
 
     from anyloss._threads import get_threads
 
-    target = numba.config.CPU_NAME or llvm.get_host_cpu_name()  # NUMBA_CPU_NAME, if set
+    target = getattr(numba.config, "CPU_NAME", None) or llvm.get_host_cpu_name()  # NUMBA_CPU_NAME
     return (f"numba {numba.__version__}, LLVM target {target}, "
             f"{min(get_threads(), numba.config.NUMBA_NUM_THREADS)} threads")  # type: ignore[attr-defined]
