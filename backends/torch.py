@@ -157,9 +157,7 @@ def _linear_cross_entropy_numpy(input, linear_weight, target, linear_bias, weigh
     arrays = [a for a in (input, linear_weight, linear_bias, weight) if a is not None]
     if torch.is_grad_enabled() and any(a.requires_grad for a in arrays):
         return NotImplemented
-    if torch.compiler.is_compiling() or not _numpy_route(*arrays, target, numba=True):
-        return NotImplemented
-    if any(a.dtype != input.dtype for a in arrays):
+    if torch.compiler.is_compiling() or not _lce_numpy_route(arrays, target):
         return NotImplemented
     from anyloss.backends.numpy import linear_cross_entropy as kernels
 
@@ -176,6 +174,14 @@ def _linear_cross_entropy_numpy(input, linear_weight, target, linear_bias, weigh
     return loss if bool(torch.isfinite(loss).all()) else NotImplemented
 
 
+def _lce_numpy_route(arrays, target) -> bool:
+    """Whether the NumPy row-block kernel may take these tensors (``arrays``: the input,
+    the linear weight, and the bias and class weight where given): the NumPy route's
+    conditions (:func:`_numpy_route`) and one floating dtype for all of them."""
+    return (_numpy_route(*arrays, target, numba=True)
+            and all(a.dtype == arrays[0].dtype for a in arrays))
+
+
 def _linear_cross_entropy_fused(input, linear_weight, target, linear_bias, weight, reduction,
                                 ignore_index, label_smoothing):
     """The fused operator's loss for a call autograd records with the linear weight as a
@@ -184,14 +190,12 @@ def _linear_cross_entropy_fused(input, linear_weight, target, linear_bias, weigh
     (whose weight gradient needs each row's own ``grad_output``), a class weight that
     takes a gradient, torch.func transforms, other dtypes or devices, no numba, shapes
     other than (N, D) or (D,) input, (C, D) weight and (C,) bias."""
-    arrays = [a for a in (input, linear_weight, linear_bias) if a is not None]
     if not (torch.is_grad_enabled() and linear_weight.requires_grad):
         return NotImplemented
     if reduction == "none" or (weight is not None and weight.requires_grad):
         return NotImplemented
-    if not _numpy_route(*arrays, target, *(() if weight is None else (weight,)), numba=True):
-        return NotImplemented
-    if any(a.dtype != input.dtype for a in (*arrays, *(() if weight is None else (weight,)))):
+    arrays = [a for a in (input, linear_weight, linear_bias, weight) if a is not None]
+    if not _lce_numpy_route(arrays, target):
         return NotImplemented
     if input.ndim not in (1, 2) or linear_weight.ndim != 2 or (
             linear_bias is not None and linear_bias.shape != linear_weight.shape[:1]):

@@ -118,10 +118,9 @@ def _as_tensor(a, dtype):
     return torch.from_numpy(a).to(dtype)
 
 
-def _check_targets(input, target, ignore_index):
-    """torch's ``IndexError`` for a class index outside ``[0, C)`` that is not
-    ``ignore_index`` (the NumPy pass gives nan there instead of an error)."""
-    n_classes = input.shape[0 if input.ndim == 1 else 1]
+def _check_targets(target, n_classes, ignore_index):
+    """torch's ``IndexError`` for a class index outside ``[0, n_classes)`` that is not
+    ``ignore_index`` (the NumPy passes read class indices unchecked)."""
     t = target.detach().numpy().reshape(-1)
     bad = ((t < 0) | (t >= n_classes)) & (t != ignore_index)
     if bad.any():
@@ -151,7 +150,7 @@ def _ce_numpy(input, target, weight, ignore_index, reduction, label_smoothing, g
     autograd cannot run, the caller (:func:`cross_entropy`) does that instead."""
     from anyloss.backends.numpy import cross_entropy as kernels
 
-    _check_targets(input, target, ignore_index)
+    _check_targets(target, input.shape[0 if input.ndim == 1 else 1], ignore_index)
     x, t, w = _as_numpy(input), _as_numpy(target), _as_numpy(weight)
     options = dict(ignore_index=ignore_index, reduction=reduction,
                    label_smoothing=label_smoothing)
@@ -371,11 +370,7 @@ def _lce_numpy(input, linear_weight, target, linear_bias, weight, reduction, ign
 
     options = dict(reduction=reduction, ignore_index=ignore_index,
                    label_smoothing=label_smoothing)
-    n_classes = linear_weight.shape[0]
-    t = target.detach().numpy().reshape(-1)
-    bad = ((t < 0) | (t >= n_classes)) & (t != ignore_index)
-    if bad.any():  # torch's error (the kernel reads class indices unchecked)
-        raise IndexError(f"Target {int(t[np.argmax(bad)])} is out of bounds.")
+    _check_targets(target, linear_weight.shape[0], ignore_index)
     result = kernels.linear_cross_entropy_and_grad(
         _as_numpy(input), _as_numpy(linear_weight), _as_numpy(target),
         linear_bias=_as_numpy(linear_bias), weight=_as_numpy(weight), options=None, **options)

@@ -45,18 +45,11 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def _backward(loss_fn, x):
+def _backward(loss_fn, *tensors):
+    """Forward + backward of ``loss_fn(*leaves)``, each of ``tensors`` a fresh leaf."""
     def run():
-        leaf = x.detach().requires_grad_(True)
-        loss_fn(leaf).backward()
-    return run
-
-
-def _backward_both(loss_fn, x, w, t):
-    """Forward + backward of ``loss_fn(x, w, t)`` with both ``x`` and ``w`` leaves."""
-    def run():
-        leaves = [a.detach().requires_grad_(True) for a in (x, w)]
-        loss_fn(*leaves, t).backward()
+        leaves = [t.detach().requires_grad_(True) for t in tensors]
+        loss_fn(*leaves).backward()
     return run
 
 
@@ -127,9 +120,10 @@ def bench_linear_cross_entropy(repeat: int) -> None:
         READ_PASS: lambda: w.max(),
         "F.linear_cross_entropy forward": lambda: F.linear_cross_entropy(x, w, t),
         "anyloss.linear_cross_entropy forward": lambda: anyloss.linear_cross_entropy(x, w, t),
-        "F.linear_cross_entropy fwd+bwd": _backward_both(F.linear_cross_entropy, x, w, t),
-        "anyloss.linear_cross_entropy fwd+bwd": _backward_both(anyloss.linear_cross_entropy,
-                                                               x, w, t),
+        "F.linear_cross_entropy fwd+bwd": _backward(
+            lambda v, u: F.linear_cross_entropy(v, u, t), x, w),
+        "anyloss.linear_cross_entropy fwd+bwd": _backward(
+            lambda v, u: anyloss.linear_cross_entropy(v, u, t), x, w),
     }, repeat)
     _report(f"linear_cross_entropy, N={n} D={d} C={c} float32 (floor: read of the weight)",
             medians, [("F.linear_cross_entropy forward", "anyloss.linear_cross_entropy forward"),
