@@ -17,7 +17,10 @@ SIMD level, versions, numba's LLVM target) and the memory floors, timed in the
 same rounds: one read pass over the logits (``x.max()``) for the forward pass,
 one read plus one write (``np.negative(x, out=buf)``) for forward + gradient,
 with each contender's time as a multiple of its floor ("x floor"; for the
-gradient also of the read pass, "x read"). ``--repeat 3 --shapes 512x1000
+gradient also of the read pass, "x read", and of one read plus one write into a
+new array, "x new", on one thread or with the rows split among as many threads as
+anyloss uses, whichever is faster: every contender returns its gradient in fresh
+memory, whose page faults that floor pays as well). ``--repeat 3 --shapes 512x1000
 --float64-shapes '' --options-shapes ''`` is a quick try.
 """
 
@@ -25,11 +28,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import os
 import platform
 import statistics
 import time
 import tracemalloc
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -38,6 +43,8 @@ from _machine import machine_line
 
 import anyloss
 from anyloss.backends.numpy import compiled
+
+_POOL = ThreadPoolExecutor(max(1, anyloss.get_threads()))
 
 try:
     import jax
@@ -154,7 +161,7 @@ def report(shape, repeat: int, dtype=np.float32, with_options: bool = False) -> 
           f"input {size / 2**20:.0f} MiB, relative difference anyloss vs torch: "
           f"{check_agreement(x, target, options):.1e}")
     print(f"{'':28s}{'median ms':>10s} {'torch/this':>11s} {'peak extra RSS':>16s} "
-          f"{'x floor':>8s} {'x read':>7s}")
+          f"{'x floor':>8s} {'x read':>7s} {'x new':>6s}")
     for label, funcs, output in (("forward", forward, 0), ("forward+gradient", grad, size)):
         # The memory floors, timed in the same rounds: one read pass over the input; for
         # the gradient also one read plus one write of the input's size.
@@ -164,15 +171,20 @@ def report(shape, repeat: int, dtype=np.float32, with_options: bool = False) -> 
             # The same into a new array: the page faults of a fresh output, which every
             # contender's gradient pays too.
             floors["read+new write"] = lambda: np.negative(x)
+            floors["read+new write, threads"] = lambda: negative_threads(x)
         medians = time_side_by_side({**funcs, **floors}, repeat)
         read = medians["read pass"]
         floor = medians["read+write pass" if output else "read pass"]
+        if output:
+            new_floor = min(medians["read+new write"], medians["read+new write, threads"])
         for name, f in funcs.items():
             rss = peak_rss_extra(f)
             rss_text = "n/a" if rss is None else f"{max(rss - output, 0) / size:6.1%}"
             ratio = medians["torch"] / medians[name]
+            new = f"{medians[name] / new_floor:5.2f}x" if output else ""
             print(f"  {label + ' ' + name:26s}{medians[name] * 1e3:10.1f} {ratio:10.2f}x "
-                  f"{rss_text:>16s} {medians[name] / floor:7.2f}x {medians[name] / read:6.2f}x")
+                  f"{rss_text:>16s} {medians[name] / floor:7.2f}x {medians[name] / read:6.2f}x "
+                  f"{new}")
         print(f"  {label + ' read pass':26s}{read * 1e3:10.2f}   "
               "(the memory floor: x.max())")
         if output:
@@ -180,9 +192,24 @@ def report(shape, repeat: int, dtype=np.float32, with_options: bool = False) -> 
                   "(the memory floor: np.negative(x, out=buf))")
             print(f"  {label + ' read+new write':26s}{medians['read+new write'] * 1e3:10.2f}   "
                   "(np.negative(x): the same into a new array, page faults included)")
+            threaded = medians["read+new write, threads"]
+            print(f"  {label + ' read+new write':26s}{threaded * 1e3:10.2f}   "
+                  f"(the same, row parts on {anyloss.get_threads()} threads; the faster of "
+                  "the two is the 'x new' floor)")
         traced = tracemalloc_extra(funcs["anyloss"])
         print(f"  {label + ' anyloss tracemalloc peak beyond input':>58s}"
               f"{'' if not output else ' and gradient'}: {traced / size:.2%}")
+
+
+def negative_threads(x: np.ndarray) -> np.ndarray:
+    """``-x`` into a new array, its rows split among ``anyloss.get_threads()`` threads (NumPy
+    releases the GIL): one read plus one write into fresh memory, as a parallel kernel
+    returning a new gradient does it."""
+    out = np.empty_like(x)
+    bounds = np.linspace(0, x.shape[0], anyloss.get_threads() + 1).astype(int)
+    parts = [slice(a, b) for a, b in itertools.pairwise(bounds)]
+    list(_POOL.map(lambda part: np.negative(x[part], out=out[part]), parts))
+    return out
 
 
 def main() -> None:

@@ -471,8 +471,20 @@ def test_linear_cross_entropy_autograd_by_the_fused_operator(fused_calls, dtype,
     expected, _ = _lce_grads(F.linear_cross_entropy, x, w, b, t, reduction=reduction, **extra)
     assert "linear_cross_entropy_fused" in type(loss.grad_fn).__name__
     assert len(fused_calls) == 1
-    for a, e in zip(ours, expected, strict=True):
-        _close(a, e, dtype)
+    if dtype == torch.float64:
+        for a, e in zip(ours, expected, strict=True):
+            _close(a, e, dtype)
+        return
+    # float32: torch's own float32 result is a few 1e-6 off the exact one here (sums of 50
+    # exponentials, then products over 37 rows); anyloss's must be as close to torch's
+    # float64 result on the same inputs, within twice torch's error (and 1e-7).
+    double = [None if a is None else a.double() for a in (x, w, b, cw)]
+    extra64 = {**extra, "weight": double[3]} if "weight" in extra else extra
+    exact, _ = _lce_grads(F.linear_cross_entropy, double[0], double[1], double[2], t,
+                          reduction=reduction, **extra64)
+    for a, e, r in zip(ours, expected, exact, strict=True):
+        torch_error = float((e.double() - r).abs().max())
+        assert float((a.double() - r).abs().max()) <= 2 * torch_error + 1e-7
 
 
 def test_linear_cross_entropy_and_grad_on_torch_tensors_uses_the_fused_operator(fused_calls):

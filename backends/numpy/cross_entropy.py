@@ -223,12 +223,12 @@ class _CrossEntropyPass:
         nb, c, d = x.shape
         peak, total, smooth = self.peak[n0:n1], self.total[n0:n1], self.smooth[n0:n1]
         if d == 1:
-            x2, flat = x.reshape(nb, c), (lambda a: a.reshape(nb))
+            x2, flat, blocks = x.reshape(nb, c), (lambda a: a.reshape(nb)), k.row_blocks(nb)
             if g is None:
-                k.forward_rows(x2, w, kind, flat(peak), flat(total), flat(smooth),
+                k.forward_rows(blocks, x2, w, kind, flat(peak), flat(total), flat(smooth),
                                flat(bad[n0:n1]))
             else:
-                k.gradient_rows(x2, flat(self.t[n0:n1]), w, kind,
+                k.gradient_rows(blocks, x2, flat(self.t[n0:n1]), w, kind,
                                 flat(self.softmax_factor[n0:n1]), flat(self.spread[n0:n1]),
                                 flat(self.hit[n0:n1]), flat(peak), flat(total), flat(smooth),
                                 flat(bad[n0:n1]), flat(self.a[n0:n1]), g.reshape(nb, c))

@@ -18,38 +18,58 @@ row by the caller. A row's exponentials are written into ``g`` on the first pass
 and rescaled in place on a second one while the row is in cache, so ``g`` goes
 to memory once.
 
-Per row, one read of ``x`` from memory: the maximum (a 256-lane reduction that
-LLVM vectorises, nan winning every comparison, so that the maximum is nan when
-the row holds one), then, from cache, the exponentials and sums. A row
-flagged ``bad`` is left to the caller (the NumPy arithmetic of
+Per row, one read of ``x`` from memory, overlapped with the arithmetic. The
+row kernels run each thread's rows as a pipeline (:func:`_row_step`): while the
+exponentials of row i are computed from cache, the same loop takes the running
+maxima of row i + 1 from memory (256 lanes that LLVM vectorises), and prefetches
+that row's lines :data:`AHEAD_BYTES` ahead into the second-level cache. Done in
+two passes per row, a core's memory reads and its exponentials took turns, and
+the pass took the time of both (1.7x one read of the input, against 1.2-1.3x
+now). A nan is passed over by the maximum and caught by the sum of the
+exponentials, which it leaves nan. A row flagged ``bad`` (a nan, or a maximum
+that is not finite) is left to the caller (the NumPy arithmetic of
 :mod:`anyloss.backends.numpy.cross_entropy`, which follows torch on inf and
 nan). The exponential is a polynomial without libm calls, so the loops
 vectorise: the single-precision Cephes ``expf`` (S. L. Moshier, *Methods and
 Programs for Mathematical Functions*, 1989: reduction by ln 2 split in two, a
 degree-6 polynomial, within 1 ulp) and, for float64, the same reduction with
 the Cephes ``exp`` constants and the Taylor polynomial of degree 13 (truncation
-below 5e-18 on ``|r| <= ln2/2``), both flushed to 0 below the smallest normal
-result. Row sums accumulate in ``x``'s dtype over chunks of 2048 classes, added
-in float64; the column kernels accumulate in float64. The order of every sum is
-fixed by the shape alone, so the result does not depend on the thread count:
-the kernels are :func:`.parallel.parallel_kernel` ``prange`` loops over rows
-(or column blocks), one row to a thread.
+below 5e-18 on ``|r| <= ln2/2``). Values written (the gradient) are flushed to
+0 below the smallest normal result; terms only summed keep that smallest
+value instead (:func:`sum_term32`: no bit of a total that holds 1). Row sums
+accumulate in ``x``'s dtype over chunks of 2048 classes, added in float64; the
+column kernels accumulate in float64. The order of every sum is fixed by the
+shape alone, so the result does not depend on the thread count: the row kernels
+are :func:`.parallel.parallel_kernel` ``prange`` loops over blocks of rows, the
+column kernels over column blocks.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
+from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import intrinsic, overload
 
+from anyloss._threads import get_threads
 from anyloss.backends.numpy.compiled.elementary import exp_reduced32, exp_reduced64
+from anyloss.backends.numpy.compiled.memory import LINE_BYTES, prefetch_l2
 from anyloss.backends.numpy.compiled.parallel import parallel_kernel
 
-__all__ = ["forward_rows", "gradient_rows", "forward_columns", "gradient_columns"]
+# numba's SSA pass warns "variable '_sum_term__locals___lambda__...' is not in scope" when it
+# inlines the conditional expressions of the exponentials below into the kernels (a few lines
+# on a kernel's first compile), as for .elementary's functions; the compiled code is checked
+# by tests/test_cross_entropy_fast.py. Only the warnings naming these dispatch wrappers are
+# silenced.
+warnings.filterwarnings("ignore", message=r".*variable '_(?:exp_nonpositive|sum_term)__locals",
+                        category=NumbaIRAssumptionWarning)
+
+__all__ = ["row_blocks", "forward_rows", "gradient_rows", "forward_columns", "gradient_columns"]
 
 f32 = np.float32
 f64 = np.float64
@@ -58,8 +78,14 @@ f64 = np.float64
 FLAGS = {"reassoc", "contract", "nsz", "arcp", "afn"}
 #: Classes per float32 partial sum (added in float64).
 CHUNK = 2048
-#: Lanes of the vectorised row maximum.
+#: Lanes of the vectorised row maximum, and the block of the row pipeline.
 LANES = 256
+#: Row blocks per thread of the row kernels. A block is one pipeline (the first row's
+#: maximum is read before the pipeline starts); several per thread balance the threads.
+BLOCKS_PER_THREAD = 4
+#: How far ahead of its reading a line of the next row is prefetched (8 KiB: 8 float32 or
+#: 4 float64 blocks of ``LANES``; the measurements are in benchmarks/README.md).
+AHEAD_BYTES = 8192
 
 
 @intrinsic
@@ -82,26 +108,86 @@ def bits_to_float64(typingctx, bits):
     return types.float64(types.int64), codegen
 
 
+@intrinsic
+def float32_bits(typingctx, value):
+    """The int32 bit pattern of the float32 ``value`` (a bitcast, no conversion)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def float64_bits(typingctx, value):
+    """The int64 bit pattern of the float64 ``value`` (a bitcast, no conversion)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
+
+
+@numba.njit(inline="always", fastmath=FLAGS)
+def sum_term32(x):
+    """``exp(x)`` for float32 ``x <= 0`` as a term of a sum that holds a term 1 (a row's
+    maximum): Cephes ``expf`` (within 1 ulp) for ``x >= -87``, ``exp(-87)`` (about
+    2^-125.5) below, nan for nan.
+
+    Cheaper than :func:`exp_nonpositive32` by its select to 0: below -87 the term stays
+    ``exp(-87)``, and C such terms add at most ``C 2^-125`` to a sum of at least 1, no bit
+    of a float32 or float64 total for any C below 2^70. The power ``2^k`` is made from
+    the bits of ``k + (1.5 2^23 + 127)``: their low 9 bits are ``k + 127`` (1 to 127
+    here), which the shift into the exponent field keeps; no float-to-integer conversion,
+    whose result for nan LLVM leaves undefined.
+    """
+    y = f32(-87.0) if x < f32(-87.0) else x  # nan stays nan
+    k = np.floor(y * f32(1.44269504088896341) + f32(0.5))
+    r = y - k * f32(0.693359375) - k * f32(-2.12194440e-4)
+    power = bits_to_float32(float32_bits(k + f32(12583039.0)) << 23)  # 1.5 2^23 + 127
+    return exp_reduced32(r) * power
+
+
+@numba.njit(inline="always", fastmath=FLAGS)
+def sum_term64(x):
+    """``exp(x)`` for float64 ``x <= 0`` as a term of a sum that holds a term 1: Cephes'
+    reduction ``x = k ln2 + r`` (ln 2 as C1 + C2) and the degree-13 Taylor polynomial of
+    ``exp(r)`` (truncation below 5e-18) for ``x >= -708``, ``exp(-708)`` below (C such
+    terms add at most ``C 2^-1021`` to a sum of at least 1), nan for nan. ``2^k`` from the
+    low 12 bits of ``k + (1.5 2^52 + 1023)`` (``k + 1023`` is 1 to 1023 here)."""
+    y = -708.0 if x < -708.0 else x
+    k = np.floor(y * 1.4426950408889634073599 + 0.5)
+    r = y - k * 6.93145751953125e-1 - k * 1.42860682030941723212e-6
+    power = bits_to_float64(float64_bits(k + 6755399441056767.0) << 52)  # 1.5 2^52 + 1023
+    return exp_reduced64(r) * power
+
+
 @numba.njit(inline="always", fastmath=FLAGS)
 def exp_nonpositive32(x):
-    """``exp(x)`` for float32 ``x <= 0``: Cephes ``expf``; 0 below -87 (nan for nan is not
-    promised: callers check nan themselves)."""
-    y = max(x, f32(-87.0))
-    k = np.floor(y * f32(1.44269504088896341) + f32(0.5))  # float32 (math.floor: int64)
-    r = y - k * f32(0.693359375) - k * f32(-2.12194440e-4)
-    e = exp_reduced32(r) * bits_to_float32(np.int32(k + f32(127.0)) << 23)
-    return e if x >= f32(-87.0) else f32(0.0)
+    """``exp(x)`` for float32 ``x <= 0``: Cephes ``expf`` (within 1 ulp), 0 below -87, nan
+    for nan (:func:`sum_term32` and a select)."""
+    return f32(0.0) if x < f32(-87.0) else sum_term32(x)
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
 def exp_nonpositive64(x):
-    """``exp(x)`` for float64 ``x <= 0``: Cephes' reduction ``x = k ln2 + r`` (ln 2 as
-    C1 + C2), the degree-13 Taylor polynomial of ``exp(r)``; 0 below -708."""
-    y = max(x, -708.0)
-    k = np.floor(y * 1.4426950408889634073599 + 0.5)
-    r = y - k * 6.93145751953125e-1 - k * 1.42860682030941723212e-6
-    e = exp_reduced64(r) * bits_to_float64(np.int64(k + 1023.0) << 52)
-    return e if x >= -708.0 else 0.0
+    """``exp(x)`` for float64 ``x <= 0`` (:func:`sum_term64`): 0 below -708, nan for nan."""
+    return 0.0 if x < -708.0 else sum_term64(x)
+
+
+def sum_term(x):
+    """``exp(x)`` for ``x <= 0`` as a term of a sum holding 1, float32 or float64 by the
+    argument's type (numba only; :func:`sum_term32`, :func:`sum_term64`)."""
+    raise NotImplementedError("numba only")
+
+
+@overload(sum_term, inline="always", jit_options={"fastmath": FLAGS})
+def _sum_term(x):
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        return lambda x: sum_term32(x)
+    if isinstance(x, types.Float):
+        return lambda x: sum_term64(x)
+    return None
 
 
 def exp_nonpositive(x):
@@ -126,90 +212,176 @@ exp = exp_nonpositive
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _row_max(row, acc):
-    """``max(row)`` for a row without nan, by ``LANES`` running maxima (``acc`` scratch)."""
-    n = row.shape[0]
+def _lanes_start(row, acc):
+    """Start ``LANES`` running maxima of ``row`` in ``acc`` (each at ``row[0]``)."""
     first = row[0]
     for j in range(LANES):
         acc[j] = first
-    nb = n // LANES
-    for b in range(nb):
-        blk = row[b * LANES:(b + 1) * LANES]
-        for j in range(LANES):
-            v = blk[j]
-            acc[j] = v if (v > acc[j] or v != v) else acc[j]
+
+
+@numba.njit(inline="always", fastmath=FLAGS)
+def _lanes_take(block, acc):
+    """Fold one block of ``LANES`` values into the running maxima (a nan is passed over,
+    unless a lane started at one: see :func:`_row_max`)."""
+    for j in range(LANES):
+        v = block[j]
+        acc[j] = v if v > acc[j] else acc[j]
+
+
+@numba.njit(inline="always", fastmath=FLAGS)
+def _lanes_finish(row, acc):
+    """The row's maximum from the running maxima of its whole blocks and its tail."""
+    n = row.shape[0]
     m = acc[0]
     for j in range(LANES):
         m = acc[j] if (acc[j] > m or acc[j] != acc[j]) else m
-    for c in range(nb * LANES, n):
+    for c in range(n - n % LANES, n):
         v = row[c]
-        m = v if (v > m or v != v) else m
+        m = v if v > m else m
     return m
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _row_sums(row, m, w, kind, out, write):
-    """``(sum exp(row - m), smooth sum)`` in float64 for a finite ``m``; with ``write``, also
-    ``out = exp(row - m)``.
+def _row_max(row, acc):
+    """``max(row)`` by ``LANES`` running maxima (``acc`` scratch). A nan is passed over
+    (one compare per value), except a nan ``row[0]``, which every lane starts from and
+    keeps: the maximum is then nan. A row holding nan elsewhere is caught by its sum of
+    exponentials, which :func:`sum_term` leaves nan."""
+    _lanes_start(row, acc)
+    for b in range(row.shape[0] // LANES):
+        _lanes_take(row[b * LANES:(b + 1) * LANES], acc)
+    return _lanes_finish(row, acc)
 
-    Chunks are slices: loops over computed bounds (``range(c0, c1)``) do not vectorise.
+
+@numba.njit(inline="always", fastmath=FLAGS)
+def _exp_terms(v, m, w, kind, o, write, s, t):
+    """``(s + sum exp(v - m), t + smooth sum)`` over the values ``v`` in ``x``'s dtype (with
+    ``write``, also ``o = exp(v - m)``); ``w``: the weights of ``v``'s classes."""
+    for c in range(v.shape[0]):
+        d = v[c] - m
+        if write:
+            e = exp(d)
+            o[c] = e
+        else:
+            e = sum_term(d)
+        s += e
+        if kind == 1:
+            t += d
+        elif kind == 2:
+            t += w[c] * d
+    return s, t
+
+
+@numba.njit(inline="always", fastmath=FLAGS)
+def _row_step(row, m, w, kind, out, write, ahead, acc):
+    """One step of the row pipeline: ``(sum exp(row - m), smooth sum)`` in float64 for a
+    finite ``m``, nan when the row holds a nan (with ``write``, also ``out = exp(row -
+    m)`` by :func:`exp_nonpositive`; without, the terms are :func:`sum_term`'s), while the
+    running maxima of the next row ``ahead`` are taken into ``acc``
+    (``_lanes_finish(ahead, acc)`` then gives its maximum) and its lines are prefetched
+    :data:`AHEAD_BYTES` before they are read.
+
+    ``row`` is in cache (its maximum was the previous step's); ``ahead`` comes from memory
+    while the exponentials of ``row`` keep the core busy: both in one loop per block of
+    ``LANES`` (two loops would not overlap them as well). Sums run in ``x``'s dtype over
+    chunks of :data:`CHUNK` classes, added in float64. Blocks are slices: loops over
+    computed bounds (``range(c0, c1)``) do not vectorise.
     """
     n = row.shape[0]
+    whole = n // LANES
+    lead = max(1, AHEAD_BYTES // (LANES * row.itemsize))  # blocks between prefetch and read
+    line = max(1, LINE_BYTES // row.itemsize)
+    per_chunk = CHUNK // LANES
+    _lanes_start(ahead, acc)
     zero = m - m
     s64, t64 = 0.0, 0.0
-    for c0 in range(0, n, CHUNK):
-        v = row[c0:c0 + CHUNK]
-        o = out[c0:c0 + CHUNK]
-        s, t = zero, zero
-        if kind == 2:
-            wc = w[c0:c0 + CHUNK]
-        for c in range(v.shape[0]):
+    s, t = zero, zero
+    for b in range(whole):
+        c0 = b * LANES
+        p0 = c0 + lead * LANES
+        if p0 < n:
+            for q in range(p0, min(p0 + LANES, n), line):
+                prefetch_l2(ahead, q)
+        u = ahead[c0:c0 + LANES]
+        v = row[c0:c0 + LANES]
+        o = out[c0:c0 + LANES]
+        wc = w[c0:c0 + LANES] if kind == 2 else w
+        for c in range(LANES):
+            a = u[c]
+            acc[c] = a if a > acc[c] else acc[c]
             d = v[c] - m
-            e = exp(d)
             if write:
+                e = exp(d)
                 o[c] = e
+            else:
+                e = sum_term(d)
             s += e
             if kind == 1:
                 t += d
             elif kind == 2:
                 t += wc[c] * d
-        s64 += s
-        t64 += t
-    return s64, t64
+        if (b + 1) % per_chunk == 0:
+            s64 += s
+            t64 += t
+            s, t = zero, zero
+    c0 = whole * LANES
+    wc = w[c0:] if kind == 2 else w
+    s, t = _exp_terms(row[c0:], m, wc, kind, out[c0:], write, s, t)
+    return s64 + s, t64 + t
+
+
+def row_blocks(n: int) -> int:
+    """The ``blocks`` argument of the row kernels for ``n`` rows: :data:`BLOCKS_PER_THREAD`
+    per thread of :func:`anyloss.get_threads`, at most ``n``, at least 1."""
+    return max(1, min(n, BLOCKS_PER_THREAD * get_threads()))
 
 
 @parallel_kernel(cache=True, fastmath=FLAGS, nogil=True)
-def forward_rows(x, w, kind, peak, total, smooth, bad):
-    """Per row of ``x`` ``(N, C)``: ``peak``, ``total``, ``smooth``, ``bad`` (see the module)."""
-    for i in prange(x.shape[0]):
-        row = x[i]
+def forward_rows(blocks, x, w, kind, peak, total, smooth, bad):
+    """Per row of ``x`` ``(N, C)``: ``peak``, ``total``, ``smooth``, ``bad`` (see the module),
+    by ``blocks`` blocks of consecutive rows, each a pipeline of :func:`_row_step`."""
+    n = x.shape[0]
+    for b in prange(blocks):
+        i0, i1 = b * n // blocks, (b + 1) * n // blocks
         acc = np.empty(LANES, x.dtype)
-        m = _row_max(row, acc)
-        peak[i] = m
-        if math.isfinite(m):
-            s, t = _row_sums(row, m, w, kind, row, False)
-            total[i] = s
-            smooth[i] = t
-            bad[i] = 0
-        else:
+        m = _row_max(x[i0], acc)
+        for i in range(i0, i1):
+            row, ahead = x[i], x[min(i + 1, i1 - 1)]
+            peak[i] = m
             bad[i] = 1
+            if math.isfinite(m):
+                s, t = _row_step(row, m, w, kind, row, False, ahead, acc)
+                total[i] = s
+                smooth[i] = t
+                bad[i] = 0 if s == s else 1
+                m = _lanes_finish(ahead, acc)
+            else:
+                m = _row_max(ahead, acc)
 
 
 @parallel_kernel(cache=True, fastmath=FLAGS, nogil=True)
-def gradient_rows(x, t, w, kind, factor, spread, hit, peak, total, smooth, bad, a, g):
+def gradient_rows(blocks, x, t, w, kind, factor, spread, hit, peak, total, smooth, bad, a, g):
     """:func:`forward_rows`, ``a = factor / total`` (``x``'s dtype) and the gradient row
     ``g[i]`` (see the module); rows flagged ``bad`` leave ``g[i]`` to the caller."""
-    for i in prange(x.shape[0]):
-        row, out = x[i], g[i]
+    n = x.shape[0]
+    for b in prange(blocks):
+        i0, i1 = b * n // blocks, (b + 1) * n // blocks
         acc = np.empty(LANES, x.dtype)
-        m = _row_max(row, acc)
-        peak[i] = m
-        bad[i] = 1
-        if math.isfinite(m):
-            bad[i] = 0
-            s, sm = _row_sums(row, m, w, kind, out, True)
+        m = _row_max(x[i0], acc)
+        for i in range(i0, i1):
+            row, ahead, out = x[i], x[min(i + 1, i1 - 1)], g[i]
+            peak[i] = m
+            bad[i] = 1
+            if not math.isfinite(m):
+                m = _row_max(ahead, acc)
+                continue
+            s, sm = _row_step(row, m, w, kind, out, True, ahead, acc)
+            m = _lanes_finish(ahead, acc)
             total[i] = s
             smooth[i] = sm
+            if s != s:  # a nan in the row
+                continue
+            bad[i] = 0
             a[i] = factor[i] / s  # in a's dtype, x's
             scale = a[i]
             minus = spread[i]

@@ -73,12 +73,10 @@ from math import exp, log  # to become elementary.py's vectorisable exp/log when
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import prange, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import prange
 
 from anyloss.backends.numpy.compiled import elementary
+from anyloss.backends.numpy.compiled.memory import prefetch_row
 from anyloss.backends.numpy.compiled.parallel import parallel_kernel
 
 #: A non-zero rescaled variable (a frame's or block's values sum to about 1) below this
@@ -92,43 +90,6 @@ Z_GUARD = 1e-250
 #: Reassociation lets LLVM vectorise the sums; no ``nnan``/``ninf``, which would break
 #: the inf/nan checks.
 FASTMATH = {"reassoc", "nsz", "arcp", "contract"}
-
-
-@intrinsic
-def _prefetch(typingctx, array, index):
-    """Ask the CPU to bring ``array[index]`` (1-d) into its caches for reading
-    (``llvm.prefetch``: a hint, never a fault; no effect on any result)."""
-
-    def codegen(context, builder, signature, args):
-        array_type = signature.args[0]
-        view = context.make_array(array_type)(context, builder, args[0])
-        address = cgutils.get_item_pointer(context, builder, array_type, view, [args[1]],
-                                           wraparound=False, boundscheck=False)
-        byte_pointer = ir.IntType(8).as_pointer()
-        i32 = ir.IntType(32)
-        hint = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.VoidType(), [byte_pointer, i32, i32, i32]),
-            "llvm.prefetch.p0i8")
-        # read (0), keep in all cache levels (3), data cache (1)
-        builder.call(hint, [builder.bitcast(address, byte_pointer), ir.Constant(i32, 0),
-                            ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
-
-    return types.void(array, index), codegen
-
-
-@numba.njit(cache=True, inline="always")
-def prefetch_row(row):
-    """Prefetch every cache line of a frame's row (C,) of the (T, N, C) input.
-
-    A sample's frames lie ``N C`` values apart and the recursions read a row at the
-    states' labels, in no order, so the hardware prefetchers do not see them coming:
-    asking for frame t + 1 while frame t is computed hides that latency (15% of the
-    block-scaled forward at T=2000, N=8, C=1000, measured).
-    """
-    step = max(1, 64 // row.itemsize)
-    for c in range(0, row.shape[0], step):
-        _prefetch(row, c)
 
 
 @numba.njit(cache=True, **elementary.JIT_OPTIONS)
