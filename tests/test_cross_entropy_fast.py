@@ -655,3 +655,39 @@ def test_dask_fast_path_stays_lazy(reduction):
     assert_close(got_loss, expected_loss, **FLOAT64)
     assert_close(got_pair_loss, expected_loss, **FLOAT64)
     assert_close(got_grad, expected_grad, rtol=1e-6, atol=1e-9)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_exponentials_within_one_ulp(dtype):
+    """The row kernels' two exponentials of ``x <= 0``, over a million points of
+    [-750, 0] (every binade down to the flush point): ``exp_nonpositive`` (values written)
+    within 1 ulp of the float64-rounded exponential where it is a normal number and 0
+    below; ``sum_term`` (values only summed) the same above the flush point and exactly
+    the flush point's value below it; nan for nan in both."""
+    import numba
+
+    kernels = compiled.load("cross_entropy")
+
+    @numba.njit(fastmath=kernels.FLAGS)
+    def both(x, written, summed):
+        for i in range(x.shape[0]):
+            written[i] = kernels.exp_nonpositive(x[i])
+            summed[i] = kernels.sum_term(x[i])
+
+    g = np.random.default_rng(11)
+    flush = dtype(-87.0) if dtype == np.float32 else dtype(-708.0)
+    x = np.concatenate([-np.exp(g.uniform(-20, np.log(750), 1_000_000)), [0.0, -0.0, flush],
+                        -g.uniform(0, 1e-30, 1000), [np.nan]]).astype(dtype)
+    written, summed = np.empty_like(x), np.empty_like(x)
+    both(x, written, summed)
+    exact = np.exp(x.astype(np.float64)).astype(dtype)  # float32: float64's exp rounded once
+    if dtype == np.float64:
+        exact = np.exp(x)  # NumPy's float64 exp: within 1 ulp itself; allow 2 together
+    normal = (x >= flush) & ~np.isnan(x)
+    ulps = np.abs(written[normal] - exact[normal]) / np.spacing(exact[normal])
+    assert ulps.max() <= (1.0 if dtype == np.float32 else 2.0), ulps.max()
+    np.testing.assert_array_equal(written[x < flush], 0)
+    np.testing.assert_array_equal(summed[normal], written[normal])
+    np.testing.assert_array_equal(summed[x < flush], summed[x == flush][0])
+    assert np.isnan(written[-1]) and np.isnan(summed[-1])

@@ -57,7 +57,7 @@ from numba.core.errors import NumbaIRAssumptionWarning
 from numba.extending import intrinsic, overload
 
 from anyloss._threads import get_threads
-from anyloss.backends.numpy.compiled.elementary import exp_reduced32, exp_reduced64
+from anyloss.backends.numpy.compiled.elementary import exp_reduced32, exp_reduced64, fma
 from anyloss.backends.numpy.compiled.memory import LINE_BYTES, prefetch_l2
 from anyloss.backends.numpy.compiled.parallel import parallel_kernel
 
@@ -143,7 +143,7 @@ def sum_term32(x):
     """
     y = f32(-87.0) if x < f32(-87.0) else x  # nan stays nan
     k = np.floor(y * f32(1.44269504088896341) + f32(0.5))
-    r = y - k * f32(0.693359375) - k * f32(-2.12194440e-4)
+    r = fma(k, f32(2.12194440e-4), fma(k, f32(-0.693359375), y))  # two parts, kept apart
     power = bits_to_float32(float32_bits(k + f32(12583039.0)) << 23)  # 1.5 2^23 + 127
     return exp_reduced32(r) * power
 
@@ -157,7 +157,7 @@ def sum_term64(x):
     low 12 bits of ``k + (1.5 2^52 + 1023)`` (``k + 1023`` is 1 to 1023 here)."""
     y = -708.0 if x < -708.0 else x
     k = np.floor(y * 1.4426950408889634073599 + 0.5)
-    r = y - k * 6.93145751953125e-1 - k * 1.42860682030941723212e-6
+    r = fma(k, -1.42860682030941723212e-6, fma(k, -6.93145751953125e-1, y))
     power = bits_to_float64(float64_bits(k + 6755399441056767.0) << 52)  # 1.5 2^52 + 1023
     return exp_reduced64(r) * power
 
