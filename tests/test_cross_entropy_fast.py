@@ -691,3 +691,54 @@ def test_kernel_exponentials_within_one_ulp(dtype):
     np.testing.assert_array_equal(summed[normal], written[normal])
     np.testing.assert_array_equal(summed[x < flush], summed[x == flush][0])
     assert np.isnan(written[-1]) and np.isnan(summed[-1])
+
+
+@pytest.mark.parametrize("engine", ["compiled", "numpy"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_gradient_written_over_the_input(engine, dtype, smoothing, monkeypatch):
+    """``cross_entropy_rows(x, ..., out=x)`` (the linear cross entropy's row blocks) gives
+    the losses and, over ``x``, the gradient of the pass into a separate array: finite
+    rows within a few ulps (the in-place kernel is compiled apart, and LLVM may order a
+    row's float32 sums differently in it), and the nan, inf and
+    -inf rows of :func:`_non_finite_problem` as torch has them."""
+    if engine == "compiled" and not compiled.HAVE_NUMBA:
+        pytest.skip("numba is not installed")
+    _numpy_engine(monkeypatch, engine == "compiled")
+    x, target = _non_finite_problem(dtype, False)
+    weight = np.random.default_rng(9).uniform(0.5, 2, x.shape[1]).astype(dtype)
+    options = dict(ignore_index=-100, label_smoothing=smoothing, gradient_scale=0.3)
+    separate = np.empty_like(x)
+    losses = numpy_backend.cross_entropy_rows(x, target, weight, out=separate, **options)
+    overwritten = x.copy()
+    in_place = numpy_backend.cross_entropy_rows(overwritten, target, weight, out=overwritten,
+                                                **options)
+    rtol = 1e-13 if dtype == np.float64 else 1e-5
+    assert_close(in_place, losses, rtol=rtol, atol=0)
+    # A gradient element is a difference (softmax minus the smoothing spread) that can
+    # cancel: within rtol of the row's largest element.
+    largest = np.nanmax(np.abs(np.where(np.isinf(separate), np.nan, separate)), axis=1,
+                        keepdims=True)
+    if smoothing == 0:  # no spread: no cancellation, each element within rtol
+        assert_close(overwritten, separate, rtol=rtol, atol=0)
+    finite = np.isfinite(separate)
+    assert np.array_equal(finite, np.isfinite(overwritten))
+    assert (np.abs(overwritten - separate)[finite]
+            <= rtol * np.broadcast_to(largest, separate.shape)[finite]).all()
+    leaf = torch.tensor(x, requires_grad=True)
+    expected = F.cross_entropy(leaf, torch.from_numpy(target), torch.from_numpy(weight),
+                               reduction="none", label_smoothing=smoothing)
+    (0.3 * expected.sum()).backward()
+    assert_close(in_place, expected.detach().numpy().astype(np.float64),
+                 **(FLOAT64 if dtype == np.float64 else FLOAT32))
+    assert_close(overwritten, leaf.grad.numpy(), rtol=1e-4, atol=1e-6)
+    assert np.isnan(overwritten[:3]).all()  # the rows holding a nan: nan throughout
+
+
+def test_gradient_over_part_of_the_input_is_refused():
+    x = np.random.default_rng(0).standard_normal((40, 1000))
+    target = np.zeros(40, dtype=np.int64)
+    with pytest.raises(ValueError, match="overlaps the input"):
+        numpy_backend.cross_entropy_rows(x[:, 1:], target, None, ignore_index=-100,
+                                         label_smoothing=0.0, gradient_scale=1.0,
+                                         out=x[:, :-1])

@@ -287,6 +287,45 @@ def test_numpy_kernel_equals_torch_on_the_edges(small_blocks, case, dtype):
             assert_close(got / scale, want / scale, **tolerance)
 
 
+@pytest.mark.parametrize("case", ["plain", "weight+smoothing", "smoothing", "masked-bias",
+                                  "nan-row", "last-tile-one-class"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_numpy_forward_by_tiles_of_classes_equals_torch(monkeypatch, case, dtype):
+    """The forward's tiles of rows and classes (a large vocabulary): the running maximum
+    and sum over tiles, the target's logit from its tile and the smoothing product give
+    torch's losses, with -inf bias over whole tiles (masked classes), a nan row, tiles of
+    rows (300 rows in blocks of 128) and a last partial tile."""
+    from anyloss.backends.numpy import linear_cross_entropy as kernel
+
+    x, w, b, t, cw = _problem(3, n=300, d=16, c=5000, dtype=dtype)
+    monkeypatch.setattr(kernel, "SCRATCH_BYTES", 128 * 700 * x.itemsize)
+    monkeypatch.setattr(kernel, "TILE_ROWS", 128)
+    rows, cols = kernel._class_tiles(300, 5000, x.itemsize, None)
+    assert (rows, cols) == (128, 700)
+    kwargs: dict = {"linear_bias": b}
+    if case == "weight+smoothing":
+        kwargs.update(weight=cw, label_smoothing=0.1)
+    elif case == "smoothing":
+        kwargs.update(label_smoothing=0.2)
+    elif case == "masked-bias":
+        b[100:1600] = -np.inf  # tiles 1 and 2 wholly masked, tiles 0 and 3 in part
+        t = np.where((t >= 100) & (t < 1600), 7, t)
+    elif case == "nan-row":
+        x[5, 3] = np.nan
+    elif case == "last-tile-one-class":
+        monkeypatch.setattr(kernel, "SCRATCH_BYTES", 128 * 5000 * x.itemsize - 1)
+        assert kernel._class_tiles(300, 5000, x.itemsize, None) == (128, 4999)
+    tolerance = {"rtol": 1e-12, "atol": 0} if dtype == np.float64 else {"rtol": 2e-5,
+                                                                         "atol": 0}
+    for reduction in ("none", "mean", "sum"):
+        expected, _ = _torch_loss_and_grads(x, w, t, {**kwargs, "reduction": reduction})
+        loss = anyloss.linear_cross_entropy(x, w, t, reduction=reduction, **kwargs)
+        assert np.asarray(loss).dtype == dtype
+        assert_close(loss, expected, **tolerance)
+    if case == "nan-row":
+        assert np.isnan(anyloss.linear_cross_entropy(x, w, t, reduction="none", **kwargs)[5])
+
+
 def test_numpy_kernel_is_used_and_never_holds_the_logits(monkeypatch):
     """The kernel answers plain NumPy calls; with a 1 MiB budget its peak allocation is a
     few blocks, far below the (N, C) logits."""

@@ -127,6 +127,8 @@ class _CrossEntropyPass:
         # The shift is the row maximum unclamped, as torch's: a row with a +inf logit
         # (x - inf is nan there) or of -inf only gives nan losses and gradients.
         self.grad = None
+        self.in_place = False  # the gradient written over the input (with_gradient)
+        self.picked = None  # the targets' logits, kept before an in-place gradient
         self.compiled = compiled.HAVE_NUMBA and c > 0 and x3.size > 0 and x3.flags.c_contiguous
         if self.compiled:
             self.smooth_kind = 0 if self.eps == 0 else (1 if self.w is None else 2)
@@ -137,7 +139,10 @@ class _CrossEntropyPass:
 
     def with_gradient(self, scale: float, out: np.ndarray | None = None) -> None:
         """Also write the gradient of ``scale * sum(losses)`` during :meth:`run`, into
-        ``out`` (of the input's shape and dtype, not the input) when given."""
+        ``out`` (of the input's shape and dtype) when given. ``out`` may be the input
+        itself, for ``(N, C)`` input in float32 or float64: each row is then overwritten
+        by its gradient once the row's sums are taken (the targets' logits are kept
+        first, for :meth:`losses`)."""
         # coef: d(result)/d(loss element); 0 for ignored elements, nan for invalid ones.
         coef = np.where(self.usable, scale, 0.0)
         self.coef = np.where(self.invalid, np.nan, coef)
@@ -153,6 +158,14 @@ class _CrossEntropyPass:
         if out is None:
             out = np.empty(self.x3.shape, dtype=self.x3.dtype)
         self.grad = out.reshape(self.x3.shape)
+        if np.shares_memory(self.grad, self.x3):
+            same = (self.grad.ctypes.data == self.x3.ctypes.data
+                     and self.grad.strides == self.x3.strides)
+            if not (same and self.x3.shape[2] == 1 and self.x3.dtype == self.cdt):
+                raise ValueError("out overlaps the input without being the (N, C) input "
+                                 "itself in float32 or float64")
+            self.picked = self._target_logits()
+            self.in_place = True
         if self.compiled and not self.grad.flags.c_contiguous:
             self.compiled = False
 
@@ -231,7 +244,8 @@ class _CrossEntropyPass:
                 k.gradient_rows(blocks, x2, flat(self.t[n0:n1]), w, kind,
                                 flat(self.softmax_factor[n0:n1]), flat(self.spread[n0:n1]),
                                 flat(self.hit[n0:n1]), flat(peak), flat(total), flat(smooth),
-                                flat(bad[n0:n1]), flat(self.a[n0:n1]), g.reshape(nb, c))
+                                flat(bad[n0:n1]), flat(self.a[n0:n1]),
+                                None if self.in_place else g.reshape(nb, c))
             return
         width = min(d, max(16, _CE_COLUMN_ELEMENTS // c))
         if g is None:
@@ -311,9 +325,13 @@ class _CrossEntropyPass:
         grad = self.grad.reshape(-1)
         grad[flat] = (grad[flat].astype(self.cdt) - hit.ravel())
 
+    def _target_logits(self):
+        """The targets' logits ``(N, D)`` (class 0's where not usable), in the input's dtype."""
+        return np.take_along_axis(self.x3, self.t[:, None, :], axis=1)[:, 0, :]
+
     def losses(self):
         """Unreduced losses ``(N, D)`` in float64: 0 where ignored, nan where invalid."""
-        shifted = np.take_along_axis(self.x3, self.t[:, None, :], axis=1)[:, 0, :]
+        shifted = self.picked if self.in_place else self._target_logits()
         with np.errstate(divide="ignore", invalid="ignore"):
             picked = np.subtract(shifted, self.peak, dtype=self.cdt).astype(np.float64)
             log_total = np.log(self.total.astype(np.float64))
@@ -380,7 +398,8 @@ def cross_entropy_rows(input, target, weight, *, ignore_index, label_smoothing,
                        gradient_scale, out):
     """One pass over an ``(N, C)`` block: its losses (float64 ``(N,)``), and the gradient of
     ``gradient_scale * sum(losses)`` wrt ``input`` written into ``out`` (``(N, C)``, the
-    input's dtype). The building block of the linear cross entropy's row blocks."""
+    input's dtype; ``input`` itself to overwrite the logits with their gradient). The
+    building block of the linear cross entropy's row blocks."""
     x3, t2 = _ce_problem(input, target)
     p = _CrossEntropyPass(x3, t2, weight, ignore_index, label_smoothing)
     p.with_gradient(gradient_scale, out)

@@ -362,14 +362,23 @@ def forward_rows(blocks, x, w, kind, peak, total, smooth, bad):
 @parallel_kernel(cache=True, fastmath=FLAGS, nogil=True)
 def gradient_rows(blocks, x, t, w, kind, factor, spread, hit, peak, total, smooth, bad, a, g):
     """:func:`forward_rows`, ``a = factor / total`` (``x``'s dtype) and the gradient row
-    ``g[i]`` (see the module); rows flagged ``bad`` leave ``g[i]`` to the caller."""
+    ``g[i]`` (see the module); rows flagged ``bad`` leave ``g[i]`` to the caller.
+
+    ``g=None`` writes the gradient over ``x`` itself, each row once its sums are taken (a
+    row flagged for a nan may be part written: it keeps a nan, which the caller's redo
+    turns into nan everywhere, as for the row it was; rows flagged for a maximum that is
+    not finite are not written)."""
     n = x.shape[0]
     for b in prange(blocks):
         i0, i1 = b * n // blocks, (b + 1) * n // blocks
         acc = np.empty(LANES, x.dtype)
         m = _row_max(x[i0], acc)
         for i in range(i0, i1):
-            row, ahead, out = x[i], x[min(i + 1, i1 - 1)], g[i]
+            row, ahead = x[i], x[min(i + 1, i1 - 1)]
+            if g is None:
+                out = row  # one array: the loops read and write it at the same index
+            else:
+                out = g[i]
             peak[i] = m
             bad[i] = 1
             if not math.isfinite(m):
