@@ -291,8 +291,7 @@ def test_numpy_kernel_equals_torch_on_the_edges(small_blocks, case, dtype):
                                   "nan-row", "last-tile-one-class"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_numpy_forward_by_tiles_of_classes_equals_torch(monkeypatch, case, dtype):
-    """The forward's tiles of rows and classes (a large vocabulary): the running maximum
-    and sum over tiles, the target's logit from its tile and the smoothing product give
+    """The forward's tiles of rows and classes: the running maximum and sum over tiles, the target's logit from its tile and the smoothing product give
     torch's losses, with -inf bias over whole tiles (masked classes), a nan row, tiles of
     rows (300 rows in blocks of 128) and a last partial tile."""
     from anyloss.backends.numpy import linear_cross_entropy as kernel
