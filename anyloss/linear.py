@@ -10,10 +10,11 @@ array of a training step (8 x 4096 tokens x a 256k vocabulary is 16.8 GB in
 float16); the kernels of this loss never hold them whole. The written-once
 formula here is the definition itself (a matmul, then :func:`cross_entropy`);
 the NumPy kernel (:mod:`anyloss.backends.numpy.linear_cross_entropy`) computes
-the logits a block of rows at a time and reduces each block while it is in
-memory; on JAX the blocks run under ``lax.map`` with a custom VJP that recomputes
-them, so that ``jax.jit(jax.grad(...))`` never holds the logits either; torch's
-own ``linear_cross_entropy`` serves torch tensors.
+the logits a tile of rows and classes at a time (the gradients: a block of whole
+rows) and reduces each while it is in memory; on JAX the blocks run under
+``lax.map`` with a custom VJP that recomputes them, so that
+``jax.jit(jax.grad(...))`` never holds the logits either; torch's own
+``linear_cross_entropy`` serves torch tensors.
 
 Shapes (``D`` input features, ``C`` classes):
 
@@ -223,7 +224,7 @@ def _logits(xp: Any, input: Array, linear_weight: Array, linear_bias: Array | No
 @numpy_scalar_results
 @kernels(
     Kernel("linear_cross_entropy", "torch", "checked", "torch:linear_cross_entropy",
-           "CPU float32/64 without options: the NumPy row-block kernel (with autograd on "
+           "CPU float32/64 without options: the NumPy kernel (with autograd on "
            "the weight and a 'mean' or 'sum' reduction, as the custom op "
            "anyloss::linear_cross_entropy_fused, which computes the gradients in the "
            "forward's pass); F.linear_cross_entropy otherwise (chunked with options)",
@@ -233,7 +234,8 @@ def _logits(xp: Any, input: Array, linear_weight: Array, linear_bias: Array | No
            "(C, D) weight; class indices"),
     Kernel("linear_cross_entropy", "numpy", "checked",
            "numpy.linear_cross_entropy:linear_cross_entropy",
-           "row blocks of logits by BLAS, each reduced by the cross-entropy pass",
+           "tiles of rows and classes of logits by BLAS, each reduced by the cross-entropy "
+           "pass, combined over the classes by a running maximum and sum",
            "float32/64 (N, D) or (D,) input; (C, D) weight; class indices"),
     Kernel("linear_cross_entropy", "dask", "checked", "dask:linear_cross_entropy",
            "the NumPy kernel per row chunk, the weight one shared chunk",

@@ -204,7 +204,7 @@ def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, la
     return _ce_reduce(elements, mean_weights, reduction, input.dtype), grad
 
 
-# --- linear_cross_entropy: the NumPy row-block kernel over row chunks --------------------
+# --- linear_cross_entropy: the NumPy kernel over row chunks ------------------------------
 
 
 def _whole(a):
@@ -247,7 +247,7 @@ def _lce_elements(input, linear_weight, target, linear_bias, weight, ignore_inde
 
 def linear_cross_entropy(input, linear_weight, target, *, linear_bias, weight, reduction,
                          ignore_index, label_smoothing, options):
-    """The loss as a lazy Dask array: the NumPy row-block kernel (never the whole logits)
+    """The loss as a lazy Dask array: the NumPy tiled kernel (never the whole logits)
     per row chunk of a 2-d input. Other shapes decline to the written-once path."""
     if _lce_declines(input, linear_weight, target):
         return NotImplemented
@@ -259,7 +259,7 @@ def linear_cross_entropy(input, linear_weight, target, *, linear_bias, weight, r
 def linear_cross_entropy_and_grad(input, linear_weight, target, *, linear_bias, weight,
                                   reduction, ignore_index, label_smoothing, options):
     """Lazy ``(loss, grad_input, grad_weight, grad_bias)``: per row chunk, one call of the
-    NumPy row-block gradient kernel with the whole problem's scale (a lazy scalar from the
+    NumPy gradient kernel with the whole problem's scale (a lazy scalar from the
     targets), packed into one block (the chunk's gradient rows with its losses in an extra
     column, then its partial weight and bias gradients); the partial weight gradients of
     the chunks are summed by Dask's tree reduction."""
