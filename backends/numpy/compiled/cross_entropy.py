@@ -61,12 +61,12 @@ from anyloss.backends.numpy.compiled.elementary import exp_reduced32, exp_reduce
 from anyloss.backends.numpy.compiled.memory import LINE_BYTES, prefetch_l2
 from anyloss.backends.numpy.compiled.parallel import parallel_kernel
 
-# numba's SSA pass warns "variable '_sum_term__locals___lambda__...' is not in scope" when it
+# numba's SSA pass warns "variable '_by_width__locals___lambda__...' is not in scope" when it
 # inlines the conditional expressions of the exponentials below into the kernels (a few lines
 # on a kernel's first compile), as for .elementary's functions; the compiled code is checked
 # by tests/test_cross_entropy_fast.py. Only the warnings naming these dispatch wrappers are
 # silenced.
-warnings.filterwarnings("ignore", message=r".*variable '_(?:exp_nonpositive|sum_term)__locals",
+warnings.filterwarnings("ignore", message=r".*variable '_by_width__locals",
                         category=NumbaIRAssumptionWarning)
 
 __all__ = ["row_blocks", "forward_rows", "gradient_rows", "forward_columns", "gradient_columns"]
@@ -175,33 +175,32 @@ def exp_nonpositive64(x):
     return 0.0 if x < -708.0 else sum_term64(x)
 
 
-def sum_term(x):
-    """``exp(x)`` for ``x <= 0`` as a term of a sum holding 1, float32 or float64 by the
-    argument's type (numba only; :func:`sum_term32`, :func:`sum_term64`)."""
-    raise NotImplementedError("numba only")
+def _by_width(single, double, doc):
+    """A scalar function for numba code that calls ``single`` on a float32 argument and
+    ``double`` on a float64 one (inlined: :func:`numba.extending.overload`)."""
+
+    def function(x):
+        raise NotImplementedError("numba only")
+
+    function.__doc__ = doc
+
+    @overload(function, inline="always", jit_options={"fastmath": FLAGS})
+    def _by_width_of(x):
+        if isinstance(x, types.Float) and x.bitwidth == 32:
+            return lambda x: single(x)
+        if isinstance(x, types.Float):
+            return lambda x: double(x)
+        return None
+
+    return function
 
 
-@overload(sum_term, inline="always", jit_options={"fastmath": FLAGS})
-def _sum_term(x):
-    if isinstance(x, types.Float) and x.bitwidth == 32:
-        return lambda x: sum_term32(x)
-    if isinstance(x, types.Float):
-        return lambda x: sum_term64(x)
-    return None
-
-
-def exp_nonpositive(x):
-    """``exp(x)`` for ``x <= 0``, float32 or float64 by the argument's type (numba only)."""
-    raise NotImplementedError("numba only")
-
-
-@overload(exp_nonpositive, inline="always", jit_options={"fastmath": FLAGS})
-def _exp_nonpositive(x):
-    if isinstance(x, types.Float) and x.bitwidth == 32:
-        return lambda x: exp_nonpositive32(x)
-    if isinstance(x, types.Float):
-        return lambda x: exp_nonpositive64(x)
-    return None
+sum_term = _by_width(sum_term32, sum_term64, """``exp(x)`` for ``x <= 0`` as a term of a sum
+    holding 1, float32 or float64 by the argument's type (:func:`sum_term32`,
+    :func:`sum_term64`; numba only).""")
+exp_nonpositive = _by_width(exp_nonpositive32, exp_nonpositive64, """``exp(x)`` for ``x <= 0``,
+    float32 or float64 by the argument's type (:func:`exp_nonpositive32`,
+    :func:`exp_nonpositive64`; numba only).""")
 
 
 # The one line to switch to the shared elementary functions (.elementary.exp). Not done:
@@ -254,10 +253,16 @@ def _row_max(row, acc):
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _exp_terms(v, m, w, kind, o, write, s, t):
-    """``(s + sum exp(v - m), t + smooth sum)`` over the values ``v`` in ``x``'s dtype (with
-    ``write``, also ``o = exp(v - m)``); ``w``: the weights of ``v``'s classes."""
-    for c in range(v.shape[0]):
+def _exp_terms(v, count, m, w, kind, o, write, s, t, ahead, acc, take):
+    """``(s + sum exp(v - m), t + smooth sum)`` over the ``count`` values ``v`` in ``x``'s
+    dtype (with ``write``, also ``o = exp(v - m)``); ``w``: the weights of ``v``'s classes.
+    With ``take``, the same loop folds ``ahead`` (as many values) into the running maxima
+    ``acc`` (a nan is passed over, as in :func:`_lanes_take`). A constant ``count`` (the
+    pipeline's blocks of :data:`LANES`) lets LLVM vectorise without a remainder loop."""
+    for c in range(count):
+        if take:
+            a = ahead[c]
+            acc[c] = a if a > acc[c] else acc[c]
         d = v[c] - m
         if write:
             e = exp(d)
@@ -306,27 +311,14 @@ def _row_step(row, m, w, kind, out, write, ahead, acc):
         v = row[c0:c0 + LANES]
         o = out[c0:c0 + LANES]
         wc = w[c0:c0 + LANES] if kind == 2 else w
-        for c in range(LANES):
-            a = u[c]
-            acc[c] = a if a > acc[c] else acc[c]
-            d = v[c] - m
-            if write:
-                e = exp(d)
-                o[c] = e
-            else:
-                e = sum_term(d)
-            s += e
-            if kind == 1:
-                t += d
-            elif kind == 2:
-                t += wc[c] * d
+        s, t = _exp_terms(v, LANES, m, wc, kind, o, write, s, t, u, acc, True)
         if (b + 1) % per_chunk == 0:
             s64 += s
             t64 += t
             s, t = zero, zero
     c0 = whole * LANES
     wc = w[c0:] if kind == 2 else w
-    s, t = _exp_terms(row[c0:], m, wc, kind, out[c0:], write, s, t)
+    s, t = _exp_terms(row[c0:], n - c0, m, wc, kind, out[c0:], write, s, t, row, acc, False)
     return s64 + s, t64 + t
 
 
