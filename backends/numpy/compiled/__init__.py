@@ -5,6 +5,7 @@
   (no libm in the hot loops, hence the same speed on AVX2, AVX-512 and NEON);
 - :mod:`.parallel`: ``prange`` kernels compiled parallel and serial, launched on
   :func:`anyloss.get_threads` threads;
+- :mod:`.memory`: software prefetch into L1 or L2 (``llvm.prefetch``);
 - :mod:`.ctc`: CTC's forward pass and gradient, one sample per thread;
 - :mod:`.cross_entropy`: the cross-entropy row pass;
 - :mod:`.elementwise`: one-pass kernels of the elementwise losses;
