@@ -325,12 +325,16 @@ def test_numpy_forward_by_tiles_of_classes_equals_torch(monkeypatch, case, dtype
         assert np.isnan(anyloss.linear_cross_entropy(x, w, t, reduction="none", **kwargs)[5])
 
 
-def test_numpy_kernel_is_used_and_never_holds_the_logits(monkeypatch):
-    """The kernel answers plain NumPy calls; with a 1 MiB budget its peak allocation is a
-    few blocks, far below the (N, C) logits."""
+@pytest.mark.parametrize("smoothing", [False, True])
+def test_numpy_kernel_is_used_and_never_holds_the_logits(monkeypatch, smoothing):
+    """The kernel answers plain NumPy calls; with a 1 MiB budget (and 256 KiB class blocks)
+    its peak allocation is a few blocks, far below the (N, C) logits; with label smoothing
+    and class weights too (the forward's smoothing product converts the weight to float64
+    by blocks, never whole)."""
     from anyloss.backends.numpy import linear_cross_entropy as kernel
 
     monkeypatch.setattr(kernel, "SCRATCH_BYTES", 1 << 20)
+    monkeypatch.setattr(kernel, "WEIGHT_PART_BYTES", 1 << 18)
     calls = []
     for function in ("linear_cross_entropy", "linear_cross_entropy_and_grad"):
         original = getattr(kernel, function)
@@ -342,13 +346,20 @@ def test_numpy_kernel_is_used_and_never_holds_the_logits(monkeypatch):
         monkeypatch.setattr(kernel, function, counting)
     _registry._clear_caches()
     try:
-        x, w, b, t, _ = _problem(8, n=512, d=32, c=20000, dtype=np.float32)
+        x, w, b, t, cw = _problem(8, n=512, d=32, c=20000, dtype=np.float32)
+        options = {"linear_bias": b}
+        if smoothing:
+            options.update(weight=cw, label_smoothing=0.1)
         logits_bytes = 512 * 20000 * 4
+        for function in (anyloss.linear_cross_entropy, anyloss.linear_cross_entropy_and_grad):
+            function(x[:2], w[:300], t[:2] % 300, **{**options, "linear_bias": b[:300],
+                     **({"weight": cw[:300]} if smoothing else {})})  # numba loads or compiles
+        calls.clear()
         tracemalloc.start()
-        loss = anyloss.linear_cross_entropy(x, w, t, linear_bias=b)
+        loss = anyloss.linear_cross_entropy(x, w, t, **options)
         _, forward_peak = tracemalloc.get_traced_memory()
         tracemalloc.reset_peak()
-        result = anyloss.linear_cross_entropy_and_grad(x, w, t, linear_bias=b)
+        result = anyloss.linear_cross_entropy_and_grad(x, w, t, **options)
         _, gradient_peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
     finally:
@@ -358,7 +369,7 @@ def test_numpy_kernel_is_used_and_never_holds_the_logits(monkeypatch):
     assert forward_peak < 0.1 * logits_bytes, forward_peak
     assert gradient_peak - gradients_bytes < 0.1 * logits_bytes, gradient_peak
     with anyloss.fast_paths(False):
-        generic = anyloss.linear_cross_entropy_and_grad(x, w, t, linear_bias=b)
+        generic = anyloss.linear_cross_entropy_and_grad(x, w, t, **options)
     np.testing.assert_allclose(loss, generic[0], rtol=1e-5)
     for got, want in zip(result[1:], generic[1:], strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)

@@ -111,6 +111,21 @@ def _class_tiles(n: int, c: int, itemsize: int, options) -> tuple[int, int] | No
     return rows, max(1, min(c, SCRATCH_BYTES // (rows * itemsize)))
 
 
+def _float64_product(a, b):
+    """``a @ b`` in float64 for a float32 or float64 matrix and a vector (``(n,) @ (n, d)``
+    or ``(n, d) @ (d,)``), the matrix converted by blocks of :data:`WEIGHT_PART_BYTES`, so
+    that no float64 copy of it is made whole."""
+    matrix, left = (b, True) if a.ndim == 1 else (a, False)
+    n, d = matrix.shape
+    step = max(1, WEIGHT_PART_BYTES // (d * 8))
+    if left:
+        out = np.zeros(d)
+        for i in range(0, n, step):
+            out += a[i:i + step] @ matrix[i:i + step].astype(np.float64)
+        return out
+    return np.concatenate([matrix[i:i + step].astype(np.float64) @ b for i in range(0, n, step)])
+
+
 def _tiled_elements(x, linear_weight, target, linear_bias, weight, *, ignore_index,
                     label_smoothing, rows, cols):
     """:func:`linear_cross_entropy_elements` by tiles of ``rows`` x ``cols`` logits.
@@ -131,7 +146,7 @@ def _tiled_elements(x, linear_weight, target, linear_bias, weight, *, ignore_ind
     eps = float(label_smoothing)
     if eps > 0:
         w64 = np.ones(c) if weight is None else np.asarray(weight, dtype=np.float64)
-        u = linear_weight.T.astype(np.float64) @ w64  # (D,): sum_c w_c W_c
+        u = _float64_product(w64, linear_weight)  # (D,): sum_c w_c W_c
         bias_term = 0.0 if linear_bias is None else float(w64 @ linear_bias)
         w_total = float(np.sum(w64))
     for r0 in range(0, n, rows):
@@ -143,7 +158,8 @@ def _tiled_elements(x, linear_weight, target, linear_bias, weight, *, ignore_ind
         for c0 in range(0, c, cols):
             c1 = min(c0 + cols, c)
             bias = None if linear_bias is None else linear_bias[c0:c1]
-            z = _block_logits(x_rows, linear_weight[c0:c1], bias, scratch[: r1 - r0, : c1 - c0])
+            out = scratch.reshape(-1)[: (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
+            z = _block_logits(x_rows, linear_weight[c0:c1], bias, out)  # C-contiguous
             p = _CrossEntropyPass(z[:, :, None], np.zeros((r1 - r0, 1), dtype=np.intp), None,
                                   -100, 0.0)
             p.run()
@@ -163,7 +179,7 @@ def _tiled_elements(x, linear_weight, target, linear_bias, weight, *, ignore_ind
             lse = peak + np.log(total)
             loss = w_y[r0:r1] * (lse - picked)
             if eps > 0:
-                weighted_logits = x_rows.astype(np.float64) @ u + bias_term
+                weighted_logits = _float64_product(x_rows, u) + bias_term
                 loss = (1.0 - eps) * loss + (eps / c) * (w_total * lse - weighted_logits)
         loss = np.where(usable[r0:r1], loss, 0.0)
         losses[r0:r1] = np.where(invalid[r0:r1], np.nan, loss)
