@@ -299,7 +299,7 @@ def test_numpy_forward_by_tiles_of_classes_equals_torch(monkeypatch, case, dtype
     x, w, b, t, cw = _problem(3, n=300, d=16, c=5000, dtype=dtype)
     monkeypatch.setattr(kernel, "SCRATCH_BYTES", 128 * 700 * x.itemsize)
     monkeypatch.setattr(kernel, "TILE_ROWS", 128)
-    rows, cols = kernel._class_tiles(300, 5000, x.itemsize, None)
+    rows, cols = kernel._class_tiles(300, 16, 5000, x.itemsize, None)
     assert (rows, cols) == (128, 700)
     kwargs: dict = {"linear_bias": b}
     if case == "weight+smoothing":
@@ -313,7 +313,7 @@ def test_numpy_forward_by_tiles_of_classes_equals_torch(monkeypatch, case, dtype
         x[5, 3] = np.nan
     elif case == "last-tile-one-class":
         monkeypatch.setattr(kernel, "SCRATCH_BYTES", 128 * 5000 * x.itemsize - 1)
-        assert kernel._class_tiles(300, 5000, x.itemsize, None) == (128, 4999)
+        assert kernel._class_tiles(300, 16, 5000, x.itemsize, None) == (128, 4999)
     tolerance = {"rtol": 1e-12, "atol": 0} if dtype == np.float64 else {"rtol": 2e-5,
                                                                          "atol": 0}
     for reduction in ("none", "mean", "sum"):

@@ -43,6 +43,8 @@ __all__ = [
     "cross_entropy_elements",
     "cross_entropy_targets",
     "cross_entropy_rows",
+    "row_normalisers",
+    "smoothed_class_losses",
 ]
 
 #: Elements of the compute dtype in one worker's block (256 KiB of float32).
@@ -127,7 +129,6 @@ class _CrossEntropyPass:
         # The shift is the row maximum unclamped, as torch's: a row with a +inf logit
         # (x - inf is nan there) or of -inf only gives nan losses and gradients.
         self.grad = None
-        self.in_place = False  # the gradient written over the input (with_gradient)
         self.picked = None  # the targets' logits, kept before an in-place gradient
         self.compiled = compiled.HAVE_NUMBA and c > 0 and x3.size > 0 and x3.flags.c_contiguous
         if self.compiled:
@@ -165,7 +166,6 @@ class _CrossEntropyPass:
                 raise ValueError("out overlaps the input without being the (N, C) input "
                                  "itself in float32 or float64")
             self.picked = self._target_logits()
-            self.in_place = True
         if self.compiled and not self.grad.flags.c_contiguous:
             self.compiled = False
 
@@ -325,6 +325,11 @@ class _CrossEntropyPass:
         grad = self.grad.reshape(-1)
         grad[flat] = (grad[flat].astype(self.cdt) - hit.ravel())
 
+    @property
+    def in_place(self) -> bool:
+        """Whether the gradient is written over the input (:meth:`with_gradient`)."""
+        return self.picked is not None
+
     def _target_logits(self):
         """The targets' logits ``(N, D)`` (class 0's where not usable), in the input's dtype."""
         return np.take_along_axis(self.x3, self.t[:, None, :], axis=1)[:, 0, :]
@@ -335,12 +340,33 @@ class _CrossEntropyPass:
         with np.errstate(divide="ignore", invalid="ignore"):
             picked = np.subtract(shifted, self.peak, dtype=self.cdt).astype(np.float64)
             log_total = np.log(self.total.astype(np.float64))
-            loss = self.w_y * (log_total - picked)
-            if self.eps > 0:
-                spread = self.w_total * log_total - self.smooth
-                loss = (1.0 - self.eps) * loss + (self.eps / self.n_classes) * spread
-        loss = np.where(self.usable, loss, 0.0)
-        return np.where(self.invalid, np.nan, loss)
+            spread = self.w_total * log_total - self.smooth if self.eps > 0 else None
+        return smoothed_class_losses(log_total - picked, spread, self.w_y, self.eps,
+                                     self.n_classes, self.usable, self.invalid)
+
+
+def smoothed_class_losses(nll, spread, w_y, eps, n_classes, usable, invalid):
+    """The losses of class-index cross entropy from a row's ``nll = lse - z_y`` and, for
+    label smoothing ``eps > 0``, ``spread = sum_c w_c (lse - z_c)`` (float64 arrays of one
+    shape; ``spread`` unused without smoothing): ``(1 - eps) w_y nll + eps / C spread``,
+    0 where the target is not ``usable`` (ignored) and nan where it is ``invalid``."""
+    with np.errstate(invalid="ignore"):
+        loss = w_y * nll
+        if eps > 0:
+            loss = (1.0 - eps) * loss + (eps / n_classes) * spread
+    loss = np.where(usable, loss, 0.0)
+    return np.where(invalid, np.nan, loss)
+
+
+def row_normalisers(x):
+    """``(peak, total)`` of each row of ``x`` ``(N, C)`` (float32 or float64, C-contiguous):
+    the row maximum and ``sum_c exp(x_c - peak)``, both float64 ``(N,)``, by the pass's
+    engine (non-finite rows as torch has them). The linear cross entropy's class tiles
+    combine them over the classes."""
+    p = _CrossEntropyPass(x[:, :, None], np.zeros((x.shape[0], 1), dtype=np.intp), None,
+                          -100, 0.0)
+    p.run()
+    return p.peak[:, 0].astype(np.float64), p.total[:, 0]
 
 
 def cross_entropy_targets(target, weight, n_classes, ignore_index):

@@ -34,10 +34,11 @@ import math
 import numpy as np
 
 from anyloss.backends.numpy.cross_entropy import (
-    _CrossEntropyPass,
     cross_entropy_elements,
     cross_entropy_rows,
     cross_entropy_targets,
+    row_normalisers,
+    smoothed_class_losses,
 )
 from anyloss.backends.numpy.results import reduced_result
 
@@ -102,10 +103,10 @@ def _finish(losses, total_weight, reduction, dtype, unbatched):
                           dtype)
 
 
-def _class_tiles(n: int, c: int, itemsize: int, options) -> tuple[int, int] | None:
+def _class_tiles(n: int, d: int, c: int, itemsize: int, options) -> tuple[int, int] | None:
     """``(rows, classes)`` of the forward's tiles within :data:`SCRATCH_BYTES`, or ``None``
     for the blocks of whole rows that the options ask for (torch's chunking rule)."""
-    if options is not None and options.rows_per_chunk(n, 1, c) is not None:
+    if options is not None and options.rows_per_chunk(n, d, c) is not None:
         return None
     rows = min(n, TILE_ROWS)
     return rows, max(1, min(c, SCRATCH_BYTES // (rows * itemsize)))
@@ -132,7 +133,7 @@ def _tiled_elements(x, linear_weight, target, linear_bias, weight, *, ignore_ind
 
     Per row block, the classes in tiles: each tile's logits ``x_r @ W_t.T + b_t`` (BLAS,
     into the scratch), their row maxima and sums of exponentials (the cross-entropy pass,
-    :func:`.cross_entropy.cross_entropy_elements`'s kernel), folded into a running maximum
+    :func:`.cross_entropy.row_normalisers`), folded into a running maximum
     ``m`` and sum ``s`` in float64 (``s <- s e^(m - m') + s_t e^(m_t - m')``, the online
     normaliser of Milakov & Gimelshein, 2018), and the target's logit picked from the tile
     that holds it. The smoothing term ``sum_c w_c z_c`` is one matrix-vector product,
@@ -160,11 +161,8 @@ def _tiled_elements(x, linear_weight, target, linear_bias, weight, *, ignore_ind
             bias = None if linear_bias is None else linear_bias[c0:c1]
             out = scratch.reshape(-1)[: (r1 - r0) * (c1 - c0)].reshape(r1 - r0, c1 - c0)
             z = _block_logits(x_rows, linear_weight[c0:c1], bias, out)  # C-contiguous
-            p = _CrossEntropyPass(z[:, :, None], np.zeros((r1 - r0, 1), dtype=np.intp), None,
-                                  -100, 0.0)
-            p.run()
-            tile_peak = p.peak[:, 0].astype(np.float64)
-            tile_total = np.where(tile_peak == -np.inf, 0.0, p.total[:, 0])
+            tile_peak, tile_total = row_normalisers(z)
+            tile_total = np.where(tile_peak == -np.inf, 0.0, tile_total)
             with np.errstate(invalid="ignore"):
                 new_peak = np.fmax(peak, tile_peak)  # nan only where the tile's is nan
                 new_peak = np.where(np.isnan(tile_peak), np.nan, new_peak)
@@ -177,12 +175,11 @@ def _tiled_elements(x, linear_weight, target, linear_bias, weight, *, ignore_ind
             picked[here] = z[np.flatnonzero(here), t_rows[here] - c0]
         with np.errstate(divide="ignore", invalid="ignore"):
             lse = peak + np.log(total)
-            loss = w_y[r0:r1] * (lse - picked)
+            spread = None
             if eps > 0:
-                weighted_logits = _float64_product(x_rows, u) + bias_term
-                loss = (1.0 - eps) * loss + (eps / c) * (w_total * lse - weighted_logits)
-        loss = np.where(usable[r0:r1], loss, 0.0)
-        losses[r0:r1] = np.where(invalid[r0:r1], np.nan, loss)
+                spread = w_total * lse - (_float64_product(x_rows, u) + bias_term)
+        losses[r0:r1] = smoothed_class_losses(lse - picked, spread, w_y[r0:r1], eps, c,
+                                              usable[r0:r1], invalid[r0:r1])
     return losses, w_y
 
 
@@ -194,7 +191,7 @@ def linear_cross_entropy_elements(x, linear_weight, target, linear_bias, weight,
     backend maps this over row chunks."""
     n = x.shape[0]
     c = linear_weight.shape[0]
-    tiles = _class_tiles(n, c, x.dtype.itemsize, options)
+    tiles = _class_tiles(n, x.shape[1], c, x.dtype.itemsize, options)
     if tiles is not None:
         return _tiled_elements(x, linear_weight, target, linear_bias, weight,
                                ignore_index=ignore_index, label_smoothing=label_smoothing,
