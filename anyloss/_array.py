@@ -114,24 +114,33 @@ def namespace(
         the argument, or if the arrays come from two different libraries, naming
         both.
     """
-    found: dict[str, tuple[str, ModuleType]] = {}
+    xp: ModuleType | None = None
+    first = other = None  # (library, argument) of the first two libraries met
+    seen = None  # the type of the last array looked at
     for name, value in arrays.items():
         if value is None and name in optional:
             continue
-        library = _library_of_type(type(value))
-        known = (_namespace_of_new_type(func, name, value) if library is None
-                 else (library, _NAMESPACE_OF_LIBRARY[library]))
-        found.setdefault(known[0], (name, known[1]))
-    if len(found) == 1:
-        ((_, xp),) = found.values()
-        return xp
-    if not found:
+        cls = type(value)
+        if cls is seen:  # the namespace of a type is known once (the common call: one type)
+            continue
+        seen = cls
+        library = _library_of_type(cls)
+        if library is None:
+            library, found = _namespace_of_new_type(func, name, value)
+        else:
+            found = _NAMESPACE_OF_LIBRARY[library]
+        if first is None:
+            xp, first = found, (library, name)
+        elif other is None and library != first[0]:
+            other = (library, name)  # raised after every argument is known to be an array
+    if xp is None or first is None:
         raise TypeError(f"{func}(): expected at least one array argument")
-    (lib_a, (arg_a, _)), (lib_b, (arg_b, _)) = list(found.items())[:2]
-    raise TypeError(
-        f"{func}(): all arrays must come from one array library, but "
-        f"'{arg_a}' is a {lib_a} array and '{arg_b}' is a {lib_b} array"
-    )
+    if other is not None:
+        raise TypeError(
+            f"{func}(): all arrays must come from one array library, but "
+            f"'{first[1]}' is a {first[0]} array and '{other[1]}' is a {other[0]} array"
+        )
+    return xp
 
 
 #: type of an array -> its library's name; the namespace of every library anyloss meets
@@ -387,9 +396,10 @@ def numpy_scalar_results(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def with_scalar_results(*args: Any, **kwargs: Any) -> Any:
         out = func(*args, **kwargs)
-        if type(out) is tuple:
+        cls = type(out)
+        if cls is tuple:
             return tuple(_numpy_scalar(o) for o in out)
-        return _numpy_scalar(out)
+        return out[()] if _is_ndarray_type(cls) and out.ndim == 0 else out  # _numpy_scalar
 
     return with_scalar_results
 

@@ -22,6 +22,7 @@ from anyloss.backends.numpy import compiled
 from anyloss.backends.numpy.results import reduced_result
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+_INT64 = np.dtype(np.int64)
 _INT64_MIN, _INT64_MAX = int(np.iinfo(np.int64).min), int(np.iinfo(np.int64).max)
 #: Per dtype, the ``ones(1)`` a kernel reads without a weight and the empty ``out`` of a
 #: reduced ``nll``: made once, since on gather-only problems each array call is a sizeable
@@ -31,10 +32,18 @@ _NO_WEIGHT = {d: np.ones(1, dtype=d) for d in _FLOATS}
 _NO_OUT = {d: np.empty(0, dtype=d) for d in _FLOATS}
 
 
-def _plain_input(input) -> bool:
-    return (compiled.HAVE_NUMBA and type(input) is np.ndarray and input.ndim == 2
-            and input.dtype in _FLOATS and input.flags.c_contiguous
-            and input.shape[0] > 0 and input.shape[1] > 0)
+def _plain(input, target, target_rank: int) -> bool:
+    """Whether the kernels take these arrays: numba present, a C-contiguous float32/float64
+    ``(N, C)`` input with ``N, C > 0``, an int64 target of shape ``(N,)`` (``target_rank``
+    1) or ``(N, C)`` (2). One function, since on gather-only problems each test is a
+    visible part of the call."""
+    if not (compiled.HAVE_NUMBA and type(input) is np.ndarray and type(target) is np.ndarray
+            and input.ndim == 2 and target.ndim == target_rank and input.dtype in _FLOATS
+            and target.dtype == _INT64 and input.flags.c_contiguous):
+        return False
+    n, c = input.shape
+    return n > 0 and c > 0 and target.shape[0] == n and (target_rank == 1
+                                                         or target.shape[1] == c)
 
 
 def _kernel_weight(weight, input):
@@ -51,8 +60,7 @@ def _kernel_weight(weight, input):
 
 def nll_loss(input, target, weight, *, ignore_index, reduction):
     """``nll_loss`` of an ``(N, C)`` input by one compiled loop, or ``NotImplemented``."""
-    if not (_plain_input(input) and type(target) is np.ndarray and target.dtype == np.int64
-            and target.shape == input.shape[:1] and _INT64_MIN <= ignore_index <= _INT64_MAX):
+    if not (_plain(input, target, 1) and _INT64_MIN <= ignore_index <= _INT64_MAX):
         return NotImplemented
     kernel_weight = _kernel_weight(weight, input)
     if kernel_weight is None:
@@ -71,8 +79,7 @@ def nll_loss(input, target, weight, *, ignore_index, reduction):
 def multilabel_margin_loss(input, target, *, reduction):
     """``multilabel_margin_loss`` of an ``(N, C)`` input by one compiled loop, or
     ``NotImplemented``."""
-    if not (_plain_input(input) and type(target) is np.ndarray and target.dtype == np.int64
-            and target.shape == input.shape):
+    if not _plain(input, target, 2):
         return NotImplemented
     losses = np.empty(input.shape[0], dtype=np.float64)
     kernels = compiled.load("class_losses")
@@ -86,8 +93,7 @@ def multilabel_margin_loss(input, target, *, reduction):
 def multi_margin_loss(input, target, *, p, margin, weight, reduction):
     """``multi_margin_loss`` of an ``(N, C)`` input by one compiled loop, or
     ``NotImplemented``."""
-    if not (_plain_input(input) and type(target) is np.ndarray and target.dtype == np.int64
-            and target.shape == input.shape[:1] and p in (1, 2)
+    if not (_plain(input, target, 1) and p in (1, 2)
             and type(margin) in (int, float)):
         return NotImplemented
     kernel_weight = _kernel_weight(weight, input)

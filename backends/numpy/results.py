@@ -8,6 +8,8 @@ never depends on which path computed it or on the input's size.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 __all__ = ["reduced_result"]
@@ -22,7 +24,7 @@ def reduced_result(total: float, count: float, reduction: str, dtype) -> np.gene
     >>> reduced_result(0.0, 0.0, "mean", np.dtype(np.float64))
     np.float64(nan)
     """
-    dtype = np.dtype(dtype)
+    scalar = dtype.type if isinstance(dtype, np.dtype) else np.dtype(dtype).type
     if reduction == "sum":
-        return dtype.type(total)
-    return dtype.type(total / count if count != 0 else np.nan)
+        return scalar(total)
+    return scalar(total / count if count != 0 else math.nan)
