@@ -257,10 +257,20 @@ def small_blocks(monkeypatch):
     return kernel
 
 
+@pytest.mark.parametrize("gemm", ["blas", "numpy"])
 @pytest.mark.parametrize("case", ["plain", "extreme-logits", "all-ignored", "one-row",
                                   "invalid-weight-zero"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_numpy_kernel_equals_torch_on_the_edges(small_blocks, case, dtype):
+def test_numpy_kernel_equals_torch_on_the_edges(small_blocks, monkeypatch, case, dtype, gemm):
+    """Values and gradients, with the weight gradient added into by BLAS (beta = 1) and by
+    NumPy (a matmul into blocks of 3 classes, then an add)."""
+    from anyloss.backends.numpy import blas
+
+    if gemm == "numpy":
+        monkeypatch.setattr(blas, "_gemm", lambda dtype: None)
+        monkeypatch.setattr(small_blocks, "WEIGHT_PART_BYTES", 3 * 5 * np.dtype(dtype).itemsize)
+    elif blas.gemm_name(dtype) is None:
+        pytest.skip("NumPy's BLAS is not reachable here: the 'numpy' case covers the fallback")
     x, w, b, t, cw = _problem(7, n=11, d=5, c=13, dtype=dtype)
     weight = None
     if case == "extreme-logits":

@@ -18,10 +18,10 @@ block's logits, one pass of the cross-entropy kernel for its losses and its
 ``G_r``, written over the logits in the same scratch (a second block would
 halve the rows a block holds, and each row block reads the weight twice and
 the weight gradient once more: at V=128256 the halved blocks ran 1.35x slower),
-``grad_input[r] = G_r @ W``, and ``grad_weight += G_r.T @ x_r`` a block of
-classes at a time (NumPy's matmul cannot add into its output, so each class
-block goes through a small temporary). Three matmuls, as in the definition, all
-from the same logits.
+``grad_input[r] = G_r @ W``, and ``grad_weight += G_r.T @ x_r`` in one GEMM that
+adds into its output (:func:`.blas.add_product`; where NumPy's BLAS cannot be
+reached, a block of classes at a time through a small temporary). Three matmuls,
+as in the definition, all from the same logits.
 
 The blocks follow the online normaliser of Milakov & Gimelshein, *Online
 normalizer calculation for softmax* (2018), with whole rows in a block.
@@ -33,6 +33,7 @@ import math
 
 import numpy as np
 
+from anyloss.backends.numpy.blas import add_product
 from anyloss.backends.numpy.cross_entropy import (
     cross_entropy_elements,
     cross_entropy_rows,
@@ -55,8 +56,9 @@ __all__ = [
 #: :data:`WEIGHT_PART_BYTES`, 1.95% of the float32 logits of an 8192 x 128256 problem):
 #: each row block reads the whole weight twice, so the more rows it holds the better.
 SCRATCH_BYTES = 70 << 20
-#: The class block of the weight gradient's partial product (before it is added in): with
-#: :data:`SCRATCH_BYTES`, under 2% of the logits of the problem above.
+#: The class block of the weight gradient's partial product where it is added in by NumPy
+#: (no BLAS GEMM to add into it): with :data:`SCRATCH_BYTES`, under 2% of the logits of the
+#: problem above.
 WEIGHT_PART_BYTES = 8 << 20
 #: Rows of the forward's tiles: the BLAS product of a tile packs these rows of the input,
 #: and its block of classes of the weight, once per tile.
@@ -234,8 +236,6 @@ def linear_cross_entropy_grads(x, linear_weight, target, linear_bias, weight, *,
     dtype = x.dtype
     rows = _rows(n, d, c, dtype.itemsize, options)  # one block: the logits, then G_r
     scratch = np.empty((rows, c), dtype=dtype)
-    cols = max(1, min(c, WEIGHT_PART_BYTES // max(1, d * dtype.itemsize)))
-    weight_part = np.empty((cols, d), dtype=dtype)
     losses = np.empty(n, dtype=np.float64)
     grad_input = np.empty_like(x)
     grad_weight = np.zeros_like(linear_weight)
@@ -249,11 +249,7 @@ def linear_cross_entropy_grads(x, linear_weight, target, linear_bias, weight, *,
                                            label_smoothing=label_smoothing,
                                            gradient_scale=scale, out=g)  # G_r over them
         np.matmul(g, linear_weight, out=grad_input[r0:r1])
-        for c0 in range(0, c, cols):  # grad_weight += G_r.T @ x_r, a class block at a time
-            c1 = min(c0 + cols, c)
-            part = weight_part[: c1 - c0]
-            np.matmul(g[:, c0:c1].T, x_rows, out=part)
-            grad_weight[c0:c1] += part
+        add_product(grad_weight, g.T, x_rows, part_bytes=WEIGHT_PART_BYTES)
         if grad_bias is not None:
             grad_bias += np.sum(g, axis=0, dtype=np.float64)
     return losses, grad_input, grad_weight, grad_bias
