@@ -30,11 +30,11 @@ exponentials, which it leaves nan. A row flagged ``bad`` (a nan, or a maximum
 that is not finite) is left to the caller (the NumPy arithmetic of
 :mod:`anyloss.backends.numpy.cross_entropy`, which follows torch on inf and
 nan). The exponential is a polynomial without libm calls, so the loops
-vectorise: the single-precision Cephes ``expf`` (S. L. Moshier, *Methods and
-Programs for Mathematical Functions*, 1989: reduction by ln 2 split in two, a
-degree-6 polynomial, within 1 ulp) and, for float64, the same reduction with
-the Cephes ``exp`` constants and the Taylor polynomial of degree 13 (truncation
-below 5e-18 on ``|r| <= ln2/2``). Values written (the gradient) are flushed to
+vectorise: Cephes' reduction (S. L. Moshier, *Methods and Programs for
+Mathematical Functions*, 1989: ``x = k ln 2 + r`` with ln 2 split in two), then
+the polynomials of :mod:`.elementary` for ``exp(r)`` (Cephes' degree-6 ``expf``
+polynomial in float32, a Chebyshev interpolant of degree 11 in float64; within 1
+ulp, tested). Values written (the gradient) are flushed to
 0 below the smallest normal result; terms only summed keep that smallest
 value instead (:func:`sum_term32`: no bit of a total that holds 1). Row sums
 accumulate in ``x``'s dtype over chunks of 2048 classes, added in float64; the
@@ -133,8 +133,8 @@ def float64_bits(typingctx, value):
 @numba.njit(inline="always", fastmath=FLAGS)
 def sum_term32(x):
     """``exp(x)`` for float32 ``x <= 0`` as a term of a sum that holds a term 1 (a row's
-    maximum): Cephes ``expf`` (within 1 ulp) for ``x >= -87``, ``exp(-87)`` (about
-    2^-125.5) below, nan for nan.
+    maximum): Cephes' reduction and :func:`.elementary.exp_reduced32` (within 1 ulp) for
+    ``x >= -87``, ``exp(-87)`` (about 2^-125.5) below, nan for nan.
 
     Cheaper than :func:`exp_nonpositive32` by its select to 0: below -87 the term stays
     ``exp(-87)``, and C such terms add at most ``C 2^-125`` to a sum of at least 1, no bit
@@ -153,8 +153,8 @@ def sum_term32(x):
 @numba.njit(inline="always", fastmath=FLAGS)
 def sum_term64(x):
     """``exp(x)`` for float64 ``x <= 0`` as a term of a sum that holds a term 1: Cephes'
-    reduction ``x = k ln2 + r`` (ln 2 as C1 + C2) and the degree-13 Taylor polynomial of
-    ``exp(r)`` (truncation below 5e-18) for ``x >= -708``, ``exp(-708)`` below (C such
+    reduction ``x = k ln2 + r`` (ln 2 as C1 + C2) and the degree-11 polynomial of
+    :func:`.elementary.exp_reduced64` for ``x >= -708``, ``exp(-708)`` below (C such
     terms add at most ``C 2^-1021`` to a sum of at least 1), nan for nan. ``2^k`` from the
     low 12 bits of ``k + (1.5 2^52 + 1023)`` (``k + 1023`` is 1 to 1023 here)."""
     y = -708.0 if x < -708.0 else x
@@ -166,7 +166,7 @@ def sum_term64(x):
 
 @numba.njit(inline="always", fastmath=FLAGS)
 def exp_nonpositive32(x):
-    """``exp(x)`` for float32 ``x <= 0``: Cephes ``expf`` (within 1 ulp), 0 below -87, nan
+    """``exp(x)`` for float32 ``x <= 0`` (within 1 ulp), 0 below -87, nan
     for nan (:func:`sum_term32` and a select)."""
     return f32(0.0) if x < f32(-87.0) else sum_term32(x)
 

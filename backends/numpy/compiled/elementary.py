@@ -15,8 +15,9 @@ Algorithms
   polynomial, and ``2^k`` applied as two exact powers of two so that results in
   the subnormal range round once (gradual underflow) and large ones overflow to
   inf. float32: the polynomial of Cephes' ``expf`` (S. L. Moshier, *Methods and
-  Programs for Mathematical Functions*, 1989); float64: Taylor's series to degree
-  13, whose truncation error on ``|r| <= 0.347`` is below 2^-57.
+  Programs for Mathematical Functions*, 1989); float64: the Chebyshev interpolant
+  of degree 11 of ``exp`` on ``|r| <= ln2 / 2`` (:data:`EXP_COEFFICIENTS64`, 0.15
+  ulp before the evaluation's roundings), by Horner's rule.
 - ``log``: ``x = 2^e m`` with ``m`` in ``[sqrt(1/2), sqrt(2))`` (subnormals scaled
   by 2^24 or 2^54 first; ``e`` and ``m`` from the bits offset by ``bits(1) -
   bits(sqrt(1/2))``, the reduction of musl libc's ``logf``), then ``log(m)`` with
@@ -81,6 +82,7 @@ __all__ = [
     "apply",
     "exp_reduced32",
     "exp_reduced64",
+    "EXP_COEFFICIENTS64",
     "fma",
     "FUNCTIONS",
 ]
@@ -222,6 +224,23 @@ _MAGIC32 = f32(12582912.0)  # 1.5 * 2^23: adding it rounds a float32 below 2^22 
 _MAGIC64 = f64(6755399441055744.0)  # 1.5 * 2^52
 
 
+#: ``exp(r)`` on ``|r| <= ln 2 / 2`` in float64 as ``sum_k c_k r^k``, ``c_0`` first: the
+#: Chebyshev interpolant of degree 11 of ``exp`` on that interval (``mpmath.chebyfit``, 50
+#: digits), its coefficients rounded once to float64. Its relative error there, rounding of
+#: the coefficients included, is 0.15 ulp (1.7e-17, evaluated at 50 digits on 4001 points);
+#: ``tests/test_elementary.py`` derives it again. Horner's rule takes 11 fused multiply-adds
+#: where the degree-13 Taylor series took 14 operations: the float64 cross-entropy pass on
+#: 256-bit vectors went from 0.83 to 0.74 ns a value (one thread, data in L2). float32 keeps
+#: Cephes' polynomial, whose form ``p r^2 + r + 1`` stays within 1 ulp; Horner's rule with
+#: the degree-6 interpolant (6 operations against 8) reached 1.3 ulp.
+EXP_COEFFICIENTS64 = (
+    1.0, 1.0, 0.5000000000000019, 0.1666666666666668, 0.0416666666664881,
+    0.008333333333319601, 0.0013888888952314775, 0.00019841269890047113,
+    2.4801485482328494e-05, 2.755724091857897e-06, 2.763263963904103e-07,
+    2.5110037605963777e-08)
+_C64 = EXP_COEFFICIENTS64
+
+
 @_jit
 def exp_reduced32(r):
     """``exp(r)`` of a float32 ``|r| <= ln 2 / 2``: the polynomial of Cephes' ``expf``."""
@@ -236,20 +255,20 @@ def exp_reduced32(r):
 
 @_jit
 def exp_reduced64(r):
-    """``exp(r)`` of a float64 ``|r| <= 0.347``: Taylor's series to degree 13."""
-    p = 1.0 / 6227020800.0  # 1/13!
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    return p * (r * r) + r + 1.0
+    """``exp(r)`` of a float64 ``|r| <= ln 2 / 2``: :data:`EXP_COEFFICIENTS64` by Horner's
+    rule."""
+    p = _C64[11]
+    p = p * r + _C64[10]
+    p = p * r + _C64[9]
+    p = p * r + _C64[8]
+    p = p * r + _C64[7]
+    p = p * r + _C64[6]
+    p = p * r + _C64[5]
+    p = p * r + _C64[4]
+    p = p * r + _C64[3]
+    p = p * r + _C64[2]
+    p = p * r + _C64[1]
+    return p * r + _C64[0]
 
 
 @_jit
