@@ -314,8 +314,13 @@ def _row_step(row, m, w, kind, out, write, ahead, acc):
     s, t = zero, zero
     for b in range(whole):
         c0 = b * LANES
-        p0 = c0 + lead * LANES  # past the end of ahead: the row after it, where rows are
-        for q in range(p0, p0 + LANES, line):  # adjacent (a prefetch never faults)
+        # Past the end of ahead: the row after it, where rows are adjacent, so that a row's
+        # first 8 KiB are asked for early too (rows of 4480 classes took 1.3x as long
+        # without). A prefetch has no effect on memory and never faults, even past the
+        # array's end; keeping the index within the rows by a branch cost 1.2-1.4x on rows of
+        # 1000-1300 classes.
+        p0 = c0 + lead * LANES
+        for q in range(p0, p0 + LANES, line):
             prefetch_l2(ahead, q)
         u = ahead[c0:c0 + LANES]
         v = row[c0:c0 + LANES]
