@@ -348,6 +348,8 @@ def primitive(function: str, library: str) -> Callable[..., Any] | None:
 # --- the switch ---------------------------------------------------------------------------
 
 _level_globally = "all"
+
+
 class _LevelHere(threading.local):
     """The innermost ``fast_paths`` block's level, per thread (``None`` outside every block).
 
