@@ -47,27 +47,22 @@ column kernels over column blocks.
 from __future__ import annotations
 
 import math
-import warnings
 
 import numba
 import numpy as np
 from llvmlite import ir
 from numba import prange, types
-from numba.core.errors import NumbaIRAssumptionWarning
-from numba.extending import intrinsic, overload
+from numba.extending import intrinsic
 
 from anyloss._threads import get_threads
-from anyloss.backends.numpy.compiled.elementary import exp_reduced32, exp_reduced64, fma
+from anyloss.backends.numpy.compiled.elementary import (
+    by_type,
+    exp_reduced32,
+    exp_reduced64,
+    fma,
+)
 from anyloss.backends.numpy.compiled.memory import LINE_BYTES, prefetch_l2
 from anyloss.backends.numpy.compiled.parallel import parallel_kernel
-
-# numba's SSA pass warns "variable '_by_width__locals___lambda__...' is not in scope" when it
-# inlines the conditional expressions of the exponentials below into the kernels (a few lines
-# on a kernel's first compile), as for .elementary's functions; the compiled code is checked
-# by tests/test_cross_entropy_fast.py. Only the warnings naming these dispatch wrappers are
-# silenced.
-warnings.filterwarnings("ignore", message=r".*variable '_by_width__locals",
-                        category=NumbaIRAssumptionWarning)
 
 __all__ = ["row_blocks", "forward_rows", "gradient_rows", "forward_columns", "gradient_columns"]
 
@@ -177,32 +172,30 @@ def exp_nonpositive64(x):
     return 0.0 if x < -708.0 else sum_term64(x)
 
 
-def _by_width(single, double, doc):
-    """A scalar function for numba code that calls ``single`` on a float32 argument and
-    ``double`` on a float64 one (inlined: :func:`numba.extending.overload`)."""
-
-    def function(x):
-        raise NotImplementedError("numba only")
-
-    function.__doc__ = doc
-
-    @overload(function, inline="always", jit_options={"fastmath": FLAGS})
-    def _by_width_of(x):
-        if isinstance(x, types.Float) and x.bitwidth == 32:
-            return lambda x: single(x)
-        if isinstance(x, types.Float):
-            return lambda x: double(x)
-        return None
-
-    return function
+def _sum_term32_of(x):
+    return sum_term32(x)
 
 
-sum_term = _by_width(sum_term32, sum_term64, """``exp(x)`` for ``x <= 0`` as a term of a sum
-    holding 1, float32 or float64 by the argument's type (:func:`sum_term32`,
-    :func:`sum_term64`; numba only).""")
-exp_nonpositive = _by_width(exp_nonpositive32, exp_nonpositive64, """``exp(x)`` for ``x <= 0``,
-    float32 or float64 by the argument's type (:func:`exp_nonpositive32`,
-    :func:`exp_nonpositive64`; numba only).""")
+def _sum_term64_of(x):
+    return sum_term64(x)
+
+
+def _exp_nonpositive32_of(x):
+    return exp_nonpositive32(x)
+
+
+def _exp_nonpositive64_of(x):
+    return exp_nonpositive64(x)
+
+
+_ELEMENTWISE = {"owner": "cross_entropy", "jit_options": {"fastmath": FLAGS}}
+sum_term = by_type("sum_term", _sum_term32_of, _sum_term64_of, **_ELEMENTWISE)
+sum_term.__doc__ = """``exp(x)`` for ``x <= 0`` as a term of a sum holding 1, float32 or float64
+    by the argument's type (:func:`sum_term32`, :func:`sum_term64`; numba code only)."""
+exp_nonpositive = by_type("exp_nonpositive", _exp_nonpositive32_of, _exp_nonpositive64_of,
+                          **_ELEMENTWISE)
+exp_nonpositive.__doc__ = """``exp(x)`` for ``x <= 0``, float32 or float64 by the argument's type
+    (:func:`exp_nonpositive32`, :func:`exp_nonpositive64`; numba code only)."""
 
 
 # The one line to switch to the shared elementary functions (.elementary.exp). Not done:

@@ -84,6 +84,7 @@ __all__ = [
     "exp_reduced64",
     "EXP_COEFFICIENTS64",
     "fma",
+    "by_type",
     "FUNCTIONS",
 ]
 
@@ -390,22 +391,28 @@ def _log1p64(x):
 # --- the dispatching names ------------------------------------------------------------------------
 
 
-def _by_type(name, f32_impl, f64_impl, arity=1):
-    """A Python function ``name`` that numba code may call on float32 or float64 values."""
-    message = f"elementary.{name} is called from numba code only"
+def by_type(name, f32_impl, f64_impl, arity=1, *, owner="elementary",
+            jit_options=JIT_OPTIONS):
+    """A Python function ``name`` that numba code may call on float32 or float64 values:
+    ``f32_impl`` or ``f64_impl`` by the arguments' type, inlined
+    (:func:`numba.extending.overload`, compiled with ``jit_options``). The implementations
+    are plain functions named ``_<name>32_of``/``_<name>64_of``, the names that the warning
+    filter at the top of this module expects. Called from Python, it raises TypeError
+    naming ``owner.name``."""
+    message = f"{owner}.{name} is called from numba code only"
 
     if arity == 1:
         def stub(x):
             raise TypeError(message)
 
-        @overload(stub, inline="always", jit_options=JIT_OPTIONS)
+        @overload(stub, inline="always", jit_options=jit_options)
         def _choose(x):
             return {types.float32: f32_impl, types.float64: f64_impl}.get(x)
     else:
         def stub(a, b):  # type: ignore[misc]
             raise TypeError(message)
 
-        @overload(stub, inline="always", jit_options=JIT_OPTIONS)
+        @overload(stub, inline="always", jit_options=jit_options)
         def _choose(a, b):
             if a != b:
                 return None
@@ -423,7 +430,7 @@ def _exp64_of(x):
     return _exp64(x)
 
 
-exp = _by_type("exp", _exp32_of, _exp64_of)
+exp = by_type("exp", _exp32_of, _exp64_of)
 exp.__doc__ = "``exp(x)`` of a float32 or float64 (numba code only)."
 
 
@@ -435,7 +442,7 @@ def _log64_of(x):
     return _log64(x)
 
 
-log = _by_type("log", _log32_of, _log64_of)
+log = by_type("log", _log32_of, _log64_of)
 log.__doc__ = "``log(x)`` of a float32 or float64 (numba code only)."
 
 
@@ -447,7 +454,7 @@ def _log1p64_of(x):
     return _log1p64(x)
 
 
-log1p = _by_type("log1p", _log1p32_of, _log1p64_of)
+log1p = by_type("log1p", _log1p32_of, _log1p64_of)
 log1p.__doc__ = "``log(1 + x)`` of a float32 or float64 (numba code only)."
 
 
@@ -469,7 +476,7 @@ def _tail64_of(x):
     return _tail64(x)
 
 
-log1p_exp_neg_abs = _by_type("log1p_exp_neg_abs", _tail32_of, _tail64_of)
+log1p_exp_neg_abs = by_type("log1p_exp_neg_abs", _tail32_of, _tail64_of)
 log1p_exp_neg_abs.__doc__ = "``log1p(exp(-|x|))`` of a float32 or float64 (numba code only)."
 
 
@@ -481,7 +488,7 @@ def _softplus64_of(x):
     return (x if x > 0.0 else 0.0) + _tail64(x)
 
 
-softplus = _by_type("softplus", _softplus32_of, _softplus64_of)
+softplus = by_type("softplus", _softplus32_of, _softplus64_of)
 softplus.__doc__ = ("``log(1 + exp(x))`` of a float32 or float64, without overflow: "
                     "``max(x, 0) + log1p(exp(-|x|))`` (numba code only).")
 
@@ -503,7 +510,7 @@ def _logaddexp32_of(a, b):
     return f32(_logaddexp64(f64(a), f64(b)))
 
 
-logaddexp = _by_type("logaddexp", _logaddexp32_of, _logaddexp64_of, arity=2)
+logaddexp = by_type("logaddexp", _logaddexp32_of, _logaddexp64_of, arity=2)
 logaddexp.__doc__ = "``log(exp(a) + exp(b))`` of two float32 or two float64 (numba code only)."
 
 
