@@ -214,10 +214,11 @@ def _lanes_start(row, acc):
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _lanes_take(block, acc):
-    """Fold one block of ``LANES`` values into the running maxima (a nan is passed over,
-    unless a lane started at one: see :func:`_row_max`)."""
-    for j in range(LANES):
+def _lanes_take(block, count, acc):
+    """Fold the ``count`` values of ``block`` into the first running maxima (a nan is passed
+    over, unless a lane started at one: see :func:`_row_max`). ``count`` is :data:`LANES`
+    for a whole block (a constant trip count) and less for a row's tail."""
+    for j in range(count):
         v = block[j]
         acc[j] = v if v > acc[j] else acc[j]
 
@@ -231,9 +232,7 @@ def _lanes_finish(row, acc):
     every step a loop across lanes, which vectorises. One compare per lane in a chain
     cost about 1000 cycles a row, a quarter of a 4480-class row's whole time."""
     tail = row[row.shape[0] - row.shape[0] % LANES:]  # a slice: row[start + c] gathers
-    for c in range(tail.shape[0]):
-        v = tail[c]
-        acc[c] = v if v > acc[c] else acc[c]
+    _lanes_take(tail, tail.shape[0], acc)
     for q in range(1, LANES // FOLD):
         for j in range(FOLD):
             v = acc[q * FOLD + j]
@@ -252,7 +251,7 @@ def _row_max(row, acc):
     exponentials, which :func:`sum_term` leaves nan."""
     _lanes_start(row, acc)
     for b in range(row.shape[0] // LANES):
-        _lanes_take(row[b * LANES:(b + 1) * LANES], acc)
+        _lanes_take(row[b * LANES:(b + 1) * LANES], LANES, acc)
     return _lanes_finish(row, acc)
 
 
