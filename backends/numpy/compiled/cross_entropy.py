@@ -242,30 +242,30 @@ def _lanes_start(row, acc):
     and written in one place, ``acc[j] = v if v > acc[j] else acc[j]`` compiles to a
     compare and a masked store (the lanes not taken are not written); from two places, to
     ``vmaxpd`` and a plain store: 0.126 against 0.085 ns a value alone, float64 in L2 on
-    Zen 4 (presumably the masked stores' values reach the next block's loads late)."""
+    Zen 4 (presumably the masked stores' values reach the next block's loads late). The
+    rows are chosen by index, not as views: each view of ``acc`` counts a reference, two
+    atomic operations of numba's runtime per block."""
     first = row[0]
-    start = acc[0]
     for j in range(LANES):
-        start[j] = first
+        acc[0, j] = first
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _lanes_take(block, count, source, target):
-    """``target[j] = max(source[j], block[j])`` for the ``count`` values of ``block`` (a nan
-    is passed over, unless a lane started at one: see :func:`_row_max`). ``count`` is
-    :data:`LANES` for a whole block (a constant trip count; ``source`` and ``target`` the
-    two rows of ``acc``) and less for a row's tail (``source`` is ``target``)."""
-    for j in range(count):
+def _lanes_take(block, acc, source, target):
+    """``acc[target, j] = max(acc[source, j], block[j])`` for the ``LANES`` values of a
+    whole ``block`` (a nan is passed over, unless a lane started at one: see
+    :func:`_row_max`); ``source`` and ``target`` are the two rows of ``acc``."""
+    for j in range(LANES):
         v = block[j]
-        a = source[j]
-        target[j] = v if v > a else a
+        a = acc[source, j]
+        acc[target, j] = v if v > a else a
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _lanes_current(row, acc):
+def _lanes_current(row):
     """The row of ``acc`` that holds the running maxima once ``row``'s whole blocks are
     taken (they alternate, from ``acc[0]``)."""
-    return acc[(row.shape[0] // LANES) % 2]
+    return (row.shape[0] // LANES) % 2
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
@@ -273,19 +273,29 @@ def _lanes_finish(row, acc):
     """The row's maximum from the running maxima of its whole blocks and its tail.
 
     The tail is taken into the first lanes (a nan passed over, as in :func:`_lanes_take`),
-    then the lanes are folded into :data:`FOLD` and those into one, a nan lane winning:
-    every step a loop across lanes, which vectorises. One compare per lane in a chain
-    cost about 1000 cycles a row, a quarter of a 4480-class row's whole time."""
-    lanes = _lanes_current(row, acc)
+    then the lanes are folded in halves down to :data:`FOLD` and those into one, a nan
+    lane winning. Each halving is a loop across lanes from one row of ``acc`` into the
+    other, which vectorises; folded in place, the loops compiled to scalar code (about
+    1200 instructions a row, seen with ``perf``), and one compare per lane in a chain
+    cost about 1000 cycles a row."""
+    here = _lanes_current(row)
     tail = row[row.shape[0] - row.shape[0] % LANES:]  # a slice: row[start + c] gathers
-    _lanes_take(tail, tail.shape[0], lanes, lanes)
-    for q in range(1, LANES // FOLD):
-        for j in range(FOLD):
-            v = lanes[q * FOLD + j]
-            lanes[j] = v if (v > lanes[j] or v != v) else lanes[j]
-    m = lanes[0]
-    for j in range(1, FOLD):
-        m = lanes[j] if (lanes[j] > m or lanes[j] != lanes[j]) else m
+    for j in range(tail.shape[0]):
+        v = tail[j]
+        acc[here, j] = v if v > acc[here, j] else acc[here, j]
+    width = LANES // 2
+    while width >= FOLD:
+        there = 1 - here
+        for j in range(width):
+            a = acc[here, j]
+            v = acc[here, j + width]
+            acc[there, j] = v if (v > a or v != v) else a
+        here = there
+        width //= 2
+    m = acc[here, 0]
+    for j in range(1, 2 * FOLD):
+        v = acc[here, j] if j < FOLD else m
+        m = v if (v > m or v != v) else m
     return m
 
 
@@ -297,22 +307,24 @@ def _row_max(row, acc):
     sum of exponentials, which :func:`sum_term` leaves nan."""
     _lanes_start(row, acc)
     for b in range(row.shape[0] // LANES):
-        _lanes_take(row[b * LANES:(b + 1) * LANES], LANES, acc[b % 2], acc[(b + 1) % 2])
+        _lanes_take(row[b * LANES:(b + 1) * LANES], acc, b % 2, (b + 1) % 2)
     return _lanes_finish(row, acc)
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _exp_terms(v, count, m, w, kind, o, write, s, t, ahead, source, target, take):
+def _exp_terms(v, count, m, w, kind, o, write, s, t, ahead, acc, source, take):
     """``(s + sum exp(v - m), t + smooth sum)`` over the ``count`` values ``v`` in ``x``'s
     dtype (with ``write``, also ``o = exp(v - m)``); ``w``: the weights of ``v``'s classes.
     With ``take``, the same loop takes ``ahead`` (as many values) into the running maxima,
-    from ``source`` to ``target`` as :func:`_lanes_take` does. A constant ``count`` (the
-    pipeline's blocks of :data:`LANES`) lets LLVM vectorise without a remainder loop."""
+    from row ``source`` of ``acc`` to the other as :func:`_lanes_take` does. A constant
+    ``count`` (the pipeline's blocks of :data:`LANES`) lets LLVM vectorise without a
+    remainder loop."""
+    target = 1 - source
     for c in range(count):
         if take:
             a = ahead[c]
-            p = source[c]
-            target[c] = a if a > p else p
+            p = acc[source, c]
+            acc[target, c] = a if a > p else p
         d = v[c] - m
         if write:
             e = exp(d)
@@ -378,16 +390,14 @@ def _row_pipeline(row, m, w, kind, out, write, ahead, acc):
         v = row[c0:c0 + LANES]
         o = out[c0:c0 + LANES]
         wc = w[c0:c0 + LANES] if kind == 2 else w
-        s, t = _exp_terms(v, LANES, m, wc, kind, o, write, s, t, u, acc[b % 2],
-                          acc[(b + 1) % 2], True)
+        s, t = _exp_terms(v, LANES, m, wc, kind, o, write, s, t, u, acc, b % 2, True)
         if (b + 1) % per_chunk == 0:
             s64 += s
             t64 += t
             s, t = zero, zero
     c0 = whole * LANES
     wc = w[c0:] if kind == 2 else w
-    s, t = _exp_terms(row[c0:], n - c0, m, wc, kind, out[c0:], write, s, t, row, acc[0], acc[0],
-                      False)
+    s, t = _exp_terms(row[c0:], n - c0, m, wc, kind, out[c0:], write, s, t, row, acc, 0, False)
     return s64 + s, t64 + t
 
 
