@@ -7,9 +7,10 @@ threads. The number comes from, in this order:
 1. the innermost :func:`threads` block around the call (local to the thread, like
    :func:`anyloss.fast_paths`);
 2. the process-wide :func:`set_threads`;
-3. the environment variable ``ANYLOSS_NUM_THREADS``, read when first needed;
+3. the environment variable ``ANYLOSS_NUM_THREADS`` (read at each call, parsed again
+   only when it changes);
 4. the CPUs this process may run on (``os.sched_getaffinity`` where the
-   platform has it, else ``os.cpu_count()``).
+   platform has it, else ``os.cpu_count()``; counted once, when first needed).
 
 The libraries anyloss hands calls to (torch's, JAX's, BLAS) keep their own
 settings (``torch.set_num_threads``, ``XLA_FLAGS``, threadpoolctl).
@@ -38,10 +39,19 @@ _F = TypeVar("_F", bound=Callable)
 #: The environment variable that sets the default number of kernel threads.
 ENVIRONMENT_VARIABLE = "ANYLOSS_NUM_THREADS"
 
-#: The innermost ``threads`` block's count, per thread (attribute ``count``, absent outside
-#: every block); a ``threading.local``, as the fast-path switch's (torch.compile traces it).
-_here = threading.local()
+class _Here(threading.local):
+    """The innermost ``threads`` block's count, per thread: ``None`` outside every block.
+    A class default rather than ``getattr(local, "count", None)``, which raises and
+    catches inside (0.4 us on every kernel call); a ``threading.local``, as the fast-path
+    switch's (torch.compile traces it)."""
+
+    count: int | None = None
+
+
+_here = _Here()
 _process: int | None = None
+#: ``(ANYLOSS_NUM_THREADS's raw value, the count it gave)`` from the last call that read it.
+_from_environment: tuple[str | None, int] | None = None
 
 
 def _as_count(n: object, source: str) -> int:
@@ -58,7 +68,10 @@ def _as_count(n: object, source: str) -> int:
     return n
 
 
+@functools.cache
 def _available_cpus() -> int:
+    """The CPUs this process may run on, counted once (a system call each time cost 1 us
+    on every kernel call)."""
     affinity = getattr(os, "sched_getaffinity", None)
     if affinity is not None:
         try:
@@ -69,15 +82,21 @@ def _available_cpus() -> int:
 
 
 def _default() -> int:
+    global _from_environment
     value = os.environ.get(ENVIRONMENT_VARIABLE)
+    if _from_environment is not None and _from_environment[0] == value:
+        return _from_environment[1]
     if value is None or not value.strip():
-        return _available_cpus()
-    return _as_count(value, ENVIRONMENT_VARIABLE)
+        count = _available_cpus()
+    else:
+        count = _as_count(value, ENVIRONMENT_VARIABLE)
+    _from_environment = (value, count)
+    return count
 
 
 def get_threads() -> int:
     """The number of threads anyloss's kernels use for a call made here and now."""
-    local = getattr(_here, "count", None)
+    local = _here.count
     if local is not None:
         return local
     if _process is not None:
@@ -96,7 +115,7 @@ def set_threads(n: int | None) -> None:
 def threads(n: int) -> Iterator[None]:
     """Run anyloss's kernels with ``n`` threads inside the block (local to the thread)."""
     count = _as_count(n, "the number of threads")
-    outer = getattr(_here, "count", None)
+    outer = _here.count
     _here.count = count
     try:
         yield
