@@ -190,8 +190,9 @@ def sum_term64(x):
     below -708 (C such terms add at most ``C 2^-1021`` to a sum of at least 1), nan for
     nan. The reduction of :func:`sum_term32` (ln 2 in one part, off by 2.3e-17: at most
     1/13 of an ulp of a sum holding 1) and the degree-11 polynomial of
-    :func:`.elementary.exp_reduced64`, two operations fewer than
-    :func:`exp_nonpositive64`."""
+    :func:`.elementary.exp_reduced64`: one multiply-add and the rounding instruction fewer
+    than :func:`exp_nonpositive64` (0.80 -> 0.65 ns a value of the float64 row pass, with
+    the changes of that day to the row maxima)."""
     y = -708.0 if x < -708.0 else x
     t = fma(y, 1.4426950408889634073599, 6755399441055744.0)  # 1.5 2^52: k in t's low bits
     k = t - 6755399441055744.0
@@ -293,8 +294,8 @@ def _lanes_finish(row, acc):
         here = there
         width //= 2
     m = acc[here, 0]
-    for j in range(1, 2 * FOLD):
-        v = acc[here, j] if j < FOLD else m
+    for j in range(1, FOLD):
+        v = acc[here, j]
         m = v if (v > m or v != v) else m
     return m
 
@@ -346,8 +347,7 @@ def _row_step(row, m, w, kind, out, write, ahead, acc):
     m)`` by :func:`exp_nonpositive`; without, the terms are :func:`sum_term`'s), while the
     running maxima of the next row ``ahead`` are taken into ``acc`` ``(2, LANES)``, as
     :func:`_row_max` takes them (``_lanes_finish(ahead, acc)`` then gives its maximum), and
-    its lines are prefetched
-    :data:`AHEAD_BYTES` before they are read.
+    its lines are prefetched :data:`AHEAD_BYTES` before they are read.
 
     ``row`` is in cache (its maximum was the previous step's); ``ahead`` comes from memory
     while the exponentials of ``row`` keep the core busy: both in one loop per block of
