@@ -269,34 +269,28 @@ def exp_reduced32(r):
 
 
 @_jit
+def _horner(r, coefficients):
+    """``sum_k c_k r^k`` by Horner's rule, for a tuple of coefficients of ``r``'s type,
+    ``c_0`` first (a constant tuple: LLVM unrolls the loop into fused multiply-adds)."""
+    n = len(coefficients)
+    p = coefficients[n - 1]
+    for i in range(n - 2, -1, -1):
+        p = p * r + coefficients[i]
+    return p
+
+
+@_jit
 def exp_horner32(r):
     """``exp(r)`` of a float32 ``|r| <= ln 2 / 2``: :data:`EXP_COEFFICIENTS32` by Horner's
     rule."""
-    p = _C32[6]
-    p = p * r + _C32[5]
-    p = p * r + _C32[4]
-    p = p * r + _C32[3]
-    p = p * r + _C32[2]
-    p = p * r + _C32[1]
-    return p * r + _C32[0]
+    return _horner(r, _C32)
 
 
 @_jit
 def exp_reduced64(r):
     """``exp(r)`` of a float64 ``|r| <= ln 2 / 2``: :data:`EXP_COEFFICIENTS64` by Horner's
     rule."""
-    p = _C64[11]
-    p = p * r + _C64[10]
-    p = p * r + _C64[9]
-    p = p * r + _C64[8]
-    p = p * r + _C64[7]
-    p = p * r + _C64[6]
-    p = p * r + _C64[5]
-    p = p * r + _C64[4]
-    p = p * r + _C64[3]
-    p = p * r + _C64[2]
-    p = p * r + _C64[1]
-    return p * r + _C64[0]
+    return _horner(r, _C64)
 
 
 @_jit
