@@ -252,11 +252,13 @@ def _lanes_start(row, acc):
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _lanes_take(block, acc, source, target):
-    """``acc[target, j] = max(acc[source, j], block[j])`` for the ``LANES`` values of a
-    whole ``block`` (a nan is passed over, unless a lane started at one: see
-    :func:`_row_max`); ``source`` and ``target`` are the two rows of ``acc``."""
-    for j in range(LANES):
+def _lanes_take(block, count, acc, source, target):
+    """``acc[target, j] = max(acc[source, j], block[j])`` for the ``count`` values of
+    ``block`` (a nan is passed over, unless a lane started at one: see :func:`_row_max`).
+    ``count`` is :data:`LANES` for a whole block (a constant trip count; ``source`` and
+    ``target`` the two rows of ``acc``) and less for a row's tail (``source`` is
+    ``target``)."""
+    for j in range(count):
         v = block[j]
         a = acc[source, j]
         acc[target, j] = v if v > a else a
@@ -281,9 +283,7 @@ def _lanes_finish(row, acc):
     cost about 1000 cycles a row."""
     here = _lanes_current(row)
     tail = row[row.shape[0] - row.shape[0] % LANES:]  # a slice: row[start + c] gathers
-    for j in range(tail.shape[0]):
-        v = tail[j]
-        acc[here, j] = v if v > acc[here, j] else acc[here, j]
+    _lanes_take(tail, tail.shape[0], acc, here, here)
     width = LANES // 2
     while width >= FOLD:
         there = 1 - here
@@ -308,7 +308,7 @@ def _row_max(row, acc):
     sum of exponentials, which :func:`sum_term` leaves nan."""
     _lanes_start(row, acc)
     for b in range(row.shape[0] // LANES):
-        _lanes_take(row[b * LANES:(b + 1) * LANES], acc, b % 2, (b + 1) % 2)
+        _lanes_take(row[b * LANES:(b + 1) * LANES], LANES, acc, b % 2, (b + 1) % 2)
     return _lanes_finish(row, acc)
 
 
