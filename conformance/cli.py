@@ -1,4 +1,4 @@
-"""The ``anyloss`` command: ``anyloss conformance`` and ``anyloss info``.
+"""The ``anyloss`` command: ``anyloss conformance``, ``anyloss info`` and ``anyloss compile``.
 
 ``anyloss conformance`` runs the catalogue (:mod:`~anyloss.conformance.runner`)
 on every installed array library, or on the ones named with ``--backend``, or
@@ -13,6 +13,10 @@ on stderr when it is a terminal, and nothing extra is printed when it is not.
 ``anyloss info`` lists the array libraries, their versions and devices, and
 the kernels the registry (:mod:`anyloss._registry`) has for each; ``anyloss
 info --markdown`` prints the README's fast-path tables from the same registry.
+
+``anyloss compile`` compiles the NumPy engine's numba kernels into numba's
+on-disk cache now, rather than on their first calls
+(:mod:`anyloss.backends.numpy.precompile`): for container images and CI runners.
 """
 
 from __future__ import annotations
@@ -237,7 +241,31 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--markdown", action="store_true",
                       help="print the README's fast-path tables, generated from the registry")
     show.set_defaults(handler=info)
+    build = commands.add_parser("compile", help="compile the NumPy engine's numba kernels now")
+    build.add_argument("function", nargs="*",
+                       help="only the kernels of these public functions (default: all)")
+    build.add_argument("--jobs", type=int, default=1, metavar="N",
+                       help="compile in N processes, one kernel module each (default: 1)")
+    build.set_defaults(handler=compile_kernels)
     return parser
+
+
+def compile_kernels(args: argparse.Namespace, out: TextIO) -> int:
+    from anyloss.backends.numpy import compiled, precompile
+
+    unknown = [f for f in args.function if f not in precompile.CALLS]
+    if unknown:
+        print(f"anyloss compile: no NumPy kernels for {', '.join(unknown)}; "
+              f"choose from {', '.join(precompile.CALLS)}", file=out)
+        return 2
+    if not compiled.HAVE_NUMBA:
+        print(f"anyloss compile: nothing to compile: {compiled.WHY_NOT}", file=out)
+        return 1
+    print(f"compiling for {compiled.describe()}", file=out)
+    seconds = precompile.compile_kernels(args.function or None, jobs=args.jobs,
+                                         report=lambda line: print(f"  {line}", file=out))
+    print(f"compiled in {seconds:.1f} s", file=out)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
