@@ -169,6 +169,10 @@ def nll_loss(
            "any device; 16-bit floats in float32", needs="numba", without="F.cross_entropy"),
     Kernel("cross_entropy", "jax", "checked", "jax:cross_entropy",
            "anyloss's formula under jax.jit", "class indices"),
+    Kernel("cross_entropy", "numpy", "first", "numpy.cross_entropy:cross_entropy_plain",
+           "the compiled pass and a compiled loop over the targets, at any size",
+           "C-contiguous float32/64 (N, C); int64 targets in range or ignored; weight of the "
+           "input's dtype; no nan or infinite row maximum", needs="numba"),
     Kernel("cross_entropy", "numpy", "checked", "numpy.cross_entropy:cross_entropy",
            "one compiled pass over the rows (max, exp-sum, target, smoothing)",
            "class indices; 2^15 elements or more", needs="numba",

@@ -401,6 +401,82 @@ def no_numpy_rows(monkeypatch):
     _refuse_numpy_rows(monkeypatch)
 
 
+#: Plain calls of every size the first-stage NumPy kernel takes: ``(rows, classes)``.
+PLAIN_SHAPES = [(1, 1), (1, 7), (64, 10), (300, 7), (5, 300), (256, 257), (3, 4500)]
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("options", ["", "weight", "smooth", "smooth/weight/ignore",
+                                     "ignore=3"])
+@pytest.mark.parametrize("shape", PLAIN_SHAPES)
+def test_plain_kernel_takes_every_size_and_equals_torch(shape, options, dtype, monkeypatch):
+    """The first-stage kernel answers plain (N, C) calls of any size (no threshold), equal
+    to torch in float64 and float32, for every reduction."""
+    g = np.random.default_rng(zlib.crc32(f"{shape}{options}".encode()))
+    n, c = shape
+    x = (3 * g.standard_normal(shape)).astype(dtype)
+    target = g.integers(0, c, n)
+    kwargs = {"label_smoothing": 0.2 if "smooth" in options else 0.0}
+    if "ignore=3" in options:
+        kwargs["ignore_index"] = 3  # a class index that is ignored
+        target[::2] = 3
+    elif "ignore" in options:
+        target[::3] = -100
+    w = g.uniform(0.2, 2.0, c).astype(dtype) if "weight" in options else None
+    def refuse(*args):
+        raise AssertionError("the checked path's pass ran")
+
+    # The checked kernel takes every size here (the autouse fixture): it builds this pass.
+    monkeypatch.setattr(numpy_backend._CrossEntropyPass, "__init__", refuse)
+    tol = FLOAT64 if dtype == np.float64 else FLOAT32
+    for reduction in REDUCTIONS:
+        got = anyloss.cross_entropy(x, target, w, reduction=reduction, **kwargs)
+        expected = F.cross_entropy(torch.from_numpy(x).double(), torch.from_numpy(target),
+                                   None if w is None else torch.from_numpy(w).double(),
+                                   reduction=reduction, **kwargs).numpy()
+        assert got.dtype == dtype and got.shape == expected.shape
+        assert_close(got, expected, **tol)
+
+
+@needs_numba
+def test_plain_kernel_declines_all_but_the_plain_call():
+    """Each departure from the plain call is declined (``NotImplemented``), for the checked
+    path to answer; bad targets and non-finite rows reach the user as torch has them."""
+    g = np.random.default_rng(3)
+    x = g.standard_normal((8, 5))
+    t = g.integers(0, 5, 8)
+    options = {"ignore_index": -100, "reduction": "mean", "label_smoothing": 0.0}
+    plain = numpy_backend.cross_entropy_plain
+    assert plain(x, t, None, **options) is not NotImplemented
+    for args in [
+        (x, t.astype(np.int32), None),  # narrow targets
+        (np.asfortranarray(x), t, None),  # not C-contiguous
+        (x.astype(np.float16), t, None),
+        (x[0], t[0], None),  # unbatched
+        (x.reshape(8, 5, 1), t.reshape(8, 1), None),  # K-dimensional
+        (x, t, np.ones(5, np.float32)),  # a weight of another dtype
+        (x, t, np.ones(4)),  # a weight of the wrong size
+        (x, t[:7], None),
+        (x[:0], t[:0], None),
+        (x, np.where(t == 0, 5, t), None),  # a target out of range
+        (x, np.where(t == 0, -1, t), None),
+    ]:
+        assert plain(*args, **options) is NotImplemented
+    assert plain(x, t, None, **{**options, "ignore_index": np.int64(-100)}) is NotImplemented
+    assert plain(x, t, None, **{**options, "reduction": "batchmean"}) is NotImplemented
+    for bad in (np.nan, np.inf, -np.inf):
+        row = x.copy()
+        row[2, :] = -np.inf if bad == -np.inf else row[2, :]
+        row[2, 1] = bad
+        assert plain(row, t, None, **options) is NotImplemented
+        expected = F.cross_entropy(torch.from_numpy(row), torch.from_numpy(t),
+                                   reduction="none").numpy()
+        assert_close(anyloss.cross_entropy(row, t, reduction="none"), expected, **FLOAT64)
+    with pytest.raises(IndexError, match=r"Target 5 is out of bounds\."):
+        anyloss.cross_entropy(x, np.where(t == t[0], 5, t))
+
+
 COMPILED_CASES = [
     "plain", "plain/weight", "plain/smooth", "plain/smooth/weight", "plain/smooth/ignore/weight",
     "plain/ignore", "unbatched/smooth/weight", "one-class/smooth", "long", "long/smooth/weight",
