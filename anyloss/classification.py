@@ -284,6 +284,11 @@ def cross_entropy(
            needs="numba", without="F.cross_entropy and autograd"),
     Kernel("cross_entropy_and_grad", "jax", "checked", "jax:cross_entropy_and_grad",
            "jax.vjp of the jitted formula", "class indices"),
+    Kernel("cross_entropy_and_grad", "numpy", "first",
+           "numpy.cross_entropy:cross_entropy_and_grad_plain",
+           "the compiled pass writing the gradient, and compiled loops over the targets, at "
+           "any size", "C-contiguous float32/64 (N, C); int64 targets in range or ignored; "
+           "weight of the input's dtype; no nan or infinite row maximum", needs="numba"),
     Kernel("cross_entropy_and_grad", "numpy", "checked",
            "numpy.cross_entropy:cross_entropy_and_grad",
            "the compiled pass, writing the gradient once", "class indices; 2^15 elements or more",
@@ -333,8 +338,14 @@ def cross_entropy_and_grad(
     func = "cross_entropy_and_grad"
     reduction = _reduction.resolve(reduction, size_average, reduce)
     _check_label_smoothing(label_smoothing)
+    xp = _class_namespace(func, input, target, weight)
+    result = _registry.call("first", func, xp, input, target, weight,
+                            ignore_index=ignore_index, reduction=reduction,
+                            label_smoothing=label_smoothing)
+    if result is not NotImplemented:
+        return result
     xp, input, target, weight, probabilities, plain = _cross_entropy_operands(
-        func, input, target, weight, ignore_index
+        func, input, target, weight, ignore_index, xp
     )
     result = _registry.call("checked", func, xp, input, target, weight,
                             ignore_index=ignore_index, reduction=reduction,

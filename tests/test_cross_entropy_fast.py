@@ -411,8 +411,8 @@ PLAIN_SHAPES = [(1, 1), (1, 7), (64, 10), (300, 7), (5, 300), (256, 257), (3, 45
                                      "ignore=3"])
 @pytest.mark.parametrize("shape", PLAIN_SHAPES)
 def test_plain_kernel_takes_every_size_and_equals_torch(shape, options, dtype, monkeypatch):
-    """The first-stage kernel answers plain (N, C) calls of any size (no threshold), equal
-    to torch in float64 and float32, for every reduction."""
+    """The first-stage kernels answer plain (N, C) calls of any size (no threshold), equal
+    to torch and its autograd gradient in float64 and float32, for every reduction."""
     g = np.random.default_rng(zlib.crc32(f"{shape}{options}".encode()))
     n, c = shape
     x = (3 * g.standard_normal(shape)).astype(dtype)
@@ -437,17 +437,46 @@ def test_plain_kernel_takes_every_size_and_equals_torch(shape, options, dtype, m
                                    reduction=reduction, **kwargs).numpy()
         assert got.dtype == dtype and got.shape == expected.shape
         assert_close(got, expected, **tol)
+        loss, grad = anyloss.cross_entropy_and_grad(x, target, w, reduction=reduction, **kwargs)
+        leaf = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        F.cross_entropy(leaf, torch.from_numpy(target),
+                        None if w is None else torch.from_numpy(w).double(),
+                        reduction=reduction, **kwargs).sum().backward()
+        assert loss.dtype == dtype and grad.dtype == dtype and grad.shape == x.shape
+        assert_close(loss, expected, **tol)
+        assert_close(grad, leaf.grad.numpy(), **(tol if dtype == np.float64 else
+                                                 {"rtol": 1e-4, "atol": 1e-6}))
 
 
 @needs_numba
 def test_plain_kernel_declines_all_but_the_plain_call():
-    """Each departure from the plain call is declined (``NotImplemented``), for the checked
-    path to answer; bad targets and non-finite rows reach the user as torch has them."""
+    """Each departure from the plain call is declined (``NotImplemented``) by both kernels,
+    for the checked path to answer; bad targets and non-finite rows reach the user as torch
+    has them."""
     g = np.random.default_rng(3)
     x = g.standard_normal((8, 5))
     t = g.integers(0, 5, 8)
     options = {"ignore_index": -100, "reduction": "mean", "label_smoothing": 0.0}
-    plain = numpy_backend.cross_entropy_plain
+    for plain in (numpy_backend.cross_entropy_plain, numpy_backend.cross_entropy_and_grad_plain):
+        _check_plain_declines(plain, x, t, options)
+    for bad in (np.nan, np.inf, -np.inf):
+        row = x.copy()
+        row[2, :] = -np.inf if bad == -np.inf else row[2, :]
+        row[2, 1] = bad
+        leaf = torch.tensor(row, requires_grad=True)
+        expected = F.cross_entropy(leaf, torch.from_numpy(t), reduction="none")
+        expected.sum().backward()
+        assert_close(anyloss.cross_entropy(row, t, reduction="none"), expected.detach().numpy(),
+                     **FLOAT64)
+        loss, grad = anyloss.cross_entropy_and_grad(row, t, reduction="none")
+        assert_close(loss, expected.detach().numpy(), **FLOAT64)
+        assert_close(grad, leaf.grad.numpy(), **FLOAT64)
+    for function in (anyloss.cross_entropy, anyloss.cross_entropy_and_grad):
+        with pytest.raises(IndexError, match=r"Target 5 is out of bounds\."):
+            function(x, np.where(t == t[0], 5, t))
+
+
+def _check_plain_declines(plain, x, t, options):
     assert plain(x, t, None, **options) is not NotImplemented
     for args in [
         (x, t.astype(np.int32), None),  # narrow targets
@@ -470,11 +499,6 @@ def test_plain_kernel_declines_all_but_the_plain_call():
         row[2, :] = -np.inf if bad == -np.inf else row[2, :]
         row[2, 1] = bad
         assert plain(row, t, None, **options) is NotImplemented
-        expected = F.cross_entropy(torch.from_numpy(row), torch.from_numpy(t),
-                                   reduction="none").numpy()
-        assert_close(anyloss.cross_entropy(row, t, reduction="none"), expected, **FLOAT64)
-    with pytest.raises(IndexError, match=r"Target 5 is out of bounds\."):
-        anyloss.cross_entropy(x, np.where(t == t[0], 5, t))
 
 
 COMPILED_CASES = [

@@ -40,6 +40,7 @@ __all__ = [
     "cross_entropy",
     "cross_entropy_plain",
     "cross_entropy_and_grad",
+    "cross_entropy_and_grad_plain",
     "blocked_cross_entropy_and_grad",
     "cross_entropy_elements",
     "cross_entropy_targets",
@@ -465,6 +466,35 @@ def cross_entropy(input, target, weight, *, ignore_index, reduction, label_smoot
     return _ce_reduce(p.losses(), denominator, reduction, input.dtype, np.shape(target))
 
 
+def _plain_weight(input, target, weight, ignore_index, reduction):
+    """``(weight, weighted, W)`` as the row kernels take the weight (``ones(1)`` and False
+    without one; ``W`` its float64 sum, ``C`` without one) for a plain call of
+    :func:`cross_entropy_plain` and :func:`cross_entropy_and_grad_plain`, else ``None``."""
+    if not (compiled.HAVE_NUMBA and type(input) is np.ndarray and type(target) is np.ndarray
+            and input.ndim == 2 and target.ndim == 1 and input.dtype in _FLOATS
+            and target.dtype == _INT64 and input.flags.c_contiguous
+            and type(ignore_index) is int and _INT64_MIN <= ignore_index <= _INT64_MAX
+            and reduction in ("none", "mean", "sum")):
+        return None
+    n, c = input.shape
+    if n == 0 or c == 0 or target.shape[0] != n:
+        return None
+    if weight is None:
+        return _NO_WEIGHT[input.dtype], False, float(c)
+    if (type(weight) is np.ndarray and weight.dtype == input.dtype and weight.shape == (c,)
+            and weight.flags.c_contiguous):
+        return weight, True, float(np.sum(weight, dtype=np.float64))
+    return None
+
+
+def _plain_rows(kernel, input):
+    """``kernel`` (a row kernel) and its ``blocks`` argument for ``input``: the serial copy
+    and one block below :data:`_CE_SERIAL_ELEMENTS` elements."""
+    if input.size < _CE_SERIAL_ELEMENTS:
+        return kernel.serial, 1
+    return kernel, compiled.load("cross_entropy").row_blocks(input.shape[0])
+
+
 def cross_entropy_plain(input, target, weight, *, ignore_index, reduction, label_smoothing):
     """``cross_entropy`` of a plain call, at any size, by the compiled row pass and a compiled
     loop over the rows' targets (:func:`.compiled.cross_entropy.row_losses`), or
@@ -481,32 +511,18 @@ def cross_entropy_plain(input, target, weight, *, ignore_index, reduction, label
     around its pass cost more than the pass itself (at 256 x 1000 float32, about 80
     against 46 microseconds).
     """
-    if not (compiled.HAVE_NUMBA and type(input) is np.ndarray and type(target) is np.ndarray
-            and input.ndim == 2 and target.ndim == 1 and input.dtype in _FLOATS
-            and target.dtype == _INT64 and input.flags.c_contiguous
-            and type(ignore_index) is int and _INT64_MIN <= ignore_index <= _INT64_MAX
-            and reduction in ("none", "mean", "sum")):
+    plain = _plain_weight(input, target, weight, ignore_index, reduction)
+    if plain is None:
         return NotImplemented
-    n, c = input.shape
-    if n == 0 or c == 0 or target.shape[0] != n:
-        return NotImplemented
-    dtype = input.dtype
-    if weight is None:
-        w, weighted, w_total = _NO_WEIGHT[dtype], False, float(c)
-    elif (type(weight) is np.ndarray and weight.dtype == dtype and weight.shape == (c,)
-          and weight.flags.c_contiguous):
-        w, weighted, w_total = weight, True, float(np.sum(weight, dtype=np.float64))
-    else:
-        return NotImplemented
+    w, weighted, w_total = plain
+    n, dtype = input.shape[0], input.dtype
     eps = float(label_smoothing)
     kind = 0 if eps == 0 else (1 if weight is None else 2)
     kernels = compiled.load("cross_entropy")
     peak, bad = np.empty(n, dtype), np.empty(n, np.uint8)
     total, smooth, losses = np.empty(n), np.empty(n), np.empty(n)
-    if input.size < _CE_SERIAL_ELEMENTS:
-        kernels.forward_rows.serial(1, input, w, kind, peak, total, smooth, bad)
-    else:
-        kernels.forward_rows(kernels.row_blocks(n), input, w, kind, peak, total, smooth, bad)
+    forward, blocks = _plain_rows(kernels.forward_rows, input)
+    forward(blocks, input, w, kind, peak, total, smooth, bad)
     loss_sum, weights, stop = kernels.row_losses(input, target, w, weighted, ignore_index, eps,
                                                  w_total, peak, total, smooth, bad, losses)
     if stop >= 0:
@@ -514,6 +530,40 @@ def cross_entropy_plain(input, target, weight, *, ignore_index, reduction, label
     if reduction == "none":
         return losses.astype(dtype)
     return reduced_result(loss_sum, weights, reduction, dtype)
+
+
+def cross_entropy_and_grad_plain(input, target, weight, *, ignore_index, reduction,
+                                 label_smoothing):
+    """``cross_entropy_and_grad`` of a plain call (as :func:`cross_entropy_plain` takes it), at
+    any size, or ``NotImplemented``: the per-row coefficients of the gradient by one
+    compiled loop (:func:`.compiled.cross_entropy.row_coefficients`, which checks the
+    targets first), the gradient by the compiled row pass, the losses by
+    :func:`.compiled.cross_entropy.row_losses`. A registry kernel of stage ``'first'``."""
+    plain = _plain_weight(input, target, weight, ignore_index, reduction)
+    if plain is None:
+        return NotImplemented
+    w, weighted, w_total = plain
+    (n, c), dtype = input.shape, input.dtype
+    eps = float(label_smoothing)
+    kind = 0 if eps == 0 else (1 if weight is None else 2)
+    kernels = compiled.load("cross_entropy")
+    safe = np.empty(n, np.int64)
+    factor, spread, hit, a, peak = (np.empty(n, dtype) for _ in range(5))
+    if kernels.row_coefficients(target, w, weighted, ignore_index, c, eps, w_total,
+                                reduction == "mean", safe, factor, spread, hit) >= 0:
+        return NotImplemented
+    grad = np.empty_like(input)
+    bad = np.empty(n, np.uint8)
+    total, smooth, losses = np.empty(n), np.empty(n), np.empty(n)
+    rows, blocks = _plain_rows(kernels.gradient_rows, input)
+    rows(blocks, input, safe, w, kind, factor, spread, hit, peak, total, smooth, bad, a, grad)
+    loss_sum, weights, stop = kernels.row_losses(input, target, w, weighted, ignore_index, eps,
+                                                 w_total, peak, total, smooth, bad, losses)
+    if stop >= 0:
+        return NotImplemented
+    if reduction == "none":
+        return losses.astype(dtype), grad
+    return reduced_result(loss_sum, weights, reduction, dtype), grad
 
 
 def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, label_smoothing):

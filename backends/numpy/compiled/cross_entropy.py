@@ -67,8 +67,8 @@ from anyloss.backends.numpy.compiled.elementary import (
 from anyloss.backends.numpy.compiled.memory import LINE_BYTES, prefetch_l2
 from anyloss.backends.numpy.compiled.parallel import parallel_kernel
 
-__all__ = ["row_blocks", "forward_rows", "gradient_rows", "row_losses", "forward_columns",
-           "gradient_columns"]
+__all__ = ["row_blocks", "forward_rows", "gradient_rows", "row_coefficients", "row_losses",
+           "forward_columns", "gradient_columns"]
 
 f32 = np.float32
 f64 = np.float64
@@ -496,8 +496,46 @@ def gradient_rows(blocks, x, t, w, kind, factor, spread, hit, peak, total, smoot
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
+def row_coefficients(t, w, weighted, ignore_index, c, eps, w_total, mean, safe, factor, spread,
+                     hit):
+    """The per-row arguments of :func:`gradient_rows` for targets ``t`` ``(N,)``.
+
+    For ``C = c`` classes: ``safe`` (the target, 0 where ignored), and, with ``coef`` the
+    derivative of the reduced loss by the row's (``1 / sum w_t`` over the rows not ignored
+    for ``mean``, else 1; 0 where ignored),
+
+        factor = coef ((1 - eps) w_t + eps / C W),  spread = coef eps / C,
+        hit = coef (1 - eps) w_t
+
+    computed in float64 and rounded to their arrays' dtype, as
+    ``_CrossEntropyPass.with_gradient`` in :mod:`anyloss.backends.numpy.cross_entropy`
+    has them. Returns -1, or the first row whose target is neither ``ignore_index`` nor
+    a class (nothing else written then)."""
+    n = t.shape[0]
+    weights = 0.0
+    for i in range(n):
+        k = t[i]
+        if k == ignore_index:
+            continue
+        if k < 0 or k >= c:
+            return i
+        weights += np.float64(w[k]) if weighted else 1.0
+    scale = (1.0 / weights if weights != 0 else np.nan) if mean else 1.0
+    for i in range(n):
+        k = t[i]
+        usable = k != ignore_index
+        w_t = (np.float64(w[k]) if weighted else 1.0) if usable else 0.0
+        coef = scale if usable else 0.0
+        safe[i] = k if usable else 0
+        factor[i] = coef * ((1.0 - eps) * w_t + (eps / c) * w_total)
+        spread[i] = coef * (eps / c)
+        hit[i] = coef * (1.0 - eps) * w_t
+    return -1
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def row_losses(x, t, w, weighted, ignore_index, eps, w_total, peak, total, smooth, bad, losses):
-    """The losses of class-index cross entropy from the row pass's results, float64:
+    """The losses of class-index cross entropy (float64) from the row pass's results.
 
         losses[i] = (1 - eps) w_t (lse - z_t) + eps / C (W lse - smooth[i])
 
@@ -508,8 +546,7 @@ def row_losses(x, t, w, weighted, ignore_index, eps, w_total, peak, total, smoot
     temporaries.
 
     Returns ``(sum of the losses, sum of w_t over the rows not ignored, -1)``, both added
-    in order in float64 (the losses are not negative, so the sum is within ``N`` units of
-    its last place), or stops at the first row whose target is neither ``ignore_index``
+    in order in float64, or stops at the first row whose target is neither ``ignore_index``
     nor a class, or that the pass flagged ``bad``, and returns its index last (the caller
     then declines)."""
     n, c = x.shape
