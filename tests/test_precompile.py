@@ -72,6 +72,15 @@ def test_cli_compiles_the_named_functions():
     assert lines[-1].startswith("compiled in ")
 
 
+def test_jobs_run_the_modules_in_processes_and_report_every_function():
+    lines = []
+    seconds = precompile.compile_kernels(["nll_loss", "huber_loss", "ctc_loss"], jobs=2,
+                                         report=lines.append)
+    assert seconds > 0
+    assert sorted(line.split(":")[0] for line in lines) == ["ctc_loss", "huber_loss",
+                                                            "nll_loss"]
+
+
 def test_cli_refuses_an_unknown_function():
     out = io.StringIO()
     assert main(["compile", "nll_loss", "mse_loss"], out) == 2
