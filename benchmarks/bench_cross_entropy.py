@@ -121,15 +121,30 @@ def contenders(x: np.ndarray, target: np.ndarray, options: dict):
     return forward, grad
 
 
+#: The least time of one sample: calls faster than this are timed this many at a time (at
+#: 64 x 10 a call takes microseconds, which one call's timing cannot resolve).
+SAMPLE_SECONDS = 2e-3
+
+
+def _calls_per_sample(f) -> int:
+    start = time.perf_counter()
+    f()
+    return max(1, int(SAMPLE_SECONDS / max(time.perf_counter() - start, 1e-9)))
+
+
 def time_side_by_side(funcs: dict, repeat: int) -> dict:
+    """Median seconds of a call of each function, the functions interleaved in each of
+    ``repeat`` rounds; a sample takes at least :data:`SAMPLE_SECONDS` (several calls)."""
     for f in funcs.values():  # warm up: compile, pools, scratch buffers
         f()
+    calls = {name: _calls_per_sample(f) for name, f in funcs.items()}
     times = {name: [] for name in funcs}
     for _ in range(repeat):
         for name, f in funcs.items():
             start = time.perf_counter()
-            f()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(calls[name]):
+                f()
+            times[name].append((time.perf_counter() - start) / calls[name])
     return {name: statistics.median(t) for name, t in times.items()}
 
 
