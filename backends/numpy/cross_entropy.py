@@ -520,22 +520,32 @@ def cross_entropy_plain(input, target, weight, *, ignore_index, reduction, label
     plain = _plain_weight(input, target, weight, ignore_index, reduction)
     if plain is None:
         return NotImplemented
-    w, weighted, w_total = plain
     n, dtype = input.shape[0], input.dtype
     eps = float(label_smoothing)
     kind = 0 if eps == 0 else (1 if weight is None else 2)
     kernels = compiled.load("cross_entropy")
     peak, bad = np.empty(n, dtype), np.empty(n, np.uint8)
-    total, smooth, losses = np.empty(n), np.empty(n), np.empty(n)
+    total, smooth = np.empty(n), np.empty(n)
     forward, blocks = _plain_rows(kernels.forward_rows, input)
-    forward(blocks, input, w, kind, peak, total, smooth, bad)
-    loss_sum, weights, stop = kernels.row_losses(input, target, w, weighted, ignore_index, eps,
-                                                 w_total, peak, total, smooth, bad, losses)
+    forward(blocks, input, plain[0], kind, peak, total, smooth, bad)
+    return _plain_loss(input, target, plain, ignore_index, eps, reduction, peak, total, smooth,
+                       bad)
+
+
+def _plain_loss(input, target, plain, ignore_index, eps, reduction, peak, total, smooth, bad):
+    """The reduced (or unreduced) loss of a plain call from its row pass's results, by
+    :func:`.compiled.cross_entropy.row_losses`; ``NotImplemented`` where it stops (a
+    target out of range, a row flagged ``bad``). ``plain`` is :func:`_plain_weight`'s."""
+    w, weighted, w_total = plain
+    losses = np.empty(input.shape[0])
+    loss_sum, weights, stop = compiled.load("cross_entropy").row_losses(
+        input, target, w, weighted, ignore_index, eps, w_total, peak, total, smooth, bad,
+        losses)
     if stop >= 0:
         return NotImplemented
     if reduction == "none":
-        return losses.astype(dtype)
-    return reduced_result(loss_sum, weights, reduction, dtype)
+        return losses.astype(input.dtype)
+    return reduced_result(loss_sum, weights, reduction, input.dtype)
 
 
 def cross_entropy_and_grad_plain(input, target, weight, *, ignore_index, reduction,
@@ -560,16 +570,12 @@ def cross_entropy_and_grad_plain(input, target, weight, *, ignore_index, reducti
         return NotImplemented
     grad = np.empty_like(input)
     bad = np.empty(n, np.uint8)
-    total, smooth, losses = np.empty(n), np.empty(n), np.empty(n)
+    total, smooth = np.empty(n), np.empty(n)
     rows, blocks = _plain_rows(kernels.gradient_rows, input)
     rows(blocks, input, safe, w, kind, factor, spread, hit, peak, total, smooth, bad, a, grad)
-    loss_sum, weights, stop = kernels.row_losses(input, target, w, weighted, ignore_index, eps,
-                                                 w_total, peak, total, smooth, bad, losses)
-    if stop >= 0:
-        return NotImplemented
-    if reduction == "none":
-        return losses.astype(dtype), grad
-    return reduced_result(loss_sum, weights, reduction, dtype), grad
+    loss = _plain_loss(input, target, plain, ignore_index, eps, reduction, peak, total, smooth,
+                       bad)
+    return NotImplemented if loss is NotImplemented else (loss, grad)
 
 
 def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, label_smoothing):
