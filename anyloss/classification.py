@@ -249,23 +249,12 @@ def cross_entropy(
     >>> round(float(cross_entropy(logits, np.asarray([0, 1]))), 6)
     0.410038
     """
-    func = "cross_entropy"
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    _check_label_smoothing(label_smoothing)
-    xp = _class_namespace(func, input, target, weight)
-    loss = _registry.call("first", func, xp, input, target, weight,
-                          ignore_index=ignore_index, reduction=reduction,
-                          label_smoothing=label_smoothing)
+    loss, operands = _cross_entropy_kernels("cross_entropy", input, target, weight,
+                                            ignore_index, reduction, label_smoothing)
     if loss is not NotImplemented:
         return loss
-    xp, input, target, weight, probabilities, plain = _cross_entropy_operands(
-        func, input, target, weight, ignore_index, xp
-    )
-    loss = _registry.call("checked", func, xp, input, target, weight,
-                          ignore_index=ignore_index, reduction=reduction,
-                          label_smoothing=label_smoothing)
-    if loss is not NotImplemented:
-        return loss
+    xp, input, target, weight, probabilities, plain = operands
     if probabilities:
         return _cross_entropy_probabilities(
             xp, input, target, weight, reduction, label_smoothing
@@ -335,23 +324,12 @@ def cross_entropy_and_grad(
     >>> grad
     array([[ 0.5, -0.5]])
     """
-    func = "cross_entropy_and_grad"
     reduction = _reduction.resolve(reduction, size_average, reduce)
-    _check_label_smoothing(label_smoothing)
-    xp = _class_namespace(func, input, target, weight)
-    result = _registry.call("first", func, xp, input, target, weight,
-                            ignore_index=ignore_index, reduction=reduction,
-                            label_smoothing=label_smoothing)
+    result, operands = _cross_entropy_kernels("cross_entropy_and_grad", input, target, weight,
+                                              ignore_index, reduction, label_smoothing)
     if result is not NotImplemented:
         return result
-    xp, input, target, weight, probabilities, plain = _cross_entropy_operands(
-        func, input, target, weight, ignore_index, xp
-    )
-    result = _registry.call("checked", func, xp, input, target, weight,
-                            ignore_index=ignore_index, reduction=reduction,
-                            label_smoothing=label_smoothing)
-    if result is not NotImplemented:
-        return result
+    xp, input, target, weight, probabilities, plain = operands
     if probabilities:
         loss = _cross_entropy_probabilities(xp, input, target, weight, reduction,
                                             label_smoothing)
@@ -740,6 +718,26 @@ def _check_class_indices(xp: ModuleType, target: Any, n_classes: int, ignore_ind
     if any_true(xp, invalid):
         raise IndexError(f"Target {_first(xp, target, invalid)} is out of bounds.")
     return False
+
+
+def _cross_entropy_kernels(func, input, target, weight, ignore_index, reduction,
+                           label_smoothing):
+    """``(result, operands)`` of a cross-entropy call (``func``) by the registry's kernels:
+    ``label_smoothing`` checked, then the ``'first'`` kernel on the public arguments; if it
+    declines, :func:`_cross_entropy_operands`' checks and the ``'checked'`` kernel on
+    their operands. ``result`` is ``NotImplemented`` when neither answered; ``operands``
+    are the checked ones for the written-once code (``None`` when the first stage
+    answered)."""
+    _check_label_smoothing(label_smoothing)
+    xp = _class_namespace(func, input, target, weight)
+    options = {"ignore_index": ignore_index, "reduction": reduction,
+               "label_smoothing": label_smoothing}
+    result = _registry.call("first", func, xp, input, target, weight, **options)
+    if result is not NotImplemented:
+        return result, None
+    operands = _cross_entropy_operands(func, input, target, weight, ignore_index, xp)
+    xp, input, target, weight = operands[:4]
+    return _registry.call("checked", func, xp, input, target, weight, **options), operands
 
 
 def _cross_entropy_operands(func, input, target, weight, ignore_index, xp=None):
