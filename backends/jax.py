@@ -9,6 +9,8 @@ formulas are anyloss's own (:mod:`anyloss._ctc_recursion`,
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 
@@ -32,12 +34,20 @@ def is_tracer(x: object) -> bool:
 # --- CTC --------------------------------------------------------------------------------------
 
 
+_CTC_STATIC = ("blank", "zero_infinity", "max_target_length")
+
+
+@functools.partial(jax.jit, static_argnames=_CTC_STATIC)
 def ctc_loss(log_probs, targets, input_lengths, target_lengths, *, blank, zero_infinity,
              max_target_length):
-    """Per-sample CTC losses (N,): the forward recursion as one ``lax.scan`` over the frames.
+    """Per-sample CTC losses (N,): the forward recursion as one ``lax.scan`` over the frames,
+    with anyloss's generic step (:mod:`anyloss._ctc_recursion`); gradients follow torch's
+    convention.
 
-    The step is anyloss's generic one (:mod:`anyloss._ctc_recursion`), so
-    ``jax.jit`` compiles it once whatever ``T``; gradients follow torch's convention.
+    Compiled by ``jax.jit`` once per shape, dtype and options, also when called eagerly: an
+    eager ``lax.scan`` traces and compiles its step on every call (its step is a new
+    closure each time), which cost 0.12-0.15 s a call at T=50, N=4, C=6 against one
+    dispatch now.
     """
     n_frames, batch, n_classes = log_probs.shape
     ext, skip = recursion.extended_labels(jnp, targets, target_lengths, max_target_length,
@@ -64,9 +74,11 @@ def ctc_loss(log_probs, targets, input_lengths, target_lengths, *, blank, zero_i
     return losses
 
 
+@functools.partial(jax.jit, static_argnames=_CTC_STATIC)
 def ctc_loss_and_grad(log_probs, targets, input_lengths, target_lengths, *, blank,
                       zero_infinity, max_target_length):
-    """Per-sample losses (N,) and the gradient of their sum, by ``jax.vjp`` of :func:`ctc_loss`."""
+    """Per-sample losses (N,) and the gradient of their sum, by ``jax.vjp`` of :func:`ctc_loss`
+    (compiled as it is)."""
 
     def losses_of(lp):
         return ctc_loss(lp, targets, input_lengths, target_lengths, blank=blank,
