@@ -148,6 +148,32 @@ def test_autodiff_through_torch_and_jax_matches_torch(fast):
         np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-9, atol=1e-12)
 
 
+def test_jax_kernels_compile_once_per_shape_and_options():
+    """Eager calls on JAX arrays reuse one compiled kernel per shape, dtype and options (an
+    eager ``lax.scan`` traced and compiled its step again on every call)."""
+    jax = pytest.importorskip("jax")
+    from anyloss.backends import jax as kernels
+
+    namespaces.get("jax")  # 64-bit JAX
+    jnp = jax.numpy
+    lp, targets, il, tl = (jnp.asarray(a) for a in _random_case(3, T=9, N=3, C=5, S=4))
+    other = jnp.asarray(_random_case(4, T=9, N=3, C=5, S=4)[0])
+    for function in (kernels.ctc_loss, kernels.ctc_loss_and_grad):
+        function.clear_cache()
+    with anyloss.fast_paths(enabled=True):
+        first = anyloss.ctc_loss(lp, targets, il, tl, reduction="none")
+        second = anyloss.ctc_loss(other, targets, il, tl, reduction="sum")
+        assert kernels.ctc_loss._cache_size() == 1
+        anyloss.ctc_loss(lp, targets, il, tl, zero_infinity=True)
+        assert kernels.ctc_loss._cache_size() == 2  # another option: compiled again
+        anyloss.ctc_loss_and_grad(lp, targets, il, tl)
+        anyloss.ctc_loss_and_grad(other, targets, il, tl)
+        assert kernels.ctc_loss_and_grad._cache_size() == 1
+    expected = _torch_loss_and_grad(*_random_case(3, T=9, N=3, C=5, S=4), reduction="none")[0]
+    np.testing.assert_allclose(np.asarray(first), expected, rtol=1e-12)
+    assert np.isfinite(float(second))
+
+
 def test_lengths_as_lists_and_tuples():
     lp, targets, il, tl = _random_case(6)
     expected = anyloss.ctc_loss(lp, targets, il, tl, reduction="none")
