@@ -577,11 +577,15 @@ def test_compiled_float16_by_chunks(case, monkeypatch, no_numpy_rows):
     np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
-def _non_finite_problem(dtype, k_dim):
+#: Classes of the non-finite problems: rows shorter than the row kernels' lanes (their path
+#: for short rows), and of two chunks.
+NON_FINITE_CLASSES = [100, 3000]
+
+
+def _non_finite_problem(dtype, k_dim, c):
     """Rows (or positions) holding nan (first, middle and last class), +inf (target and
-    not), two +inf, -inf, all -inf, and finite rows, of 3000 classes (two chunks)."""
+    not), two +inf, -inf, all -inf, and finite rows, of ``c`` classes."""
     g = np.random.default_rng(7)
-    c = 3000
     x = g.standard_normal((12, c)).astype(dtype)
     target = g.integers(0, c, 12)
     x[0, 0] = np.nan
@@ -600,14 +604,15 @@ def _non_finite_problem(dtype, k_dim):
 
 
 @needs_numba
+@pytest.mark.parametrize("classes", NON_FINITE_CLASSES)
 @pytest.mark.parametrize("k_dim", [False, True])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_compiled_non_finite_rows_are_torchs(dtype, k_dim, smoothing):
+def test_compiled_non_finite_rows_are_torchs(dtype, k_dim, smoothing, classes):
     """nan anywhere in a row gives nan; inf and -inf logits give torch's losses and
     gradients (the flagged rows are redone by the NumPy engine), finite rows beside
     them stay exact."""
-    x, target = _non_finite_problem(dtype, k_dim)
+    x, target = _non_finite_problem(dtype, k_dim, classes)
     weight = np.random.default_rng(8).uniform(0.5, 2, x.shape[1]).astype(dtype)
     for w in (None, weight):
         for reduction in ("none", "sum"):
@@ -848,10 +853,11 @@ def test_kernel_exponentials_within_one_ulp(dtype):
     np.testing.assert_array_equal(summed[x < flush], summed[x == flush][0])
 
 
+@pytest.mark.parametrize("classes", NON_FINITE_CLASSES)
 @pytest.mark.parametrize("engine", ["compiled", "numpy"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_gradient_written_over_the_input(engine, dtype, smoothing, monkeypatch):
+def test_gradient_written_over_the_input(engine, dtype, smoothing, classes, monkeypatch):
     """``cross_entropy_rows(x, ..., out=x)`` (the linear cross entropy's row blocks) gives
     the losses and, over ``x``, the gradient of the pass into a separate array: finite
     rows within a few ulps (the in-place kernel is compiled apart, and LLVM may order a
@@ -860,7 +866,7 @@ def test_gradient_written_over_the_input(engine, dtype, smoothing, monkeypatch):
     if engine == "compiled" and not compiled.HAVE_NUMBA:
         pytest.skip("numba is not installed")
     _numpy_engine(monkeypatch, engine == "compiled")
-    x, target = _non_finite_problem(dtype, False)
+    x, target = _non_finite_problem(dtype, False, classes)
     weight = np.random.default_rng(9).uniform(0.5, 2, x.shape[1]).astype(dtype)
     options = dict(ignore_index=-100, label_smoothing=smoothing, gradient_scale=0.3)
     separate = np.empty_like(x)

@@ -25,11 +25,12 @@ maxima of row i + 1 from memory (256 lanes that LLVM vectorises), and prefetches
 that row's lines :data:`AHEAD_BYTES` ahead into the second-level cache. Done in
 two passes per row, a core's memory reads and its exponentials took turns, and
 the pass took the time of both (1.7x one read of the input, against 0.9-1.1x in float32
-now). A nan is passed over by the maximum and caught by the sum of the
-exponentials, which it leaves nan. A row flagged ``bad`` (a nan, or a maximum
-that is not finite) is left to the caller (the NumPy arithmetic of
-:mod:`anyloss.backends.numpy.cross_entropy`, which follows torch on inf and
-nan). The exponential is a polynomial without libm calls, so the loops
+now). Rows of fewer than :data:`LANES` classes, for which that machinery costs more than
+the row, are read twice each instead, by index (:func:`_short_row`). A nan is passed
+over by the maximum and caught by the sum of the exponentials, which it leaves nan. A
+row flagged ``bad`` (a nan, or a maximum that is not finite) is left to the caller (the
+NumPy arithmetic of :mod:`anyloss.backends.numpy.cross_entropy`, which follows torch on
+inf and nan). The exponential is a polynomial without libm calls, so the loops
 vectorise: Cephes' reduction (S. L. Moshier, *Methods and Programs for
 Mathematical Functions*, 1989: ``x = k ln 2 + r`` with ln 2 split in two), then
 the polynomials of :mod:`.elementary` for ``exp(r)`` (Cephes' degree-6 ``expf``
@@ -248,9 +249,7 @@ def _lanes_start(row, acc):
     rows are chosen by index, not as views: each view of ``acc`` counts a reference, two
     atomic operations of numba's runtime per block.
 
-    A row shorter than ``LANES`` needs no lanes (:func:`_lanes_finish` reads it whole)."""
-    if row.shape[0] < LANES:
-        return
+    Rows shorter than ``LANES`` take :func:`_short_row` instead of the lanes."""
     first = row[0]
     for j in range(LANES):
         acc[0, j] = first
@@ -285,12 +284,7 @@ def _lanes_finish(row, acc):
     lane winning. Each halving is a loop across lanes from one row of ``acc`` into the
     other, which vectorises; folded in place, the loops compiled to scalar code (about
     1200 instructions a row, seen with ``perf``), and one compare per lane in a chain
-    cost about 1000 cycles a row.
-
-    A row shorter than ``LANES`` is read by :func:`_short_max` instead."""
-    n = row.shape[0]
-    if n < LANES:
-        return _short_max(row)
+    cost about 1000 cycles a row."""
     here = _lanes_current(row)
     tail = row[row.shape[0] - row.shape[0] % LANES:]  # a slice: row[start + c] gathers
     _lanes_take(tail, tail.shape[0], acc, here, here)
@@ -317,28 +311,97 @@ def _max_step(v, m):
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _short_max(row):
-    """``max(row)`` of a row shorter than ``LANES``, with the rule of :func:`_row_max` (a nan
-    passed over unless it is ``row[0]``): four running maxima in registers, each taking
-    every fourth value, then folded, a nan winning (only ``row[0]`` can have made one).
+def _short_max(x, i):
+    """The maximum of row ``i`` of ``x``, with the rule of :func:`_row_max` (a nan passed
+    over unless it is ``x[i, 0]``): four running maxima in registers, each taking every
+    fourth value, then folded, a nan winning (only ``x[i, 0]`` can have made one).
 
-    For these rows the 256 lanes cost more than the row: starting and folding them took
-    about 130 ns a row. One running maximum, a chain of compares at their latency, took
-    38% of the pass over rows of 100 classes (``perf``, float32, one thread); four
-    independent ones take four compares at a time."""
-    n = row.shape[0]
-    m0 = m1 = m2 = m3 = row[0]
+    One running maximum is a chain of compares at their latency (38% of the pass over rows
+    of 100 float32 classes, ``perf``); the vectorised reduction of ``llvm.maxnum``, which
+    LLVM accepts without the ``nnan`` flag, took three times as long as these four on such
+    rows (48 against 15.5 ns a row: x86 has no vector instruction for it)."""
+    n = x.shape[1]
+    m0 = m1 = m2 = m3 = x[i, 0]
     whole = n - n % 4
     for j in range(0, whole, 4):
-        m0 = _max_step(row[j], m0)
-        m1 = _max_step(row[j + 1], m1)
-        m2 = _max_step(row[j + 2], m2)
-        m3 = _max_step(row[j + 3], m3)
+        m0 = _max_step(x[i, j], m0)
+        m1 = _max_step(x[i, j + 1], m1)
+        m2 = _max_step(x[i, j + 2], m2)
+        m3 = _max_step(x[i, j + 3], m3)
     for j in range(whole, n):
-        m0 = _max_step(row[j], m0)
+        m0 = _max_step(x[i, j], m0)
     m0 = m1 if (m1 > m0 or m1 != m1) else m0
     m2 = m3 if (m3 > m2 or m3 != m3) else m2
     return m2 if (m2 > m0 or m2 != m2) else m0
+
+
+@numba.njit(inline="always", fastmath=FLAGS)
+def _short_terms(x, i, m, w, kind, out, write):
+    """``(sum exp(x[i] - m), smooth sum)`` of row ``i`` (with ``write``, also ``out[i] =
+    exp(x[i] - m)``), as :func:`_row_step` has them: summed in ``x``'s dtype, returned in
+    float64."""
+    zero = m - m
+    s, t = zero, zero
+    for c in range(x.shape[1]):
+        d = x[i, c] - m
+        if write:
+            e = exp(d)
+            out[i, c] = e
+        else:
+            e = sum_term(d)
+        s += e
+        if kind == 1:
+            t += d
+        elif kind == 2:
+            t += w[c] * d
+    return 0.0 + s, 0.0 + t
+
+
+@numba.njit(inline="always", fastmath=FLAGS)
+def _short_row(x, i, w, kind, peak, total, smooth, bad, out, write):
+    """Row ``i`` of an ``x`` of fewer than :data:`LANES` classes: ``peak``, ``total``,
+    ``smooth`` and ``bad`` as the row pipeline writes them (with ``write``, the row's
+    exponentials into ``out[i]`` too), the row read twice, the second time from the
+    first-level cache, by index.
+
+    For rows this short the pipeline's machinery cost more than the row: starting and
+    folding its lanes, its prefetches, and the views of each row, each of which counts a
+    reference (two atomic operations of numba's runtime: 15% of the pass over rows of 100
+    float32 classes, ``perf``). Rows this short stream from memory in order, which the
+    hardware prefetches without help. A copy of the sums for ``kind == 0``, as in
+    :func:`_row_step`."""
+    m = _short_max(x, i)
+    peak[i] = m
+    bad[i] = 1
+    if math.isfinite(m):
+        if kind == 0:
+            s, t = _short_terms(x, i, m, w, 0, out, write)
+        else:
+            s, t = _short_terms(x, i, m, w, kind, out, write)
+        total[i] = s
+        smooth[i] = t
+        bad[i] = 0 if s == s else 1
+
+
+@numba.njit(inline="always", fastmath=FLAGS)
+def _short_gradient(x, i0, i1, t, w, kind, factor, spread, hit, peak, total, smooth, bad, a,
+                    out):
+    """Rows ``i0:i1`` of :func:`gradient_rows` for an ``x`` of fewer than :data:`LANES`
+    classes, by :func:`_short_row`; ``out`` is ``g``, or ``x`` itself."""
+    for i in range(i0, i1):
+        _short_row(x, i, w, kind, peak, total, smooth, bad, out, True)
+        if bad[i] != 0:
+            continue
+        a[i] = factor[i] / total[i]  # in a's dtype, x's
+        scale = a[i]
+        minus = spread[i]
+        if kind == 2:
+            for c in range(x.shape[1]):
+                out[i, c] = out[i, c] * scale - minus * w[c]
+        else:
+            for c in range(x.shape[1]):
+                out[i, c] = out[i, c] * scale - minus
+        out[i, t[i]] -= hit[i]
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
@@ -453,10 +516,15 @@ def row_blocks(n: int) -> int:
 @parallel_kernel(cache=True, fastmath=FLAGS, nogil=True)
 def forward_rows(blocks, x, w, kind, peak, total, smooth, bad):
     """Per row of ``x`` ``(N, C)``: ``peak``, ``total``, ``smooth``, ``bad`` (see the module),
-    by ``blocks`` blocks of consecutive rows, each a pipeline of :func:`_row_step`."""
+    by ``blocks`` blocks of consecutive rows, each a pipeline of :func:`_row_step` (rows of
+    fewer than :data:`LANES` classes one at a time, :func:`_short_row`)."""
     n = x.shape[0]
     for b in prange(blocks):
         i0, i1 = b * n // blocks, (b + 1) * n // blocks
+        if x.shape[1] < LANES:
+            for i in range(i0, i1):
+                _short_row(x, i, w, kind, peak, total, smooth, bad, x, False)
+            continue
         acc = np.empty((2, LANES), x.dtype)
         m = _row_max(x[i0], acc)
         for i in range(i0, i1):
@@ -485,6 +553,14 @@ def gradient_rows(blocks, x, t, w, kind, factor, spread, hit, peak, total, smoot
     n = x.shape[0]
     for b in prange(blocks):
         i0, i1 = b * n // blocks, (b + 1) * n // blocks
+        if x.shape[1] < LANES:
+            if g is None:
+                _short_gradient(x, i0, i1, t, w, kind, factor, spread, hit, peak, total,
+                                smooth, bad, a, x)
+            else:
+                _short_gradient(x, i0, i1, t, w, kind, factor, spread, hit, peak, total,
+                                smooth, bad, a, g)
+            continue
         acc = np.empty((2, LANES), x.dtype)
         m = _row_max(x[i0], acc)
         for i in range(i0, i1):
