@@ -311,6 +311,21 @@ def _max_step(v, m):
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
+def _add_term(d, w, c, kind, write, s, t):
+    """One class's term ``d = x_c - peak`` of the row sums: ``(e, s + e, t + smooth term)``
+    with ``e = exp(d)`` by :func:`exp_nonpositive` where it is written (``write``), else by
+    :func:`sum_term`; the smooth term is ``d`` (``kind == 1``), ``w[c] d`` (``kind == 2``)
+    or nothing. Shared by the row pipeline (:func:`_exp_terms`) and the short rows
+    (:func:`_short_terms`)."""
+    e = exp(d) if write else sum_term(d)
+    if kind == 1:
+        t += d
+    elif kind == 2:
+        t += w[c] * d
+    return e, s + e, t
+
+
+@numba.njit(inline="always", fastmath=FLAGS)
 def _short_max(x, i):
     """The maximum of row ``i`` of ``x``, with the rule of :func:`_row_max` (a nan passed
     over unless it is ``x[i, 0]``): four running maxima in registers, each taking every
@@ -343,17 +358,9 @@ def _short_terms(x, i, m, w, kind, out, write):
     zero = m - m
     s, t = zero, zero
     for c in range(x.shape[1]):
-        d = x[i, c] - m
+        e, s, t = _add_term(x[i, c] - m, w, c, kind, write, s, t)
         if write:
-            e = exp(d)
             out[i, c] = e
-        else:
-            e = sum_term(d)
-        s += e
-        if kind == 1:
-            t += d
-        elif kind == 2:
-            t += w[c] * d
     return 0.0 + s, 0.0 + t
 
 
@@ -430,17 +437,9 @@ def _exp_terms(v, count, m, w, kind, o, write, s, t, ahead, acc, source, take):
             a = ahead[c]
             p = acc[source, c]
             acc[target, c] = a if a > p else p
-        d = v[c] - m
+        e, s, t = _add_term(v[c] - m, w, c, kind, write, s, t)
         if write:
-            e = exp(d)
             o[c] = e
-        else:
-            e = sum_term(d)
-        s += e
-        if kind == 1:
-            t += d
-        elif kind == 2:
-            t += w[c] * d
     return s, t
 
 
