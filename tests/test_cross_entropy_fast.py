@@ -671,8 +671,8 @@ def test_row_kernels_maxima_and_sums(classes, dtype):
 
 
 @needs_numba
-@pytest.mark.parametrize("case", ["long/smooth/ignore/weight", "k-dim-wide/smooth/ignore/weight",
-                                  "plain/smooth"])
+@pytest.mark.parametrize("case", ["long/smooth/ignore/weight", "long/smooth/ignore",
+                                  "k-dim-wide/smooth/ignore/weight", "plain/smooth"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_compiled_result_does_not_depend_on_threads(case, dtype):
     """Each row is one thread's work: 2 and 3 threads (the parallel copy of the kernels,

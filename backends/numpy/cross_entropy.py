@@ -148,10 +148,10 @@ class _CrossEntropyPass:
         self.picked = None  # the targets' logits, kept before an in-place gradient
         self.compiled = compiled.HAVE_NUMBA and c > 0 and x3.size > 0 and x3.flags.c_contiguous
         if self.compiled:
-            self.smooth_kind = 0 if self.eps == 0 else (1 if self.w is None else 2)
+            self.smoothing = self.eps != 0
             if self.smooth is None:
                 self.smooth = np.empty((n, d), dtype=np.float64)  # written, not used
-            self.w_or_ones = np.ones(1, self.cdt) if self.w is None else self.w
+            self.kernel_weight = _kernel_weight(self.w, self.smoothing, c, self.cdt)
             self.kernels = compiled.load("cross_entropy")
 
     def with_gradient(self, scale: float, out: np.ndarray | None = None) -> None:
@@ -248,16 +248,16 @@ class _CrossEntropyPass:
     def _kernel(self, n0, n1, x, g, bad):
         """The compiled kernel on samples ``n0:n1``, whose input is ``x`` ``(n1 - n0, C, D)``
         (C-contiguous, the compute dtype) and gradient ``g`` (or ``None``)."""
-        k, w, kind = self.kernels, self.w_or_ones, self.smooth_kind
+        k, w, smoothing = self.kernels, self.kernel_weight, self.smoothing
         nb, c, d = x.shape
         peak, total, smooth = self.peak[n0:n1], self.total[n0:n1], self.smooth[n0:n1]
         if d == 1:
             x2, flat, blocks = x.reshape(nb, c), (lambda a: a.reshape(nb)), k.row_blocks(nb)
             if g is None:
-                k.forward_rows(blocks, x2, w, kind, flat(peak), flat(total), flat(smooth),
+                k.forward_rows(blocks, x2, w, smoothing, flat(peak), flat(total), flat(smooth),
                                flat(bad[n0:n1]))
             else:
-                k.gradient_rows(blocks, x2, flat(self.t[n0:n1]), w, kind,
+                k.gradient_rows(blocks, x2, flat(self.t[n0:n1]), w, smoothing,
                                 flat(self.softmax_factor[n0:n1]), flat(self.spread[n0:n1]),
                                 flat(self.hit[n0:n1]), flat(peak), flat(total), flat(smooth),
                                 flat(bad[n0:n1]), flat(self.a[n0:n1]),
@@ -265,9 +265,9 @@ class _CrossEntropyPass:
             return
         width = min(d, max(16, _CE_COLUMN_ELEMENTS // c))
         if g is None:
-            k.forward_columns(x, w, kind, width, peak, total, smooth, bad[n0:n1])
+            k.forward_columns(x, w, smoothing, width, peak, total, smooth, bad[n0:n1])
         else:
-            k.gradient_columns(x, self.t[n0:n1], w, kind, width, self.softmax_factor[n0:n1],
+            k.gradient_columns(x, self.t[n0:n1], w, smoothing, width, self.softmax_factor[n0:n1],
                                self.spread[n0:n1], self.hit[n0:n1], peak, total, smooth,
                                bad[n0:n1], g)
 
@@ -492,6 +492,15 @@ def _plain_weight(input, target, weight, ignore_index, reduction):
     return None
 
 
+def _kernel_weight(weight, smoothing, c, dtype):
+    """The ``w`` of the compiled row and column kernels: ``weight`` (``(C,)``, ``dtype``), else
+    ``C`` ones with label smoothing (the kernels weigh the smoothing sum by ``w`` alone,
+    :mod:`.compiled.cross_entropy`), else ``ones(1)``, which they do not read."""
+    if weight is not None:
+        return weight
+    return np.ones(c, dtype) if smoothing else _NO_WEIGHT[np.dtype(dtype)]
+
+
 def _plain_rows(kernel, input):
     """``kernel`` (a row kernel) and its ``blocks`` argument for ``input``: the serial copy
     and one block below :data:`_CE_SERIAL_WORK`."""
@@ -520,14 +529,14 @@ def cross_entropy_plain(input, target, weight, *, ignore_index, reduction, label
     plain = _plain_weight(input, target, weight, ignore_index, reduction)
     if plain is None:
         return NotImplemented
-    n, dtype = input.shape[0], input.dtype
+    (n, c), dtype = input.shape, input.dtype
     eps = float(label_smoothing)
-    kind = 0 if eps == 0 else (1 if weight is None else 2)
     kernels = compiled.load("cross_entropy")
     peak, bad = np.empty(n, dtype), np.empty(n, np.uint8)
     total, smooth = np.empty(n), np.empty(n)
     forward, blocks = _plain_rows(kernels.forward_rows, input)
-    forward(blocks, input, plain[0], kind, peak, total, smooth, bad)
+    forward(blocks, input, _kernel_weight(weight, eps != 0, c, dtype), eps != 0, peak, total,
+            smooth, bad)
     return _plain_loss(input, target, plain, ignore_index, eps, reduction, peak, total, smooth,
                        bad)
 
@@ -561,7 +570,6 @@ def cross_entropy_and_grad_plain(input, target, weight, *, ignore_index, reducti
     w, weighted, w_total = plain
     (n, c), dtype = input.shape, input.dtype
     eps = float(label_smoothing)
-    kind = 0 if eps == 0 else (1 if weight is None else 2)
     kernels = compiled.load("cross_entropy")
     safe = np.empty(n, np.int64)
     factor, spread, hit, a, peak = (np.empty(n, dtype) for _ in range(5))
@@ -572,7 +580,8 @@ def cross_entropy_and_grad_plain(input, target, weight, *, ignore_index, reducti
     bad = np.empty(n, np.uint8)
     total, smooth = np.empty(n), np.empty(n)
     rows, blocks = _plain_rows(kernels.gradient_rows, input)
-    rows(blocks, input, safe, w, kind, factor, spread, hit, peak, total, smooth, bad, a, grad)
+    rows(blocks, input, safe, _kernel_weight(weight, eps != 0, c, dtype), eps != 0, factor,
+         spread, hit, peak, total, smooth, bad, a, grad)
     loss = _plain_loss(input, target, plain, ignore_index, eps, reduction, peak, total, smooth,
                        bad)
     return NotImplemented if loss is NotImplemented else (loss, grad)

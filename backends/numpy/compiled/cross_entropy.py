@@ -2,8 +2,9 @@
 
 Shapes. The row kernels take ``x`` ``(N, C)`` C-contiguous, float32 or float64,
 and write per row ``peak`` (the row maximum, ``x``'s dtype), ``total =
-sum_c exp(x_c - peak)`` and ``smooth = sum_c w_c (x_c - peak)`` (float64; ``w_c
-= 1`` for ``kind == 1``, nothing for ``kind == 0``) and ``bad`` (uint8: 1 where
+sum_c exp(x_c - peak)`` and ``smooth = sum_c w_c (x_c - peak)`` (float64, with
+``smoothing``: ``w`` then holds the ``C`` class weights, all 1 without a weight; not
+written without) and ``bad`` (uint8: 1 where
 the row holds a nan, or its maximum is not finite). The column kernels take a
 K-dimensional input as ``x3`` ``(N, C, D)`` C-contiguous (class axis of stride
 ``D``) and write the same quantities ``(N, D)``, per (sample, position).
@@ -311,16 +312,14 @@ def _max_step(v, m):
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _add_term(d, w, c, kind, write, s, t):
+def _add_term(d, w, c, smoothing, write, s, t):
     """One class's term ``d = x_c - peak`` of the row sums: ``(e, s + e, t + smooth term)``
     with ``e = exp(d)`` by :func:`exp_nonpositive` where it is written (``write``), else by
-    :func:`sum_term`; the smooth term is ``d`` (``kind == 1``), ``w[c] d`` (``kind == 2``)
-    or nothing. Shared by the row pipeline (:func:`_exp_terms`) and the short rows
+    :func:`sum_term`; the smooth term is ``w[c] d`` with ``smoothing``, else nothing.
+    Shared by the row pipeline (:func:`_exp_terms`) and the short rows
     (:func:`_short_terms`)."""
     e = exp(d) if write else sum_term(d)
-    if kind == 1:
-        t += d
-    elif kind == 2:
+    if smoothing:
         t += w[c] * d
     return e, s + e, t
 
@@ -351,21 +350,21 @@ def _short_max(x, i):
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _short_terms(x, i, m, w, kind, out, write):
+def _short_terms(x, i, m, w, smoothing, out, write):
     """``(sum exp(x[i] - m), smooth sum)`` of row ``i`` (with ``write``, also ``out[i] =
     exp(x[i] - m)``), as :func:`_row_step` has them: summed in ``x``'s dtype, returned in
     float64."""
     zero = m - m
     s, t = zero, zero
     for c in range(x.shape[1]):
-        e, s, t = _add_term(x[i, c] - m, w, c, kind, write, s, t)
+        e, s, t = _add_term(x[i, c] - m, w, c, smoothing, write, s, t)
         if write:
             out[i, c] = e
     return 0.0 + s, 0.0 + t
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _short_row(x, i, w, kind, peak, total, smooth, bad, out, write):
+def _short_row(x, i, w, smoothing, peak, total, smooth, bad, out, write):
     """Row ``i`` of an ``x`` of fewer than :data:`LANES` classes: ``peak``, ``total``,
     ``smooth`` and ``bad`` as the row pipeline writes them (with ``write``, the row's
     exponentials into ``out[i]`` too), the row read twice, the second time from the
@@ -375,34 +374,47 @@ def _short_row(x, i, w, kind, peak, total, smooth, bad, out, write):
     folding its lanes, its prefetches, and the views of each row, each of which counts a
     reference (two atomic operations of numba's runtime: 15% of the pass over rows of 100
     float32 classes, ``perf``). Rows this short stream from memory in order, which the
-    hardware prefetches without help. A copy of the sums for ``kind == 0``, as in
-    :func:`_row_step`."""
+    hardware prefetches without help.
+
+    The callers keep a copy of their row loop for each value of ``smoothing``, a constant in
+    it (as :func:`_row_step` keeps one of its loops for each): with the choice made per row
+    instead, the serial pass over rows of 100 float32 classes took 83 against 70 ns a row."""
     m = _short_max(x, i)
     peak[i] = m
     bad[i] = 1
     if math.isfinite(m):
-        if kind == 0:
-            s, t = _short_terms(x, i, m, w, 0, out, write)
-        else:
-            s, t = _short_terms(x, i, m, w, kind, out, write)
+        s, t = _short_terms(x, i, m, w, smoothing, out, write)
         total[i] = s
         smooth[i] = t
         bad[i] = 0 if s == s else 1
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _short_gradient(x, i0, i1, t, w, kind, factor, spread, hit, peak, total, smooth, bad, a,
+def _short_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total, smooth, bad, a,
                     out):
     """Rows ``i0:i1`` of :func:`gradient_rows` for an ``x`` of fewer than :data:`LANES`
-    classes, by :func:`_short_row`; ``out`` is ``g``, or ``x`` itself."""
+    classes, by :func:`_short_row`; ``out`` is ``g``, or ``x`` itself. A copy for each value
+    of ``smoothing`` (see :func:`_short_row`)."""
+    if smoothing:
+        _short_gradient_rows(x, i0, i1, t, w, True, factor, spread, hit, peak, total, smooth,
+                             bad, a, out)
+    else:
+        _short_gradient_rows(x, i0, i1, t, w, False, factor, spread, hit, peak, total, smooth,
+                             bad, a, out)
+
+
+@numba.njit(inline="always", fastmath=FLAGS)
+def _short_gradient_rows(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total, smooth, bad,
+                         a, out):
+    """:func:`_short_gradient` for ``smoothing``, a constant where it is inlined as one."""
     for i in range(i0, i1):
-        _short_row(x, i, w, kind, peak, total, smooth, bad, out, True)
+        _short_row(x, i, w, smoothing, peak, total, smooth, bad, out, True)
         if bad[i] != 0:
             continue
         a[i] = factor[i] / total[i]  # in a's dtype, x's
         scale = a[i]
         minus = spread[i]
-        if kind == 2:
+        if smoothing:
             for c in range(x.shape[1]):
                 out[i, c] = out[i, c] * scale - minus * w[c]
         else:
@@ -424,7 +436,7 @@ def _row_max(row, acc):
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _exp_terms(v, count, m, w, kind, o, write, s, t, ahead, acc, source, take):
+def _exp_terms(v, count, m, w, smoothing, o, write, s, t, ahead, acc, source, take):
     """``(s + sum exp(v - m), t + smooth sum)`` over the ``count`` values ``v`` in ``x``'s
     dtype (with ``write``, also ``o = exp(v - m)``); ``w``: the weights of ``v``'s classes.
     With ``take``, the same loop takes ``ahead`` (as many values) into the running maxima,
@@ -437,14 +449,14 @@ def _exp_terms(v, count, m, w, kind, o, write, s, t, ahead, acc, source, take):
             a = ahead[c]
             p = acc[source, c]
             acc[target, c] = a if a > p else p
-        e, s, t = _add_term(v[c] - m, w, c, kind, write, s, t)
+        e, s, t = _add_term(v[c] - m, w, c, smoothing, write, s, t)
         if write:
             o[c] = e
     return s, t
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _row_step(row, m, w, kind, out, write, ahead, acc):
+def _row_step(row, m, w, smoothing, out, write, ahead, acc):
     """One step of the row pipeline: ``(sum exp(row - m), smooth sum)`` in float64 for a
     finite ``m``, nan when the row holds a nan (with ``write``, also ``out = exp(row -
     m)`` by :func:`exp_nonpositive`; without, the terms are :func:`sum_term`'s), while the
@@ -458,20 +470,21 @@ def _row_step(row, m, w, kind, out, write, ahead, acc):
     chunks of :data:`CHUNK` classes, added in float64. Blocks are slices: loops over
     computed bounds (``range(c0, c1)``) do not vectorise.
     """
-    # A copy of the loops for kind 0 (no label smoothing), with ``kind`` a constant:
-    # tested inside the loop, it left a branch and a masked multiply-add per vector. The
-    # smoothing kinds share a copy: one for each made the first compile of the row kernels'
-    # eight signatures take 94.3 s against 39.7 s before (66.7 s with two copies). The
-    # gradient keeps both copies: with one, its pass went from 0.38 to 0.44 ns a value in
-    # float32 (one thread, data in cache).
-    if kind == 0:
-        return _row_pipeline(row, m, w, 0, out, write, ahead, acc)
-    return _row_pipeline(row, m, w, kind, out, write, ahead, acc)
+    # A copy of the loops for each value of ``smoothing``, a constant in it: tested inside
+    # the loop, it left a branch and a masked multiply-add per vector, and the serial copy
+    # of the kernels (:mod:`.parallel`) did not vectorise that loop at all (label smoothing
+    # on one thread took 219 against 7.4 ms at 1024 x 32000 float32, 2026-12-06). Without
+    # a weight the caller passes ``w`` all ones: a copy for unweighted smoothing as well
+    # made the first compile of the row kernels' eight signatures take 94.3 s against
+    # 66.7 s with two copies.
+    if smoothing:
+        return _row_pipeline(row, m, w, True, out, write, ahead, acc)
+    return _row_pipeline(row, m, w, False, out, write, ahead, acc)
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _row_pipeline(row, m, w, kind, out, write, ahead, acc):
-    """:func:`_row_step` for ``kind``, a constant where it is inlined as one."""
+def _row_pipeline(row, m, w, smoothing, out, write, ahead, acc):
+    """:func:`_row_step` for ``smoothing``, a constant where it is inlined as one."""
     n = row.shape[0]
     whole = n // LANES
     lead = max(1, AHEAD_BYTES // (LANES * row.itemsize))  # blocks between prefetch and read
@@ -494,15 +507,16 @@ def _row_pipeline(row, m, w, kind, out, write, ahead, acc):
         u = ahead[c0:c0 + LANES]
         v = row[c0:c0 + LANES]
         o = out[c0:c0 + LANES]
-        wc = w[c0:c0 + LANES] if kind == 2 else w
-        s, t = _exp_terms(v, LANES, m, wc, kind, o, write, s, t, u, acc, b % 2, True)
+        wc = w[c0:c0 + LANES] if smoothing else w
+        s, t = _exp_terms(v, LANES, m, wc, smoothing, o, write, s, t, u, acc, b % 2, True)
         if (b + 1) % per_chunk == 0:
             s64 += s
             t64 += t
             s, t = zero, zero
     c0 = whole * LANES
-    wc = w[c0:] if kind == 2 else w
-    s, t = _exp_terms(row[c0:], n - c0, m, wc, kind, out[c0:], write, s, t, row, acc, 0, False)
+    wc = w[c0:] if smoothing else w
+    s, t = _exp_terms(row[c0:], n - c0, m, wc, smoothing, out[c0:], write, s, t, row, acc, 0,
+                      False)
     return s64 + s, t64 + t
 
 
@@ -513,7 +527,7 @@ def row_blocks(n: int) -> int:
 
 
 @parallel_kernel(cache=True, fastmath=FLAGS, nogil=True)
-def forward_rows(blocks, x, w, kind, peak, total, smooth, bad):
+def forward_rows(blocks, x, w, smoothing, peak, total, smooth, bad):
     """Per row of ``x`` ``(N, C)``: ``peak``, ``total``, ``smooth``, ``bad`` (see the module),
     by ``blocks`` blocks of consecutive rows, each a pipeline of :func:`_row_step` (rows of
     fewer than :data:`LANES` classes one at a time, :func:`_short_row`)."""
@@ -521,8 +535,12 @@ def forward_rows(blocks, x, w, kind, peak, total, smooth, bad):
     for b in prange(blocks):
         i0, i1 = b * n // blocks, (b + 1) * n // blocks
         if x.shape[1] < LANES:
-            for i in range(i0, i1):
-                _short_row(x, i, w, kind, peak, total, smooth, bad, x, False)
+            if smoothing:  # a copy for each value (see _short_row)
+                for i in range(i0, i1):
+                    _short_row(x, i, w, True, peak, total, smooth, bad, x, False)
+            else:
+                for i in range(i0, i1):
+                    _short_row(x, i, w, False, peak, total, smooth, bad, x, False)
             continue
         acc = np.empty((2, LANES), x.dtype)
         m = _row_max(x[i0], acc)
@@ -531,7 +549,7 @@ def forward_rows(blocks, x, w, kind, peak, total, smooth, bad):
             peak[i] = m
             bad[i] = 1
             if math.isfinite(m):
-                s, t = _row_step(row, m, w, kind, row, False, ahead, acc)
+                s, t = _row_step(row, m, w, smoothing, row, False, ahead, acc)
                 total[i] = s
                 smooth[i] = t
                 bad[i] = 0 if s == s else 1
@@ -541,7 +559,7 @@ def forward_rows(blocks, x, w, kind, peak, total, smooth, bad):
 
 
 @parallel_kernel(cache=True, fastmath=FLAGS, nogil=True)
-def gradient_rows(blocks, x, t, w, kind, factor, spread, hit, peak, total, smooth, bad, a, g):
+def gradient_rows(blocks, x, t, w, smoothing, factor, spread, hit, peak, total, smooth, bad, a, g):
     """:func:`forward_rows`, ``a = factor / total`` (``x``'s dtype) and the gradient row
     ``g[i]`` (see the module); rows flagged ``bad`` leave ``g[i]`` to the caller.
 
@@ -554,10 +572,10 @@ def gradient_rows(blocks, x, t, w, kind, factor, spread, hit, peak, total, smoot
         i0, i1 = b * n // blocks, (b + 1) * n // blocks
         if x.shape[1] < LANES:
             if g is None:
-                _short_gradient(x, i0, i1, t, w, kind, factor, spread, hit, peak, total,
+                _short_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total,
                                 smooth, bad, a, x)
             else:
-                _short_gradient(x, i0, i1, t, w, kind, factor, spread, hit, peak, total,
+                _short_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total,
                                 smooth, bad, a, g)
             continue
         acc = np.empty((2, LANES), x.dtype)
@@ -573,7 +591,7 @@ def gradient_rows(blocks, x, t, w, kind, factor, spread, hit, peak, total, smoot
             if not math.isfinite(m):
                 m = _row_max(ahead, acc)
                 continue
-            s, sm = _row_step(row, m, w, kind, out, True, ahead, acc)
+            s, sm = _row_step(row, m, w, smoothing, out, True, ahead, acc)
             m = _lanes_finish(ahead, acc)
             total[i] = s
             smooth[i] = sm
@@ -585,7 +603,7 @@ def gradient_rows(blocks, x, t, w, kind, factor, spread, hit, peak, total, smoot
             minus = spread[i]
             for c0 in range(0, out.shape[0], CHUNK):
                 o = out[c0:c0 + CHUNK]
-                if kind == 2:
+                if smoothing:
                     wc = w[c0:c0 + CHUNK]
                     for c in range(o.shape[0]):
                         o[c] = o[c] * scale - minus * wc[c]
@@ -671,7 +689,7 @@ def row_losses(x, t, w, weighted, ignore_index, eps, w_total, peak, total, smoot
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _column_block(x3, n, j0, j1, w, kind, peak, total, smooth, bad, g, write):
+def _column_block(x3, n, j0, j1, w, smoothing, peak, total, smooth, bad, g, write):
     """Positions ``j0:j1`` of sample ``n``: the column analogue of the row pass, every loop
     running over the contiguous positions. Returns the float64 totals of the block."""
     c_count = x3.shape[1]
@@ -693,8 +711,8 @@ def _column_block(x3, n, j0, j1, w, kind, peak, total, smooth, bad, g, write):
             o[j] = exp(v[j] - m[j])
         for j in range(o.shape[0]):
             s[j] += o[j]
-        if kind != 0:
-            wc = w[c] if kind == 2 else w[0]
+        if smoothing:
+            wc = w[c]
             for j in range(v.shape[0]):
                 sm[j] += wc * (v[j] - m[j])
     for j in range(width):
@@ -706,7 +724,7 @@ def _column_block(x3, n, j0, j1, w, kind, peak, total, smooth, bad, g, write):
 
 
 @parallel_kernel(cache=True, fastmath=FLAGS, nogil=True)
-def forward_columns(x3, w, kind, width, peak, total, smooth, bad):
+def forward_columns(x3, w, smoothing, width, peak, total, smooth, bad):
     """Per (sample, position) of ``x3`` ``(N, C, D)``: ``peak``, ``total``, ``smooth``, ``bad``
     ``(N, D)``, by blocks of ``width`` positions."""
     n_count, d_count = x3.shape[0], x3.shape[2]
@@ -714,11 +732,12 @@ def forward_columns(x3, w, kind, width, peak, total, smooth, bad):
     for b in prange(n_count * per):
         n, j0 = b // per, (b % per) * width
         j1 = min(j0 + width, d_count)
-        _column_block(x3, n, j0, j1, w, kind, peak, total, smooth, bad, x3, False)
+        _column_block(x3, n, j0, j1, w, smoothing, peak, total, smooth, bad, x3, False)
 
 
 @parallel_kernel(cache=True, fastmath=FLAGS, nogil=True)
-def gradient_columns(x3, t2, w, kind, width, factor, spread, hit, peak, total, smooth, bad, g):
+def gradient_columns(x3, t2, w, smoothing, width, factor, spread, hit, peak, total, smooth, bad,
+                     g):
     """:func:`forward_columns` and the gradient ``g`` ``(N, C, D)``; positions flagged ``bad``
     are left to the caller."""
     n_count, c_count, d_count = x3.shape
@@ -726,7 +745,7 @@ def gradient_columns(x3, t2, w, kind, width, factor, spread, hit, peak, total, s
     for b in prange(n_count * per):
         n, j0 = b // per, (b % per) * width
         j1 = min(j0 + width, d_count)
-        s = _column_block(x3, n, j0, j1, w, kind, peak, total, smooth, bad, g, True)
+        s = _column_block(x3, n, j0, j1, w, smoothing, peak, total, smooth, bad, g, True)
         nw = j1 - j0
         scale = np.empty(nw, g.dtype)
         for j in range(nw):
@@ -734,7 +753,7 @@ def gradient_columns(x3, t2, w, kind, width, factor, spread, hit, peak, total, s
         minus = spread[n, j0:j1]
         for c in range(c_count):
             o = g[n, c, j0:j1]
-            wc = w[c] if kind == 2 else w[0]
+            wc = w[c] if smoothing else w[0]
             for j in range(nw):
                 o[j] = o[j] * scale[j] - minus[j] * wc
         for j in range(nw):
