@@ -577,6 +577,60 @@ def test_compiled_float16_by_chunks(case, monkeypatch, no_numpy_rows):
     np.testing.assert_array_equal(results[0][1], results[1][1])
 
 
+@needs_numba
+def test_float16_conversions_are_numpys_casts():
+    """The compiled float16 <-> float32 conversions of the float16 path equal NumPy's casts
+    bit for bit (nan for nan): every float16 pattern to float32; to float16, every float16
+    value, the midpoints between neighbours and the float32 values either side of them
+    (ties to even), values over float32's range of magnitudes, random bit patterns."""
+    k = compiled.load("cross_entropy")
+    halves = np.arange(1 << 16, dtype=np.uint32).astype(np.uint16)
+    singles = np.empty(halves.size, np.float32)
+    k.halves_to_singles(3, halves, singles)
+    expected = halves.view(np.float16).astype(np.float32)
+    same = (singles.view(np.uint32) == expected.view(np.uint32)) | (
+        np.isnan(singles) & np.isnan(expected))
+    assert same.all(), halves[~same][:10]
+
+    g = np.random.default_rng(7)
+    values = np.unique(expected[np.isfinite(expected)].astype(np.float64))
+    midpoints = ((values[1:] + values[:-1]) / 2).astype(np.float32)  # exact in float32
+    x = np.concatenate([
+        expected, midpoints, np.nextafter(midpoints, np.float32(np.inf)),
+        np.nextafter(midpoints, np.float32(-np.inf)),
+        (g.standard_normal(1 << 20) * 10.0 ** g.uniform(-12, 6, 1 << 20)).astype(np.float32),
+        g.integers(0, 1 << 32, 1 << 20, dtype=np.uint64).astype(np.uint32).view(np.float32),
+        np.asarray([65504, 65519.996, 65520, 65536, 1e10, np.inf, -np.inf, np.nan, 0.0, -0.0,
+                    1e-45, 2.98e-8, 2.9802322e-8, 2.99e-8, 6.1e-5], np.float32)])
+    bits = np.empty(x.size, np.uint16)
+    k.singles_to_halves(3, x, bits)
+    with np.errstate(over="ignore", invalid="ignore"):
+        cast = x.astype(np.float16)
+    same = (bits == cast.view(np.uint16)) | (np.isnan(bits.view(np.float16)) & np.isnan(cast))
+    assert same.all(), x[~same][:10]
+
+
+@needs_numba
+@pytest.mark.parametrize("reduction", ["none", "mean"])
+def test_compiled_float16_is_the_float32_pass_rounded(reduction):
+    """float16 input gives the float32 input's losses and gradient, each rounded once to
+    float16 by NumPy's cast (with 'mean' over 64 x 2000 most of the gradient is subnormal
+    in float16)."""
+    g = np.random.default_rng(8)
+    x = (3 * g.standard_normal((64, 2000))).astype(np.float16)
+    target = g.integers(0, 2000, 64)
+    loss, grad = anyloss.cross_entropy_and_grad(x, target, reduction=reduction,
+                                                label_smoothing=0.1)
+    loss32, grad32 = anyloss.cross_entropy_and_grad(x.astype(np.float32), target,
+                                                    reduction=reduction, label_smoothing=0.1)
+    assert grad.dtype == np.float16
+    np.testing.assert_array_equal(grad, grad32.astype(np.float16))
+    if reduction == "none":
+        np.testing.assert_array_equal(loss, loss32.astype(np.float16))
+    else:  # the values whose NumPy cast took 70 ns each
+        assert np.mean(np.abs(grad) < np.finfo(np.float16).smallest_normal) > 0.5
+
+
 #: Classes of the non-finite problems: rows shorter than the row kernels' lanes (their path
 #: for short rows), and of two chunks.
 NON_FINITE_CLASSES = [100, 3000]
@@ -656,7 +710,7 @@ def test_row_kernels_maxima_and_sums(classes, dtype):
             blocks = kernels.row_blocks(n)
             peak, total = np.empty(n, dtype), np.empty(n)
             smooth, bad = np.empty(n), np.empty(n, np.uint8)
-            kernels.forward_rows(blocks, x, w, 0, peak, total, smooth, bad)
+            kernels.forward_rows(blocks, x, w, False, peak, total, smooth, bad)
             np.testing.assert_array_equal(peak, peak_expected)
             np.testing.assert_array_equal(bad, 0)
             rtol = 1e-13 if dtype == np.float64 else 1e-6
@@ -664,7 +718,7 @@ def test_row_kernels_maxima_and_sums(classes, dtype):
             target = np.zeros(n, np.int64)
             ones, zeros = np.ones(n, dtype), np.zeros(n, dtype)
             a, grad = np.empty(n, dtype), np.empty_like(x)
-            kernels.gradient_rows(blocks, x, target, w, 0, ones, zeros, zeros, peak, total,
+            kernels.gradient_rows(blocks, x, target, w, False, ones, zeros, zeros, peak, total,
                                   smooth, bad, a, grad)
             np.testing.assert_array_equal(peak, peak_expected)
             np.testing.assert_allclose(total, total_expected, rtol=rtol)

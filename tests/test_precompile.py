@@ -50,8 +50,12 @@ for subject in ("cross_entropy", "ctc", "elementwise", "class_losses"):
                       (subject + "." + name + ".parallel", value.parallel)]
 losses = compiled.load("class_losses")
 entry += [("class_losses." + name, getattr(losses, name)) for name in ("nll", "multilabel_margin")]
+# The float16 <-> float32 conversions of cross entropy's float16 path take float32 only.
+float32_only = ("halves_to_singles", "singles_to_halves")
 print(json.dumps({"entry_points": len(entry),
-                  "missing": [n for n, d in entry if not {"float32", "float64"} <= dtypes(d)]}))
+                  "missing": [n for n, d in entry
+                              if not ({"float32"} if n.split(".")[1] in float32_only
+                                      else {"float32", "float64"}) <= dtypes(d)]}))
 """
 
 

@@ -53,6 +53,8 @@ def _cross_entropy(rng, dtype) -> Iterator[tuple]:
     yield (x, t), {}
     yield (x, t), {"weight": w, "label_smoothing": 0.1}
     yield (_logits(rng, dtype, 16, 64, 64), _classes(rng, 64, 16, 64)), {}  # columns
+    if dtype == np.float32:  # float16, through the float32 kernels and the conversions
+        yield (x.astype(np.float16), t), {}
 
 
 def _linear_cross_entropy(rng, dtype) -> Iterator[tuple]:
