@@ -127,15 +127,26 @@ def _check_targets(target, n_classes, ignore_index):
         raise IndexError(f"Target {int(t[np.argmax(bad)])} is out of bounds.")
 
 
+def _in_float32(input, weight):
+    """``(input, weight)``, float16 ones in float32: anyloss computes float16 cross entropy in
+    float32 and rounds once (torch's own float16 smoothing sum overflows at logits of 1e4)."""
+    if input.dtype != torch.float16:
+        return input, weight
+    return input.float(), None if weight is None else weight.float()
+
+
 def _ce_torch(input, target, weight, options, grad):
-    """torch's own answer (the loss, and with ``grad`` the gradient of its sum)."""
+    """torch's own answer (the loss, and with ``grad`` the gradient of its sum), float16 in
+    float32 (:func:`_in_float32`)."""
+    dtype = input.dtype
+    input, weight = _in_float32(input, weight)
     if not grad:
-        return F.cross_entropy(input, target, weight, **options)
+        return F.cross_entropy(input, target, weight, **options).to(dtype)
     with torch.enable_grad():
         leaf = input.detach().requires_grad_(True)
         loss = F.cross_entropy(leaf, target, weight, **options)
         (g,) = torch.autograd.grad(loss.sum(), leaf)
-    return loss.detach(), g
+    return loss.detach().to(dtype), g.to(dtype)
 
 
 def _ce_numpy(input, target, weight, ignore_index, reduction, label_smoothing, grad,
@@ -217,7 +228,8 @@ def _ce_backward(ctx, grad_loss, _grad_of_grad):
     if torch.is_grad_enabled():
         # create_graph: torch's own differentiable gradient of the saved input.
         with torch.enable_grad():
-            loss = F.cross_entropy(input, target, weight, **ctx.options)
+            x32, w32 = _in_float32(input, weight)
+            loss = F.cross_entropy(x32, target, w32, **ctx.options).to(input.dtype)
             (g,) = torch.autograd.grad(loss, input, grad_loss, create_graph=True)
         return (g, *nones)
     (grad,) = _take_gradient(ctx, lambda: _ce_numpy(
@@ -233,7 +245,8 @@ _cross_entropy_fused_op.register_autograd(_ce_backward, setup_context=_ce_setup)
 def cross_entropy(input, target, weight, *, ignore_index, reduction, label_smoothing):
     """The loss by the custom operators: fused with the gradient when autograd records it.
 
-    ``input`` (N, C), (C,) or (N, C, d1, ...), C-contiguous float32/float64 on the CPU;
+    ``input`` (N, C), (C,) or (N, C, d1, ...), C-contiguous float32/float64/float16 on the
+    CPU;
     ``target`` int64 class indices of the matching shape (checked by the caller);
     ``weight`` ``None`` or (C,) of the input's dtype.
     """
@@ -242,8 +255,10 @@ def cross_entropy(input, target, weight, *, ignore_index, reduction, label_smoot
                                           label_smoothing)
         if not torch.compiler.is_compiling() and not bool(torch.isfinite(loss).all()):
             # torch's nan/inf conventions (see _ce_numpy); the fused node is dropped.
-            return F.cross_entropy(input, target, weight, ignore_index=ignore_index,
-                                   reduction=reduction, label_smoothing=label_smoothing)
+            x32, w32 = _in_float32(input, weight)
+            return F.cross_entropy(x32, target, w32, ignore_index=ignore_index,
+                                   reduction=reduction,
+                                   label_smoothing=label_smoothing).to(input.dtype)
         return loss
     return _cross_entropy_op(input, target, weight, ignore_index, reduction, label_smoothing)
 
