@@ -42,7 +42,7 @@ def dtypes(dispatcher):
     return {str(a.dtype) for s in dispatcher.signatures for a in s
             if str(getattr(a, "dtype", "")).startswith("float")}
 entry = []
-for subject in ("cross_entropy", "ctc", "elementwise", "class_losses"):
+for subject in ("cross_entropy", "ctc", "elementwise", "class_losses", "half"):
     module = compiled.load(subject)
     for name, value in vars(module).items():
         if isinstance(value, ParallelKernel):
@@ -50,7 +50,7 @@ for subject in ("cross_entropy", "ctc", "elementwise", "class_losses"):
                       (subject + "." + name + ".parallel", value.parallel)]
 losses = compiled.load("class_losses")
 entry += [("class_losses." + name, getattr(losses, name)) for name in ("nll", "multilabel_margin")]
-# The float16 <-> float32 conversions of cross entropy's float16 path take float32 only.
+# The float16 <-> float32 conversions take float32 only.
 float32_only = ("halves_to_singles", "singles_to_halves")
 print(json.dumps({"entry_points": len(entry),
                   "missing": [n for n, d in entry

@@ -235,19 +235,19 @@ class _CrossEntropyPass:
             self._kernel(0, n, self.x3, self.grad, bad)
         else:
             # float16, by chunks through two float32 buffers, converted by the compiled
-            # loops (NumPy's casts cost 25x the pass, :mod:`.compiled.cross_entropy`).
-            k = self.kernels
+            # loops (NumPy's casts cost 25x the pass, :mod:`.compiled.half`).
+            k, half = self.kernels, compiled.load("half")
             step = max(1, _CE_HALF_CHUNK_ELEMENTS // (c * d))
             x = np.empty(min(step, n) * c * d, self.cdt)
             g = None if self.grad is None else np.empty_like(x)
             for n0 in range(0, n, step):
                 n1 = min(n0 + step, n)
                 size, blocks = (n1 - n0) * c * d, k.row_blocks(n1 - n0)
-                k.halves_to_singles(blocks, _bits16(self.x3[n0:n1]), x[:size])
+                half.halves_to_singles(blocks, _bits16(self.x3[n0:n1]), x[:size])
                 self._kernel(n0, n1, x[:size].reshape(n1 - n0, c, d),
                              None if g is None else g[:size].reshape(n1 - n0, c, d), bad)
                 if g is not None:
-                    k.singles_to_halves(blocks, g[:size], _bits16(self.grad[n0:n1]))
+                    half.singles_to_halves(blocks, g[:size], _bits16(self.grad[n0:n1]))
         if not bad.any():
             return
         with np.errstate(invalid="ignore", over="ignore"):

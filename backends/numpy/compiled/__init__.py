@@ -6,6 +6,8 @@
 - :mod:`.parallel`: ``prange`` kernels compiled parallel and serial, launched on
   :func:`anyloss.get_threads` threads;
 - :mod:`.memory`: software prefetch into L1 or L2 (``llvm.prefetch``);
+- :mod:`.half`: float16 <-> float32 conversions, vectorised (NumPy's casts run one
+  element at a time on many CPUs);
 - :mod:`.ctc`: CTC's forward pass and gradient, one sample per thread;
 - :mod:`.cross_entropy`: the cross-entropy row pass;
 - :mod:`.elementwise`: one-pass kernels of the elementwise losses;

@@ -54,23 +54,25 @@ import math
 
 import numba
 import numpy as np
-from llvmlite import ir
-from numba import prange, types
-from numba.extending import intrinsic
+from numba import prange
 
 from anyloss._threads import get_threads
 from anyloss.backends.numpy.compiled.elementary import (
+    bits_to_float32,
+    bits_to_float64,
     by_type,
     exp_horner32,
     exp_reduced32,
     exp_reduced64,
+    float32_bits,
+    float64_bits,
     fma,
 )
 from anyloss.backends.numpy.compiled.memory import LINE_BYTES, prefetch_l2
 from anyloss.backends.numpy.compiled.parallel import parallel_kernel
 
 __all__ = ["row_blocks", "forward_rows", "gradient_rows", "row_coefficients", "row_losses",
-           "forward_columns", "gradient_columns", "halves_to_singles", "singles_to_halves"]
+           "forward_columns", "gradient_columns"]
 
 f32 = np.float32
 f64 = np.float64
@@ -89,46 +91,6 @@ BLOCKS_PER_THREAD = 4
 #: How far ahead of its reading a line of the next row is prefetched (8 KiB: 8 float32 or
 #: 4 float64 blocks of ``LANES``; the measurements are in benchmarks/README.md).
 AHEAD_BYTES = 8192
-
-
-@intrinsic
-def bits_to_float32(typingctx, bits):
-    """The float32 whose bit pattern is the int32 ``bits`` (a bitcast, no conversion)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.FloatType())
-
-    return types.float32(types.int32), codegen
-
-
-@intrinsic
-def bits_to_float64(typingctx, bits):
-    """The float64 whose bit pattern is the int64 ``bits`` (a bitcast, no conversion)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return types.float64(types.int64), codegen
-
-
-@intrinsic
-def float32_bits(typingctx, value):
-    """The int32 bit pattern of the float32 ``value`` (a bitcast, no conversion)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(32))
-
-    return types.int32(types.float32), codegen
-
-
-@intrinsic
-def float64_bits(typingctx, value):
-    """The int64 bit pattern of the float64 ``value`` (a bitcast, no conversion)."""
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.IntType(64))
-
-    return types.int64(types.float64), codegen
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
@@ -760,71 +722,3 @@ def gradient_columns(x3, t2, w, smoothing, width, factor, spread, hit, peak, tot
             if bad[n, j0 + j] == 0:
                 g[n, t2[n, j0 + j], j0 + j] -= hit[n, j0 + j]
 
-
-# --- float16 <-> float32 ------------------------------------------------------------------------
-#
-# float16 input reaches the row kernels converted to float32 by chunks, and its gradient goes
-# back to float16. NumPy's casts between the two run one element at a time on CPUs without
-# its float16 SIMD loops, and the float32 -> float16 cast takes about 70 ns an element where
-# the result is subnormal, as a gradient's elements mostly are (1/(N C) is below float16's
-# smallest normal 6.1e-5 from N C = 16384 on): 550 ms for 2048 x 4096, 25x the float32
-# pass. These loops convert on the bit patterns, with selects in place of branches, so that
-# LLVM vectorises them on any CPU: the method of F. Giesen's "half <-> float" conversions
-# (2012; the float16 exponent re-biased by an integer add, the subnormals rounded by a float
-# add of a power of two), rounding to nearest even as NumPy and IEEE 754 do.
-
-
-@numba.njit(inline="always")
-def _single_of_half(h):
-    """The float32 value of the float16 bit pattern ``h`` (a uint16), exactly."""
-    o = (np.int32(h) & np.int32(0x7FFF)) << np.int32(13)  # exponent and mantissa, in place
-    e = o & np.int32(0x0F800000)
-    o = o + np.int32(0x38000000)  # exponent bias 15 -> 127
-    inf_nan = o + np.int32(0x38000000)  # exponent 31 -> 255
-    # Subnormal (and zero): 2^-14 (1 + m / 1024) - 2^-14 = m 2^-24, exactly.
-    sub = float32_bits(bits_to_float32(np.int32(o + np.int32(0x00800000)))
-                       - f32(6.103515625e-05))
-    r = inf_nan if e == np.int32(0x0F800000) else (sub if e == np.int32(0) else o)
-    return bits_to_float32(np.int32(r | ((np.int32(h) & np.int32(0x8000)) << np.int32(16))))
-
-
-@numba.njit(inline="always")
-def _half_of_single(v):
-    """The float16 bit pattern (an int32 below 2^16) of the float32 ``v`` rounded to nearest
-    even; inf beyond float16's range, a quiet nan for nan."""
-    u = float32_bits(v)
-    sign = (u >> np.int32(16)) & np.int32(0x8000)
-    a = u & np.int32(0x7FFFFFFF)
-    big = np.int32(0x7E00) if a > np.int32(0x7F800000) else np.int32(0x7C00)
-    # Below 2^-14 (float16's subnormals): adding 0.5, whose ulp is float16's 2^-24, rounds
-    # to a multiple of it; the low bits are then the float16 pattern.
-    sub = float32_bits(bits_to_float32(a) + f32(0.5)) - np.int32(0x3F000000)
-    # Normal: re-bias the exponent, round the 13 bits dropped to nearest even, shift.
-    odd = (a >> np.int32(13)) & np.int32(1)
-    normal = (a + np.int32(-0x38000000 + 0xFFF) + odd) >> np.int32(13)
-    h = big if a >= np.int32(0x47800000) else (sub if a < np.int32(0x38800000) else normal)
-    return np.int32(h | sign)
-
-
-@parallel_kernel(cache=True, nogil=True)
-def halves_to_singles(blocks, h, out):
-    """``out`` (float32, ``(n,)``) = the float16 values whose bit patterns are ``h``
-    (uint16, ``(n,)``), exactly, by ``blocks`` blocks."""
-    n = h.shape[0]
-    for b in prange(blocks):
-        i0, i1 = b * n // blocks, (b + 1) * n // blocks
-        hb, ob = h[i0:i1], out[i0:i1]  # slices: loops over computed bounds do not vectorise
-        for i in range(hb.shape[0]):
-            ob[i] = _single_of_half(hb[i])
-
-
-@parallel_kernel(cache=True, nogil=True)
-def singles_to_halves(blocks, x, out):
-    """``out`` (uint16, ``(n,)``) = the float16 bit patterns of ``x`` (float32, ``(n,)``)
-    rounded to nearest even, as NumPy's cast, by ``blocks`` blocks."""
-    n = x.shape[0]
-    for b in prange(blocks):
-        i0, i1 = b * n // blocks, (b + 1) * n // blocks
-        xb, ob = x[i0:i1], out[i0:i1]
-        for i in range(xb.shape[0]):
-            ob[i] = np.uint16(_half_of_single(xb[i]))

@@ -86,6 +86,10 @@ __all__ = [
     "EXP_COEFFICIENTS64",
     "EXP_COEFFICIENTS32",
     "fma",
+    "bits_to_float32",
+    "bits_to_float64",
+    "float32_bits",
+    "float64_bits",
     "by_type",
     "FUNCTIONS",
 ]
@@ -215,6 +219,46 @@ def _exponent(typingctx, x):
         return _float(builder, e, args[0].type)
 
     return x(x), codegen
+
+
+@intrinsic
+def bits_to_float32(typingctx, bits):
+    """The float32 whose bit pattern is the int32 ``bits`` (a bitcast, no conversion)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.FloatType())
+
+    return types.float32(types.int32), codegen
+
+
+@intrinsic
+def bits_to_float64(typingctx, bits):
+    """The float64 whose bit pattern is the int64 ``bits`` (a bitcast, no conversion)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.DoubleType())
+
+    return types.float64(types.int64), codegen
+
+
+@intrinsic
+def float32_bits(typingctx, value):
+    """The int32 bit pattern of the float32 ``value`` (a bitcast, no conversion)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def float64_bits(typingctx, value):
+    """The int64 bit pattern of the float64 ``value`` (a bitcast, no conversion)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(64))
+
+    return types.int64(types.float64), codegen
 
 
 def _jit(function):
