@@ -1,7 +1,7 @@
 """Time anyloss.cross_entropy (NumPy fast path) against torch's CPU F.cross_entropy, in one run.
 
     python benchmarks/bench_cross_entropy.py [--repeat 7] [--shapes 4096x32000,1024x128256]
-        [--float64-shapes 1024x32000] [--options-shapes 4096x32000]
+        [--float64-shapes 1024x32000] [--options-shapes 4096x32000] [--threads N]
 
 For each shape (float32 logits, int64 class indices, reduction 'mean'; the
 ``--float64-shapes`` in float64; the ``--options-shapes`` with every class-index
@@ -20,8 +20,10 @@ with each contender's time as a multiple of its floor ("x floor"; for the
 gradient also of the read pass, "x read", and of one read plus one write into a
 new array, "x new", on one thread or with the rows split among as many threads as
 anyloss uses, whichever is faster: every contender returns its gradient in fresh
-memory, whose page faults that floor pays as well). ``--repeat 3 --shapes 512x1000
---float64-shapes '' --options-shapes ''`` is a quick try.
+memory, whose page faults that floor pays as well). ``--threads N`` runs anyloss's
+kernels and torch on N threads each (``--threads 1``: the serial copies of the kernels,
+which every Dask chunk runs). ``--repeat 3 --shapes 512x1000 --float64-shapes ''
+--options-shapes ''`` is a quick try.
 """
 
 from __future__ import annotations
@@ -233,7 +235,13 @@ def main() -> None:
     parser.add_argument("--shapes", default="4096x32000,1024x128256")
     parser.add_argument("--float64-shapes", default="1024x32000")
     parser.add_argument("--options-shapes", default="4096x32000")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads of anyloss's kernels and of torch (default: each "
+                             "library's own setting)")
     args = parser.parse_args()
+    if args.threads is not None:
+        anyloss.set_threads(args.threads)
+        torch.set_num_threads(args.threads)
 
     def parse(text):
         return [tuple(int(v) for v in s.split("x")) for s in text.split(",") if s]
