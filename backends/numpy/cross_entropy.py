@@ -81,11 +81,6 @@ _CE_POOL_LOCK = threading.Lock()
 _CE_SCRATCH = threading.local()
 
 
-def _bits16(a: np.ndarray) -> np.ndarray:
-    """The bit patterns of the C-contiguous float16 array ``a``, flat (a uint16 view)."""
-    return a.reshape(-1).view(np.uint16)
-
-
 def _ce_workers() -> int:
     """Threads of one pass: the thread setting (:func:`anyloss._threads.get_threads`)."""
     return max(1, get_threads())
@@ -236,18 +231,18 @@ class _CrossEntropyPass:
         else:
             # float16, by chunks through two float32 buffers, converted by the compiled
             # loops (NumPy's casts cost 25x the pass, :mod:`.compiled.half`).
-            k, half = self.kernels, compiled.load("half")
+            half = compiled.load("half")
             step = max(1, _CE_HALF_CHUNK_ELEMENTS // (c * d))
             x = np.empty(min(step, n) * c * d, self.cdt)
             g = None if self.grad is None else np.empty_like(x)
             for n0 in range(0, n, step):
                 n1 = min(n0 + step, n)
-                size, blocks = (n1 - n0) * c * d, k.row_blocks(n1 - n0)
-                half.halves_to_singles(blocks, _bits16(self.x3[n0:n1]), x[:size])
-                self._kernel(n0, n1, x[:size].reshape(n1 - n0, c, d),
-                             None if g is None else g[:size].reshape(n1 - n0, c, d), bad)
-                if g is not None:
-                    half.singles_to_halves(blocks, g[:size], _bits16(self.grad[n0:n1]))
+                shape = (n1 - n0, c, d)
+                xc = half.to_float32(self.x3[n0:n1], out=x[:math.prod(shape)].reshape(shape))
+                gc = None if g is None else g[:xc.size].reshape(shape)
+                self._kernel(n0, n1, xc, gc, bad)
+                if gc is not None:
+                    half.to_float16(gc, out=self.grad[n0:n1])
         if not bad.any():
             return
         with np.errstate(invalid="ignore", over="ignore"):

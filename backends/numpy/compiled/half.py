@@ -92,22 +92,32 @@ def _blocks(n: int) -> int:
     return 1 if n < PARALLEL_MIN else max(1, min(n, 4 * get_threads()))
 
 
-def to_float32(a: np.ndarray) -> np.ndarray:
-    """A new C-contiguous float32 array of the float16 array ``a``'s values (exact), of its
-    shape (0-d included)."""
+def _checked(out: np.ndarray, a: np.ndarray, dtype) -> np.ndarray:
+    """``out``, if it can take the conversion of ``a`` in place (a flat view of it is
+    written, so a copy would lose the result)."""
+    if out.dtype != dtype or out.shape != a.shape or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous {np.dtype(dtype).name} array of shape "
+                         f"{a.shape}")
+    return out
+
+
+def to_float32(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The float16 array ``a``'s values (exact) in float32, of its shape (0-d included): in
+    ``out`` (C-contiguous float32) where given, else in a new C-contiguous array."""
     a = a if a.flags.c_contiguous else a.copy(order="C")
-    out = np.empty(a.shape, np.float32)
+    out = np.empty(a.shape, np.float32) if out is None else _checked(out, a, np.float32)
     blocks = _blocks(a.size)
     (halves_to_singles.serial if blocks == 1 else halves_to_singles)(
         blocks, a.reshape(-1).view(np.uint16), out.reshape(-1))
     return out
 
 
-def to_float16(a: np.ndarray) -> np.ndarray:
-    """A new C-contiguous float16 array of the float32 array ``a`` rounded to nearest even
-    (NumPy's ``a.astype(np.float16)``), of its shape (0-d included)."""
+def to_float16(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """The float32 array ``a`` rounded to nearest even in float16 (NumPy's
+    ``a.astype(np.float16)``), of its shape (0-d included): in ``out`` (C-contiguous
+    float16) where given, else in a new C-contiguous array."""
     a = a if a.dtype == np.float32 and a.flags.c_contiguous else a.astype(np.float32, order="C")
-    out = np.empty(a.shape, np.float16)
+    out = np.empty(a.shape, np.float16) if out is None else _checked(out, a, np.float16)
     blocks = _blocks(a.size)
     (singles_to_halves.serial if blocks == 1 else singles_to_halves)(
         blocks, a.reshape(-1), out.reshape(-1).view(np.uint16))
