@@ -603,9 +603,15 @@ def test_compiled_float16_is_the_float32_pass_rounded(reduction):
 NON_FINITE_CLASSES = [100, 3000]
 
 
+#: R's ``NA`` (a nan whose low bits carry 1954), and a float32 nan of the same payload: the
+#: kernels must not read a nan's payload bits as a number (see ``_times_power64``).
+PAYLOAD_NAN = {np.float64: np.uint64(0x7FF00000000007A2), np.float32: np.uint32(0x7F8007A2)}
+
+
 def _non_finite_problem(dtype, k_dim, c):
-    """Rows (or positions) holding nan (first, middle and last class), +inf (target and
-    not), two +inf, -inf, all -inf, and finite rows, of ``c`` classes."""
+    """Rows (or positions) holding nan (first, middle and last class, and one with a
+    payload in its low bits), +inf (target and not), two +inf, -inf, all -inf, and finite
+    rows, of ``c`` classes."""
     g = np.random.default_rng(7)
     x = g.standard_normal((12, c)).astype(dtype)
     target = g.integers(0, c, 12)
@@ -618,6 +624,7 @@ def _non_finite_problem(dtype, k_dim, c):
     x[6, (target[6] + 5) % c] = -np.inf
     x[7, :] = -np.inf
     x[8, target[8]] = -np.inf
+    x[9, (target[9] + 1) % c] = PAYLOAD_NAN[dtype].view(dtype)
     if k_dim:  # (3, C, 4): the same twelve rows as positions
         x = np.ascontiguousarray(x.reshape(3, 4, c).transpose(0, 2, 1))
         target = target.reshape(3, 4)
@@ -872,6 +879,40 @@ def test_kernel_exponentials_within_one_ulp(dtype):
     assert (summed_ulps <= allowed).all(), (summed_ulps - allowed).max()
     assert (k * delta / (np.finfo(dtype).eps / 2)).max() > 1  # the one-part reach is tested
     np.testing.assert_array_equal(summed[x < flush], summed[x == flush][0])
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_exponentials_of_every_nan_are_nan(dtype):
+    """Both exponentials of the row kernels give nan for every nan, whatever its sign,
+    quiet bit and payload: every pattern of the low 16 mantissa bits (where the float64
+    exponentials take ``2^k`` from, as integer bits), and random payloads."""
+    import numba
+
+    kernels = compiled.load("cross_entropy")
+
+    @numba.njit(fastmath=kernels.FLAGS)
+    def both(x, written, summed):
+        for i in range(x.shape[0]):
+            written[i] = kernels.exp_nonpositive(x[i])
+            summed[i] = kernels.sum_term(x[i])
+
+    bits = np.uint64 if dtype == np.float64 else np.uint32
+    mantissa = np.finfo(dtype).nmant
+    exponent = np.asarray(np.inf, dtype).view(bits)  # all ones
+    quiet = np.asarray(1, bits) << bits(mantissa - 1)
+    sign = np.asarray(1, bits) << bits(8 * np.dtype(dtype).itemsize - 1)
+    low = np.arange(1, 1 << 16, dtype=bits)
+    random = np.random.default_rng(3).integers(1, (1 << mantissa) - 1, 4096).astype(bits)
+    payloads = np.concatenate([low, random])
+    patterns = np.concatenate([exponent | payloads, exponent | quiet | payloads,
+                               sign | exponent | payloads, [sign | exponent | quiet]])
+    x = patterns.view(dtype)
+    assert np.isnan(x).all()
+    written, summed = np.empty_like(x), np.empty_like(x)
+    both(x, written, summed)
+    assert np.isnan(written).all(), x[~np.isnan(written)].view(bits)
+    assert np.isnan(summed).all(), x[~np.isnan(summed)].view(bits)
 
 
 @pytest.mark.parametrize("classes", NON_FINITE_CLASSES)
