@@ -256,6 +256,12 @@ def _triplet_hinge(xp, distance, anchor, positive, negative, margin, swap):
 
 
 @numpy_scalar_results
+@kernels(
+    Kernel("triplet_margin_loss", "numpy", "checked", "numpy.float16:triplet_margin_loss",
+           "the formula in float32 (compiled float16 conversions)",
+           "float16 NumPy arrays",
+           needs="numba", without="the formula in float32 (NumPy's float16 casts)"),
+)
 def triplet_margin_loss(
     anchor: Array,
     positive: Array,
@@ -301,6 +307,10 @@ def triplet_margin_loss(
     _check_triplet(margin, anchor, positive, negative)
     dtype = float_dtype(func, xp, anchor, positive, negative)
     broadcast_shape(anchor.shape, positive.shape, negative.shape)
+    loss = _registry.call("checked", func, xp, anchor, positive, negative, margin=margin, p=p,
+                          eps=eps, swap=swap, reduction=reduction)
+    if loss is not NotImplemented:
+        return loss
     if not anchor.dtype == positive.dtype == negative.dtype == dtype:
         anchor, positive, negative = (
             x if x.dtype == dtype else xp.astype(x, dtype) for x in (anchor, positive, negative)

@@ -121,6 +121,12 @@ def hinge_embedding_loss(
 
 
 @numpy_scalar_results
+@kernels(
+    Kernel("margin_ranking_loss", "numpy", "checked", "numpy.float16:margin_ranking_loss",
+           "the formula in float32 (compiled float16 conversions)",
+           "float16 NumPy arrays",
+           needs="numba", without="the formula in float32 (NumPy's float16 casts)"),
+)
 def margin_ranking_loss(
     input1: Array,
     input2: Array,
@@ -161,6 +167,10 @@ def margin_ranking_loss(
             f"target: {tuple(target.shape)} "
         )
     xp, (input1, input2, target) = elementwise_operands("margin_ranking_loss", arrays)
+    loss = _registry.call("checked", "margin_ranking_loss", xp, input1, input2, target,
+                          margin=margin, reduction=reduction)
+    if loss is not NotImplemented:
+        return loss
 
     def ranking_hinge(x1, x2, y):  # margin - y (x1 - x2) is torch's -y (x1 - x2) + margin
         return _ops.relu(xp, margin - y * (x1 - x2))

@@ -26,6 +26,12 @@ __all__ = ["l1_loss", "mse_loss", "huber_loss", "smooth_l1_loss"]
 
 
 @numpy_scalar_results
+@kernels(
+    Kernel("l1_loss", "numpy", "checked", "numpy.float16:l1_loss",
+           "the formula in float32 (compiled float16 conversions)",
+           "float16 NumPy arrays",
+           needs="numba", without="the formula in float32 (NumPy's float16 casts)"),
+)
 def l1_loss(
     input: Array,
     target: Array,
@@ -62,6 +68,10 @@ def l1_loss(
     xp, (input, target) = elementwise_operands("l1_loss", arrays, complex_ok=True)
     warn_if_shapes_differ(input, target)
     reduction = _reduction.resolve(reduction, size_average, reduce)
+    loss = _registry.call("checked", "l1_loss", xp, input, target, reduction=reduction,
+                          weight=weight)
+    if loss is not NotImplemented:
+        return loss
 
     def absolute_error(x, y):
         return _ops.absolute(xp, x - y)
@@ -71,6 +81,12 @@ def l1_loss(
 
 
 @numpy_scalar_results
+@kernels(
+    Kernel("mse_loss", "numpy", "checked", "numpy.float16:mse_loss",
+           "the formula in float32 (compiled float16 conversions)",
+           "float16 NumPy arrays",
+           needs="numba", without="the formula in float32 (NumPy's float16 casts)"),
+)
 def mse_loss(
     input: Array,
     target: Array,
@@ -92,6 +108,10 @@ def mse_loss(
     xp, (input, target) = elementwise_operands("mse_loss", {"input": input, "target": target})
     warn_if_shapes_differ(input, target)
     reduction = _reduction.resolve(reduction, size_average, reduce)
+    loss = _registry.call("checked", "mse_loss", xp, input, target, reduction=reduction,
+                          weight=weight)
+    if loss is not NotImplemented:
+        return loss
 
     def squared_error(x, y):
         diff = x - y

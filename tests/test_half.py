@@ -45,8 +45,9 @@ def test_float16_conversions_are_numpys_casts():
 
 
 def _elementwise_calls(g):
-    """``(name, args, kwargs)`` of a call of each elementwise loss with a NumPy kernel, float32
-    operands that float16 holds exactly."""
+    """``(name, args, kwargs)`` of a call of each loss with a float16 route on NumPy (the
+    elementwise kernels, and the losses computed by their formula), float32 operands that
+    float16 holds exactly."""
     def normal(*shape):
         return (2 * g.standard_normal(shape)).astype(np.float16).astype(np.float32)
 
@@ -71,13 +72,20 @@ def _elementwise_calls(g):
         ("binary_cross_entropy", (unit(n, c), unit(n, c)), {}),
         ("binary_cross_entropy_with_logits", (x, unit(n, c)), {}),
         ("cosine_embedding_loss", (x, y, signs(n)), {}),
+        # The losses without a kernel: their formula on the float32 values
+        # (backends/numpy/float16.py).
+        ("l1_loss", (x, y), {}),
+        ("mse_loss", (x, y), {}),
+        ("margin_ranking_loss", (x, y, signs(n, c)), {"margin": 0.25}),
+        ("triplet_margin_loss", (x, y, normal(n, c)), {"swap": True}),
     ]
 
 
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
-def test_elementwise_float16_is_the_float32_kernel_rounded(reduction, monkeypatch):
-    """float16 operands give the float32 kernel's result on their values, rounded once to
-    float16 by NumPy's rule; the compiled conversions ran (not NumPy's float16 arithmetic)."""
+def test_float16_is_the_float32_result_rounded(reduction, monkeypatch):
+    """float16 operands give the float32 result on their values (the kernel's, or the
+    formula's), rounded once to float16 by NumPy's rule; the compiled conversions ran (not
+    NumPy's float16 arithmetic)."""
     half = compiled.load("half")
     converted = []
     to_float32 = half.to_float32

@@ -61,6 +61,16 @@ def _signs(shape=(256, 300)):
     return np.where(_rng().random(shape) < 0.5, -1.0, 1.0)
 
 
+def _half(call):
+    """``call`` with its float arrays in float16 (the route of :mod:`.backends.numpy.float16`)."""
+    args, kwargs = call
+    return tuple(a.astype(np.float16) if isinstance(a, np.ndarray) else a for a in args), kwargs
+
+
+def _float32(value):
+    return value.astype(np.float32) if isinstance(value, np.ndarray) else value
+
+
 def _calls(name):
     """The calls ``(args, kwargs)`` that exercise the NumPy kernel of ``name``."""
     rng = _rng()
@@ -79,8 +89,8 @@ def _calls(name):
                                      np.where(rng.random((64, 16)) < 0.3, -1,
                                               rng.integers(0, 16, (64, 16)))), {})],
         "multi_margin_loss": [((x, t), {}), ((x, t), {"p": 2, "margin": 0.5})],
-        "mse_loss": [(_pair(), {})],
-        "l1_loss": [(_pair(), {})],
+        "mse_loss": [(_pair(), {}), _half((_pair(), {}))],
+        "l1_loss": [(_pair(), {}), _half((_pair(), {"reduction": "none"}))],
         "huber_loss": [(_pair(), {}), (_pair(), {"delta": 0.5, "reduction": "none"})],
         "smooth_l1_loss": [(_pair(), {}), (_pair(), {"beta": 0.0})],
         "binary_cross_entropy": [((probs, rng.random((256, 300))), {})],
@@ -95,7 +105,9 @@ def _calls(name):
         "soft_margin_loss": [((_pair()[0], _signs()), {})],
         "multilabel_soft_margin_loss": [((_pair()[0], (_signs() > 0).astype(float)), {})],
         "hinge_embedding_loss": [((np.abs(_pair()[0]), _signs()), {"margin": 1.5})],
-        "margin_ranking_loss": [((*_pair(), _signs()), {})],
+        "margin_ranking_loss": [((*_pair(), _signs()), {}), _half(((*_pair(), _signs()), {}))],
+        "triplet_margin_loss": [((*_pair(), _pair()[0][::-1].copy()), {"swap": True}),
+                                _half(((*_pair(), _pair()[0][::-1].copy()), {}))],
         "cosine_embedding_loss": [((*_pair(shape=(256, 64)), _signs((256,))), {"margin": 0.2})],
     }
     if name.endswith("_and_grad"):
@@ -141,8 +153,15 @@ def _child() -> None:
         for args, kwargs in _calls(name):
             function = getattr(anyloss, name)
             fast = function(*args, **kwargs)
-            with anyloss.fast_paths(False):
-                generic = function(*args, **kwargs)
+            half = any(isinstance(a, np.ndarray) and a.dtype == np.float16 for a in args)
+            if half:  # the formula on the float32 values (blocked, as the route runs it), rounded
+                with anyloss.fast_paths("blocks"):
+                    generic = np.asarray(function(*map(_float32, args), **kwargs))
+                generic = generic.astype(np.float16)
+                assert np.asarray(fast).dtype == np.float16, (name, np.asarray(fast).dtype)
+            else:
+                with anyloss.fast_paths(False):
+                    generic = function(*args, **kwargs)
             fast = fast if isinstance(fast, tuple) else (fast,)
             generic = generic if isinstance(generic, tuple) else (generic,)
             for f, g in zip(fast, generic, strict=True):

@@ -17,7 +17,7 @@ runs, and raises its own errors, for the rest:
 - NumPy arrays (``type(a) is np.ndarray``) of one dtype, float32 or float64,
   C-contiguous, of one shape (the broadcasts each loss takes are listed with it),
   not empty; float16 arrays are taken as their float32 values, and the result rounded
-  back (:func:`_float16_in_float32`);
+  back (:func:`.float16.float16_in_float32`);
 - options of the types anyloss takes (Python numbers), the reduction one of
   ``'none'``, ``'mean'``, ``'sum'`` (``kl_div``: and ``'batchmean'``);
 - values anyloss accepts: ``binary_cross_entropy``'s input and target in
@@ -33,12 +33,12 @@ input's shape and dtype (the rows' shape ``input.shape[:-1]`` for
 
 from __future__ import annotations
 
-import functools
 import math
 
 import numpy as np
 
 from anyloss.backends.numpy import compiled
+from anyloss.backends.numpy.float16 import float16_in_float32
 from anyloss.backends.numpy.results import reduced_result
 
 __all__ = [
@@ -48,7 +48,6 @@ __all__ = [
 ]
 
 _FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
-_FLOAT16 = np.dtype(np.float16)
 _REDUCTIONS = ("none", "mean", "sum")
 _NUMBER = (int, float)
 
@@ -82,36 +81,6 @@ def _plain(*arrays) -> np.dtype | None:
                 or not a.flags.c_contiguous):
             return None
     return first.dtype
-
-
-def _float16_in_float32(loss):
-    """Decorate a loss of this module: where every array operand is float16, the loss of
-    their float32 values by the float32 kernel, its result rounded to float16 (the losses
-    once, from float32; a reduced result from the float32 the kernel rounds its float64
-    sum to, as torch rounds its float32 accumulation). The conversions are the compiled
-    loops of :mod:`.compiled.half`: NumPy's own float16 arithmetic, which the written-once
-    formula would otherwise run, converts each operand of each operation one element at a
-    time (``huber_loss`` at 1024 x 2048 float16 took 131 ms, torch 0.75 ms)."""
-
-    @functools.wraps(loss)
-    def in_float32(*args, **kwargs):
-        arrays = [a for a in (*args, *kwargs.values()) if type(a) is np.ndarray]
-        if (not compiled.HAVE_NUMBA or type(args[0]) is not np.ndarray
-                or any(a.dtype != _FLOAT16 for a in arrays)):
-            return loss(*args, **kwargs)
-        half = compiled.load("half")
-
-        def up(value):
-            return half.to_float32(value) if type(value) is np.ndarray else value
-
-        result = loss(*map(up, args), **{k: up(v) for k, v in kwargs.items()})
-        if result is NotImplemented:
-            return result
-        if type(result) is np.ndarray:
-            return half.to_float16(result)
-        return result.astype(_FLOAT16)  # a reduced result, a NumPy scalar
-
-    return in_float32
 
 
 def _mode(operand, shape: tuple):
@@ -172,7 +141,7 @@ def _flat_call(name, x, y, reduction, params, count=None):
 # --- regression -----------------------------------------------------------------------------
 
 
-@_float16_in_float32
+@float16_in_float32
 def huber_loss(input, target, *, reduction, delta, weight):
     """``huber_loss`` by one pass, or ``NotImplemented`` (a weight, ``delta <= 0``)."""
     dtype = _plain(input, target)
@@ -183,7 +152,7 @@ def huber_loss(input, target, *, reduction, delta, weight):
                       (dtype.type(delta), dtype.type(0.5)))
 
 
-@_float16_in_float32
+@float16_in_float32
 def smooth_l1_loss(input, target, *, reduction, beta):
     """``smooth_l1_loss`` by one pass, or ``NotImplemented``: for ``beta < 0``, and for
     ``beta = 0``, which is ``l1_loss`` itself in torch and in anyloss (the same number,
@@ -198,7 +167,7 @@ def smooth_l1_loss(input, target, *, reduction, beta):
 # --- margin ---------------------------------------------------------------------------------
 
 
-@_float16_in_float32
+@float16_in_float32
 def soft_margin_loss(input, target, *, reduction):
     """``soft_margin_loss`` by one pass, or ``NotImplemented``."""
     if _plain(input, target) is None or reduction not in _REDUCTIONS:
@@ -206,7 +175,7 @@ def soft_margin_loss(input, target, *, reduction):
     return _flat_call("soft_margin", input, target, reduction, ())
 
 
-@_float16_in_float32
+@float16_in_float32
 def hinge_embedding_loss(input, target, *, margin, reduction):
     """``hinge_embedding_loss`` by one pass (a target of the input's dtype), or
     ``NotImplemented``."""
@@ -217,7 +186,7 @@ def hinge_embedding_loss(input, target, *, margin, reduction):
                       (dtype.type(margin), dtype.type(0.0)))
 
 
-@_float16_in_float32
+@float16_in_float32
 def multilabel_soft_margin_loss(input, target, weight, *, reduction):
     """``multilabel_soft_margin_loss`` of ``(..., C)`` logits (2 or more axes) and targets of
     their shape, with a ``(C,)`` weight or none, or ``NotImplemented``. Unreduced: shape
@@ -247,7 +216,7 @@ def multilabel_soft_margin_loss(input, target, weight, *, reduction):
 # --- probabilistic --------------------------------------------------------------------------
 
 
-@_float16_in_float32
+@float16_in_float32
 def kl_div(input, target, *, reduction, log_target):
     """``kl_div`` by one pass (every reduction, ``'batchmean'`` included), or
     ``NotImplemented``."""
@@ -262,7 +231,7 @@ def kl_div(input, target, *, reduction, log_target):
     return _flat_call("kl_div", input, target, reduction, (log_target, dtype.type(0.0)))
 
 
-@_float16_in_float32
+@float16_in_float32
 def poisson_nll_loss(input, target, *, log_input, full, eps, reduction):
     """``poisson_nll_loss`` by one pass (``log_input``, ``full``, ``eps``), or
     ``NotImplemented``."""
@@ -275,7 +244,7 @@ def poisson_nll_loss(input, target, *, log_input, full, eps, reduction):
                       (log_input, full, t(eps), t(0.0), t(1.0), t(0.5), t(2 * math.pi)))
 
 
-@_float16_in_float32
+@float16_in_float32
 def gaussian_nll_loss(input, target, var, *, full, eps, reduction):
     """``gaussian_nll_loss`` by one pass, or ``NotImplemented``.
 
@@ -339,7 +308,7 @@ def _weight_operand(weight, dtype, shape):
     return None if taken is None else (*taken, True)
 
 
-@_float16_in_float32
+@float16_in_float32
 def binary_cross_entropy(input, target, weight, *, reduction):
     """``binary_cross_entropy`` by one pass, or ``NotImplemented``. ``weight``: none, or of
     the input's dtype and shape, one value per position of the last axis, one per row
@@ -369,7 +338,7 @@ def binary_cross_entropy(input, target, weight, *, reduction):
     return reduced_result(float(partials.sum()), n, reduction, dtype)
 
 
-@_float16_in_float32
+@float16_in_float32
 def binary_cross_entropy_with_logits(input, target, weight, pos_weight, *, reduction):
     """``binary_cross_entropy_with_logits`` by one pass, or ``NotImplemented``. ``weight``
     and ``pos_weight``: none, or of the input's dtype and of one of the layouts
@@ -401,7 +370,7 @@ def binary_cross_entropy_with_logits(input, target, weight, pos_weight, *, reduc
 # --- embedding ------------------------------------------------------------------------------
 
 
-@_float16_in_float32
+@float16_in_float32
 def cosine_embedding_loss(input1, input2, target, *, margin, reduction):
     """``cosine_embedding_loss`` of ``(N, D)`` pairs and an ``(N,)`` target (of the inputs'
     dtype, or int64), or ``NotImplemented``."""
