@@ -205,9 +205,10 @@ exp_nonpositive.__doc__ = """``exp(x)`` for ``x <= 0``, float32 or float64 by th
 
 
 # The one line to switch to the shared elementary functions (.elementary.exp). Not done:
-# inlined into these kernels, which need the ``reassoc`` flag for vectorised sums, its
-# magic-number rounding ``(y + M) - M`` is folded away (sums 2.6% off, measured), and it
-# was 1.1-1.26x slower here (it handles x > 0 and the subnormal range too).
+# it was 1.1-1.26x slower here (it handles x > 0 and the subnormal range too). When it was
+# inlined into numba's IR, these kernels' ``reassoc`` flag (for vectorised sums) also
+# folded its magic-number rounding ``(y + M) - M`` away (sums 2.6% off, measured); inlined
+# by LLVM since 2026-12-06, it keeps its own flags.
 exp = exp_nonpositive
 
 
