@@ -258,9 +258,8 @@ def _triplet_hinge(xp, distance, anchor, positive, negative, margin, swap):
 @numpy_scalar_results
 @kernels(
     Kernel("triplet_margin_loss", "numpy", "checked", "numpy.float16:triplet_margin_loss",
-           "the formula in float32 (compiled float16 conversions)",
-           "float16 NumPy arrays",
-           needs="numba", without="the formula in float32 (NumPy's float16 casts)"),
+           "the formula in float32 (float16 converted by compiled loops, or NumPy's casts "
+           "without numba)", "float16 NumPy arrays"),
 )
 def triplet_margin_loss(
     anchor: Array,

@@ -123,9 +123,8 @@ def hinge_embedding_loss(
 @numpy_scalar_results
 @kernels(
     Kernel("margin_ranking_loss", "numpy", "checked", "numpy.float16:margin_ranking_loss",
-           "the formula in float32 (compiled float16 conversions)",
-           "float16 NumPy arrays",
-           needs="numba", without="the formula in float32 (NumPy's float16 casts)"),
+           "the formula in float32 (float16 converted by compiled loops, or NumPy's casts "
+           "without numba)", "float16 NumPy arrays"),
 )
 def margin_ranking_loss(
     input1: Array,

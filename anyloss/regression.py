@@ -28,9 +28,8 @@ __all__ = ["l1_loss", "mse_loss", "huber_loss", "smooth_l1_loss"]
 @numpy_scalar_results
 @kernels(
     Kernel("l1_loss", "numpy", "checked", "numpy.float16:l1_loss",
-           "the formula in float32 (compiled float16 conversions)",
-           "float16 NumPy arrays",
-           needs="numba", without="the formula in float32 (NumPy's float16 casts)"),
+           "the formula in float32 (float16 converted by compiled loops, or NumPy's casts "
+           "without numba)", "float16 NumPy arrays"),
 )
 def l1_loss(
     input: Array,
@@ -83,9 +82,8 @@ def l1_loss(
 @numpy_scalar_results
 @kernels(
     Kernel("mse_loss", "numpy", "checked", "numpy.float16:mse_loss",
-           "the formula in float32 (compiled float16 conversions)",
-           "float16 NumPy arrays",
-           needs="numba", without="the formula in float32 (NumPy's float16 casts)"),
+           "the formula in float32 (float16 converted by compiled loops, or NumPy's casts "
+           "without numba)", "float16 NumPy arrays"),
 )
 def mse_loss(
     input: Array,
