@@ -884,6 +884,38 @@ def test_kernel_exponentials_within_one_ulp(dtype):
     np.testing.assert_array_equal(summed[x < flush], summed[x == flush][0])
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("options", [{}, {"weight": True, "label_smoothing": 0.1,
+                                          "ignore_index": 3}])
+def test_fortran_order_input_is_taken_without_a_copy(dtype, options):
+    """A transposed (Fortran-order) ``(N, C)`` input is read in place, as ``(1, C, N)``, by
+    the column kernels; its losses and gradient (every reduction) are torch's."""
+    g = np.random.default_rng(5)
+    n, c = 300, 257
+    x = np.asfortranarray((3 * g.standard_normal((n, c))).astype(dtype))
+    target = g.integers(0, c, n)
+    target[:4] = 3
+    weight = g.uniform(0.5, 2, c).astype(dtype) if options.get("weight") else None
+    kwargs = {k: v for k, v in options.items() if k != "weight"}
+    x3, t2 = numpy_backend._ce_problem(x, target)
+    assert x3.shape == (1, c, n) and x3.flags.c_contiguous and np.shares_memory(x3, x)
+    np.testing.assert_array_equal(t2[0], target)
+    tol = FLOAT64 if dtype == np.float64 else FLOAT32
+    for reduction in REDUCTIONS:
+        leaf = torch.tensor(np.ascontiguousarray(x), requires_grad=True)
+        expected = F.cross_entropy(leaf, torch.from_numpy(target),
+                                   None if weight is None else torch.from_numpy(weight),
+                                   reduction=reduction, **kwargs)
+        expected.sum().backward()
+        loss = anyloss.cross_entropy(x, target, weight, reduction=reduction, **kwargs)
+        loss2, grad = anyloss.cross_entropy_and_grad(x, target, weight, reduction=reduction,
+                                                     **kwargs)
+        assert_close(loss, expected.detach().numpy(), **tol)
+        assert_close(loss2, expected.detach().numpy(), **tol)
+        assert grad.shape == x.shape and grad.dtype == x.dtype
+        assert_close(grad, leaf.grad.numpy(), rtol=1e-4, atol=1e-9)
+
+
 @needs_numba
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_kernel_exponentials_of_every_nan_are_nan(dtype):

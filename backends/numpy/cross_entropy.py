@@ -409,12 +409,34 @@ def cross_entropy_targets(target, weight, n_classes, ignore_index):
 
 
 def _ce_problem(input, target):
-    """``input`` as ``(N, C, D)`` (a view when its layout allows) and ``target`` as ``(N, D)``."""
+    """``input`` as ``(N, C, D)`` (a view when its layout allows) and ``target`` as ``(N, D)``.
+
+    A 2-d ``(N, C)`` input laid out in Fortran order (a transposed C array), which would
+    take the NumPy engine, is taken as ``(1, C, N)`` instead: its transpose, C-contiguous,
+    its samples the positions of the compiled column kernels, without a copy. At 2048 x
+    4096 float32 the forward went from 55.7 to 12.6 ms (torch 39.4 ms), forward + gradient
+    from 62.8 to 30.5 ms (torch 108 ms), 2026-12-06 (``np.ascontiguousarray`` of that input
+    alone takes about 60 ms here). The losses keep the samples' order; the gradient is then
+    ``grad[0].T`` (:func:`_ce_gradient`)."""
     if input.ndim == 1:
         return input.reshape(1, input.shape[0], 1), np.asarray(target).reshape(1, 1)
+    if _fortran_rows(input):
+        return input.T.reshape(1, input.shape[1], input.shape[0]), np.asarray(target).reshape(
+            1, input.shape[0])
     n, c = input.shape[:2]
     d = math.prod(input.shape[2:])
     return input.reshape(n, c, d), np.asarray(target).reshape(n, d)
+
+
+def _fortran_rows(input) -> bool:
+    """Whether :func:`_ce_problem` takes the 2-d ``input`` by its transpose."""
+    return input.ndim == 2 and input.flags.f_contiguous and not input.flags.c_contiguous
+
+
+def _ce_gradient(grad, input):
+    """The gradient ``grad`` (the shape :func:`_ce_problem` gave ``input``) in ``input``'s
+    shape: a view (Fortran-ordered, as the input, where the input was)."""
+    return grad[0].T if _fortran_rows(input) else grad.reshape(input.shape)
 
 
 def _ce_declines(input, target) -> bool:
@@ -623,4 +645,4 @@ def blocked_cross_entropy_and_grad(input, target, weight, *, ignore_index, reduc
     p.with_gradient(scale)
     p.run()
     loss = _ce_reduce(p.losses(), d, reduction, input.dtype, np.shape(target))
-    return loss, p.grad.reshape(input.shape)
+    return loss, _ce_gradient(p.grad, input)
