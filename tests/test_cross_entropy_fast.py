@@ -914,6 +914,11 @@ def test_fortran_order_input_is_taken_without_a_copy(dtype, options):
         assert_close(loss2, expected.detach().numpy(), **tol)
         assert grad.shape == x.shape and grad.dtype == x.dtype
         assert_close(grad, leaf.grad.numpy(), rtol=1e-4, atol=1e-9)
+    # A gradient written into an ``out`` that the pass could only reach through a copy would
+    # be lost: refused (the linear cross entropy passes C-order logits as ``out``).
+    with pytest.raises(ValueError, match="Fortran-order"):
+        numpy_backend.cross_entropy_rows(x, target, weight, ignore_index=-100,
+                                         label_smoothing=0.0, gradient_scale=1.0, out=x)
 
 
 @needs_numba

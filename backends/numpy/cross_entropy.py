@@ -175,6 +175,9 @@ class _CrossEntropyPass:
         if out is None:
             out = np.empty(self.x3.shape, dtype=self.x3.dtype)
         self.grad = out.reshape(self.x3.shape)
+        if out.size and not np.shares_memory(self.grad, out):  # the gradient would be lost
+            raise ValueError("out must be viewable as the input's (N, C, D) layout; a "
+                             "Fortran-order (N, C) input takes no out")
         if np.shares_memory(self.grad, self.x3):
             same = (self.grad.ctypes.data == self.x3.ctypes.data
                      and self.grad.strides == self.x3.strides)
