@@ -3,6 +3,8 @@ losses that compute float16 operands in float32 by them."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -104,3 +106,15 @@ def test_float16_is_the_float32_result_rounded(reduction, monkeypatch):
         assert converted, name
         assert np.asarray(result).dtype == np.float16, name
         np.testing.assert_array_equal(result, expected, err_msg=name)
+
+
+@pytest.mark.parametrize("name", ["l1_loss", "mse_loss"])
+def test_float16_broadcast_warns_once(name):
+    """A float16 call whose target broadcasts against the input warns once, as a float32
+    one does (the float16 route, which would call the loss again, leaves it alone)."""
+    x, y = np.ones((4, 3), np.float16), np.zeros(3, np.float16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = getattr(anyloss, name)(y, x)
+    assert [str(w.message)[:24] for w in caught] == ["Using a target size (4, "]
+    assert np.asarray(result).dtype == np.float16 and float(result) == 1.0

@@ -83,13 +83,17 @@ def float16_in_float32(kernel: Callable[..., Any]) -> Callable[..., Any]:
     return in_float32
 
 
-def _formula_in_float32(name: str) -> Callable[..., Any]:
+def _formula_in_float32(name: str, *, same_shapes: bool = False) -> Callable[..., Any]:
     """The ``'checked'`` kernel of the public loss ``name``: for float16 operands, the
     loss of their float32 values (anyloss's formula, on NumPy's float32 arithmetic),
-    rounded to float16; every other call declined."""
+    rounded to float16; every other call declined. With ``same_shapes``, also the calls
+    whose first two arrays differ in shape (``l1_loss`` and ``mse_loss`` warn of those:
+    called again, the loss would warn twice)."""
 
     def kernel(*args: Any, **kwargs: Any) -> Any:
         if not _all_float16(args, kwargs):
+            return NotImplemented
+        if same_shapes and args[0].shape != np.shape(args[1]):
             return NotImplemented
         import anyloss
 
@@ -100,7 +104,7 @@ def _formula_in_float32(name: str) -> Callable[..., Any]:
     return kernel
 
 
-l1_loss = _formula_in_float32("l1_loss")
-mse_loss = _formula_in_float32("mse_loss")
+l1_loss = _formula_in_float32("l1_loss", same_shapes=True)
+mse_loss = _formula_in_float32("mse_loss", same_shapes=True)
 margin_ranking_loss = _formula_in_float32("margin_ranking_loss")
 triplet_margin_loss = _formula_in_float32("triplet_margin_loss")
