@@ -832,6 +832,24 @@ def test_dask_fast_path_stays_lazy(reduction):
     assert_close(got_grad, expected_grad, rtol=1e-6, atol=1e-9)
 
 
+def _kernel_exponentials(x):
+    """``(exp_nonpositive(x), sum_term(x))`` elementwise: the row kernels' two
+    exponentials, compiled with the kernels' fast-math flags."""
+    import numba
+
+    kernels = compiled.load("cross_entropy")
+
+    @numba.njit(fastmath=kernels.FLAGS)
+    def both(x, written, summed):
+        for i in range(x.shape[0]):
+            written[i] = kernels.exp_nonpositive(x[i])
+            summed[i] = kernels.sum_term(x[i])
+
+    written, summed = np.empty_like(x), np.empty_like(x)
+    both(x, written, summed)
+    return written, summed
+
+
 @needs_numba
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_kernel_exponentials_within_one_ulp(dtype):
@@ -846,23 +864,13 @@ def test_kernel_exponentials_within_one_ulp(dtype):
     rounding error of ln 2 in ``x``'s dtype (derived here from mpmath), and in float32
     half an ulp more (1.07 ulp beyond ``|k| delta`` was measured there, on 2026-12-05);
     exactly the flush point's value below it."""
-    import numba
-
     mpmath = pytest.importorskip("mpmath")
-    kernels = compiled.load("cross_entropy")
-
-    @numba.njit(fastmath=kernels.FLAGS)
-    def both(x, written, summed):
-        for i in range(x.shape[0]):
-            written[i] = kernels.exp_nonpositive(x[i])
-            summed[i] = kernels.sum_term(x[i])
 
     g = np.random.default_rng(11)
     flush = dtype(-87.0) if dtype == np.float32 else dtype(-708.0)
     x = np.concatenate([-np.exp(g.uniform(-20, np.log(750), 1_000_000)), [0.0, -0.0, flush],
                         -g.uniform(0, 1e-30, 1000), [np.nan]]).astype(dtype)
-    written, summed = np.empty_like(x), np.empty_like(x)
-    both(x, written, summed)
+    written, summed = _kernel_exponentials(x)
     exact = np.exp(x.astype(np.float64)).astype(dtype)  # float32: float64's exp rounded once
     if dtype == np.float64:
         exact = np.exp(x)  # NumPy's float64 exp: within 1 ulp itself; allow 2 together
@@ -927,16 +935,6 @@ def test_kernel_exponentials_of_every_nan_are_nan(dtype):
     """Both exponentials of the row kernels give nan for every nan, whatever its sign,
     quiet bit and payload: every pattern of the low 16 mantissa bits (where the float64
     exponentials take ``2^k`` from, as integer bits), and random payloads."""
-    import numba
-
-    kernels = compiled.load("cross_entropy")
-
-    @numba.njit(fastmath=kernels.FLAGS)
-    def both(x, written, summed):
-        for i in range(x.shape[0]):
-            written[i] = kernels.exp_nonpositive(x[i])
-            summed[i] = kernels.sum_term(x[i])
-
     bits = np.uint64 if dtype == np.float64 else np.uint32
     mantissa = np.finfo(dtype).nmant
     exponent = np.asarray(np.inf, dtype).view(bits)  # all ones
@@ -949,8 +947,7 @@ def test_kernel_exponentials_of_every_nan_are_nan(dtype):
                                sign | exponent | payloads, [sign | exponent | quiet]])
     x = patterns.view(dtype)
     assert np.isnan(x).all()
-    written, summed = np.empty_like(x), np.empty_like(x)
-    both(x, written, summed)
+    written, summed = _kernel_exponentials(x)
     assert np.isnan(written).all(), x[~np.isnan(written)].view(bits)
     assert np.isnan(summed).all(), x[~np.isnan(summed)].view(bits)
 
