@@ -663,11 +663,15 @@ def test_compiled_non_finite_rows_are_torchs(dtype, k_dim, smoothing, classes):
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("classes", [1, 255, 256, 257, 511, 512, 513, 768, 1031, 2304])
 def test_row_kernels_maxima_and_sums(classes, dtype):
-    """The row kernels' per-row maximum and sum of exponentials against NumPy's, for rows
+    """The row kernels' per-row shift and sum of exponentials against NumPy's, for rows
     of 0 to 9 whole blocks of ``LANES`` (odd and even counts: the running maxima alternate
     between two buffers) with and without a tail, each row's maximum placed in turn in the
-    first block, the last whole block and the tail; forward and gradient kernels, one and
-    two threads."""
+    first block, the last whole block and the tail; forward and gradient kernels (into an
+    array of its own and over the input), one and two threads.
+
+    The shift is the row's maximum, except for the float64 rows of ``LANES`` classes or
+    more of the forward and of the gradient into its own array, which are summed in one
+    pass shifted by the maximum of their first ``LANES`` values."""
     kernels = compiled.load("cross_entropy")
     g = np.random.default_rng(classes)
     n = 9
@@ -676,26 +680,89 @@ def test_row_kernels_maxima_and_sums(classes, dtype):
         x[i, c] = 6.0  # the maximum somewhere
     x[0, 0] = x[1, classes - 1] = 7.0
     x[2, max(0, classes - classes % kernels.LANES - 1)] = 7.0  # the last whole block's end
-    peak_expected = x.max(axis=1)
-    total_expected = np.exp(x.astype(np.float64) - peak_expected[:, None]).sum(axis=1)
+    maxima = x.max(axis=1)
+    shifted = dtype == np.float64 and classes >= kernels.LANES
+    shifts = x[:, :kernels.LANES].max(axis=1) if shifted else maxima
+    if shifted and classes > kernels.LANES:
+        assert (shifts < maxima).any()  # the two differ in some rows
+
+    def expected_total(shift):
+        return np.exp(x.astype(np.float64) - shift[:, None].astype(np.float64)).sum(axis=1)
+
     w = np.ones(1, dtype)
+    # float32 sums of up to 2304 terms, each rounded to float32 (1e-6 was passed over by
+    # 1.16e-6 in the gradient over the input, whose loop is vectorised apart)
+    rtol = 1e-13 if dtype == np.float64 else 4e-6
     for threads in (1, 2):
         with anyloss.threads(threads):
             blocks = kernels.row_blocks(n)
             peak, total = np.empty(n, dtype), np.empty(n)
             smooth, bad = np.empty(n), np.empty(n, np.uint8)
             kernels.forward_rows(blocks, x, w, False, peak, total, smooth, bad)
-            np.testing.assert_array_equal(peak, peak_expected)
+            np.testing.assert_array_equal(peak, shifts)
             np.testing.assert_array_equal(bad, 0)
-            rtol = 1e-13 if dtype == np.float64 else 1e-6
-            np.testing.assert_allclose(total, total_expected, rtol=rtol)
+            np.testing.assert_allclose(total, expected_total(shifts), rtol=rtol)
             target = np.zeros(n, np.int64)
             ones, zeros = np.ones(n, dtype), np.zeros(n, dtype)
-            a, grad = np.empty(n, dtype), np.empty_like(x)
-            kernels.gradient_rows(blocks, x, target, w, False, ones, zeros, zeros, peak, total,
-                                  smooth, bad, a, grad)
-            np.testing.assert_array_equal(peak, peak_expected)
-            np.testing.assert_allclose(total, total_expected, rtol=rtol)
+            for out, shift in ((np.empty_like(x), shifts), (None, maxima)):
+                a = np.empty(n, dtype)
+                source = x.copy()  # the gradient over the input (out None) writes it
+                peak[:], total[:], bad[:] = 0, 0, 1
+                kernels.gradient_rows(blocks, source, target, w, False, ones, zeros, zeros, peak,
+                                      total, smooth, bad, a, out)
+                np.testing.assert_array_equal(peak, shift)
+                np.testing.assert_array_equal(bad, 0)
+                np.testing.assert_allclose(total, expected_total(shift), rtol=rtol)
+                softmax = np.exp(x - x.max(axis=1, keepdims=True))
+                softmax /= softmax.sum(axis=1, keepdims=True)  # factor 1, spread and hit 0
+                np.testing.assert_allclose(source if out is None else out, softmax,
+                                           rtol=10 * rtol, atol=rtol)
+
+
+@needs_numba
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_shifted_float64_rows_far_below_their_maximum(smoothing):
+    """Float64 rows of ``LANES`` classes or more are summed shifted by the maximum of their
+    first ``LANES`` values. Rows whose first block lies far below the rest: 300 below is
+    summed at that shift (a total near ``e^300``); 400 below passes
+    ``SHIFTED_TOTAL_LIMIT`` and 1000 below overflows a term, a first block all -inf is no
+    shift at all: those rows are done again with their maximum. Losses and gradients are
+    torch's (float64 tolerance), each row's shift as described."""
+    kernels = compiled.load("cross_entropy")
+    g = np.random.default_rng(17)
+    n, c, lanes = 6, 1000, kernels.LANES
+    x = g.standard_normal((n, c))
+    x[1, :lanes] -= 300.0
+    x[2, :lanes] -= 400.0
+    x[3, :lanes] -= 1000.0
+    x[4, :lanes] = -np.inf
+    x[5, :lanes] -= 20.0
+    x[5, 600] = 12.0  # a confident row, 29 above its shift: a loss of about 0.01
+    target = np.arange(n) * 100
+    target[5] = 600
+    assert np.exp(300.0) < kernels.SHIFTED_TOTAL_LIMIT < np.exp(400.0 - 2 * np.log(c))
+
+    peak, total = np.empty(n), np.empty(n)
+    smooth, bad = np.empty(n), np.empty(n, np.uint8)
+    w = np.ones(c)
+    kernels.forward_rows(kernels.row_blocks(n), x, w, smoothing > 0, peak, total, smooth, bad)
+    np.testing.assert_array_equal(bad, 0)
+    first, maxima = x[:, :lanes].max(axis=1), x.max(axis=1)
+    np.testing.assert_array_equal(peak, np.where(np.isin(np.arange(n), [0, 1, 5]), first,
+                                                 maxima))
+    assert total[1] > np.exp(290.0)
+
+    for reduction in REDUCTIONS:
+        leaf = torch.tensor(x, requires_grad=True)
+        expected = F.cross_entropy(leaf, torch.from_numpy(target), reduction=reduction,
+                                   label_smoothing=smoothing)
+        expected.sum().backward()
+        loss = anyloss.cross_entropy(x, target, reduction=reduction, label_smoothing=smoothing)
+        loss2, grad = anyloss.cross_entropy_and_grad(x, target, reduction=reduction,
+                                                     label_smoothing=smoothing)
+        assert_close(loss, expected.detach().numpy(), **FLOAT64)
+        assert_close(loss2, expected.detach().numpy(), **FLOAT64)
+        assert_close(grad, leaf.grad.numpy(), **FLOAT64)
 
 
 @needs_numba
@@ -833,7 +900,7 @@ def test_dask_fast_path_stays_lazy(reduction):
 
 
 def _kernel_exponentials(x):
-    """``(exp_nonpositive(x), sum_term(x))`` elementwise: the row kernels' two
+    """``(exp_written(x), sum_term(x))`` elementwise: the row kernels' two
     exponentials, compiled with the kernels' fast-math flags."""
     import numba
 
@@ -842,7 +909,7 @@ def _kernel_exponentials(x):
     @numba.njit(fastmath=kernels.FLAGS)
     def both(x, written, summed):
         for i in range(x.shape[0]):
-            written[i] = kernels.exp_nonpositive(x[i])
+            written[i] = kernels.exp_written(x[i])
             summed[i] = kernels.sum_term(x[i])
 
     written, summed = np.empty_like(x), np.empty_like(x)
@@ -854,12 +921,13 @@ def _kernel_exponentials(x):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_kernel_exponentials_within_one_ulp(dtype):
     """The row kernels' two exponentials of ``x <= 0``, over a million points of
-    [-750, 0] (every binade down to the flush point): ``exp_nonpositive`` (values written)
+    [-750, 0] (every binade down to the flush point): ``exp_written`` (values written)
     within 1 ulp of the float64-rounded exponential where it is a normal number and 0
     below; nan for nan.
 
     ``sum_term`` (values only summed into a sum holding 1) reduces by ln 2 in one part:
-    within the same bound where ``k = round(x / ln2)`` is 0; elsewhere, on terms of at
+    within the same bound where ``k = round(x / ln2)`` is 0 (in float64, whose summed terms
+    take a polynomial within 3 ulp, 4.5 ulp), and 1 exactly at 0; elsewhere, on terms of at
     most ``2^(k + 1/2)``, within ``|k| delta`` more (relative), with ``delta`` the
     rounding error of ln 2 in ``x``'s dtype (derived here from mpmath), and in float32
     half an ulp more (1.07 ulp beyond ``|k| delta`` was measured there, on 2026-12-05);
@@ -885,11 +953,43 @@ def test_kernel_exponentials_within_one_ulp(dtype):
         delta = float(abs(mpmath.mpf(float(dtype(np.log(2)))) - mpmath.log(2)))
     k = np.abs(np.rint(x[normal].astype(np.float64) / np.log(2)))
     summed_ulps = np.abs(summed[normal] - exact[normal]) / np.spacing(exact[normal])
-    assert summed_ulps[k == 0].max() <= bound, summed_ulps[k == 0].max()
-    allowed = bound + (0.5 if dtype == np.float32 else 0.0) + k * delta / (np.finfo(dtype).eps / 2)
+    # float64: a polynomial within 3 ulp of the terms in [1/2, 1) (3.3e-16 relative), the
+    # product's rounding and NumPy's own ulp (3.0 measured on 2026-12-06)
+    summed_bound = bound if dtype == np.float32 else 4.5
+    assert summed_ulps[k == 0].max() <= summed_bound, summed_ulps[k == 0].max()
+    np.testing.assert_array_equal(summed[x == 0], 1)  # the row's shift: a term 1 exactly
+    allowed = (summed_bound + (0.5 if dtype == np.float32 else 0.0)
+               + k * delta / (np.finfo(dtype).eps / 2))
     assert (summed_ulps <= allowed).all(), (summed_ulps - allowed).max()
     assert (k * delta / (np.finfo(dtype).eps / 2)).max() > 1  # the one-part reach is tested
     np.testing.assert_array_equal(summed[x < flush], summed[x == flush][0])
+
+
+@needs_numba
+def test_float64_kernel_exponentials_of_positive_x():
+    """The float64 exponentials also take the positive ``x`` of rows shifted below their
+    maximum: within the bounds of :func:`test_kernel_exponentials_within_one_ulp` up to
+    709.43 (``k = round(x / ln 2)`` at most 1023), +inf from 709.44 (``k = 1024``) and
+    beyond, nan for nan."""
+    mpmath = pytest.importorskip("mpmath")
+    g = np.random.default_rng(13)
+    top = 1023.5 * np.log(2)  # where k reaches 1024
+    x = np.concatenate([np.exp(g.uniform(-20, np.log(top), 1_000_000)), [top * (1 - 1e-15)]])
+    written, summed = _kernel_exponentials(x)
+    exact = np.exp(x)  # NumPy's float64 exp: within 1 ulp itself; allow 2 together
+    assert np.isfinite(exact).all()
+    ulps = np.abs(written - exact) / np.spacing(exact)
+    assert ulps.max() <= 2.0, ulps.max()
+    with mpmath.workdps(40):
+        delta = float(abs(mpmath.mpf(float(np.log(2))) - mpmath.log(2)))
+    k = np.rint(x / np.log(2))
+    assert k.max() == 1023
+    summed_ulps = np.abs(summed - exact) / np.spacing(exact)
+    allowed = 4.5 + k * delta / (np.finfo(np.float64).eps / 2)
+    assert (summed_ulps <= allowed).all(), (summed_ulps - allowed).max()
+    beyond = np.array([top * (1 + 1e-15), 709.78, 709.8, 710.0, 1e4, 1e300, np.inf])
+    written, summed = _kernel_exponentials(beyond)
+    assert (written == np.inf).all() and (summed == np.inf).all(), (written, summed)
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -134,9 +134,9 @@ def _tiled_elements(x, linear_weight, target, linear_bias, weight, *, ignore_ind
     """:func:`linear_cross_entropy_elements` by tiles of ``rows`` x ``cols`` logits.
 
     Per row block, the classes in tiles: each tile's logits ``x_r @ W_t.T + b_t`` (BLAS,
-    into the scratch), their row maxima and sums of exponentials (the cross-entropy pass,
-    :func:`.cross_entropy.row_normalisers`), folded into a running maximum
-    ``m`` and sum ``s`` in float64 (``s <- s e^(m - m') + s_t e^(m_t - m')``, the online
+    into the scratch), their row shifts (maxima, or a lower value) and sums of exponentials
+    (the cross-entropy pass, :func:`.cross_entropy.row_normalisers`), folded into a running
+    shift ``m`` and sum ``s`` in float64 (``s <- s e^(m - m') + s_t e^(m_t - m')``, the online
     normaliser of Milakov & Gimelshein, 2018), and the target's logit picked from the tile
     that holds it. The smoothing term ``sum_c w_c z_c`` is one matrix-vector product,
     ``x (W.T w) + b.w``, in float64. A tile whose row is all ``-inf`` (a bias masking

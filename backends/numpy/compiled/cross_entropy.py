@@ -1,8 +1,9 @@
 """The cross-entropy row pass, compiled by numba: one kernel per row (or column block).
 
 Shapes. The row kernels take ``x`` ``(N, C)`` C-contiguous, float32 or float64,
-and write per row ``peak`` (the row maximum, ``x``'s dtype), ``total =
-sum_c exp(x_c - peak)`` and ``smooth = sum_c w_c (x_c - peak)`` (float64, with
+and write per row ``peak`` (a shift, ``x``'s dtype: the row maximum, or for the
+float64 rows below a value of the row at most its maximum), ``total =
+sum_c exp(x_c - peak)`` (at least 1) and ``smooth = sum_c w_c (x_c - peak)`` (float64, with
 ``smoothing``: ``w`` then holds the ``C`` class weights, all 1 without a weight; not
 written without) and ``bad`` (uint8: 1 where
 the row holds a nan, or its maximum is not finite). The column kernels take a
@@ -19,8 +20,12 @@ row by the caller. A row's exponentials are written into ``g`` on the first pass
 and rescaled in place on a second one while the row is in cache, so ``g`` goes
 to memory once.
 
-Per row, one read of ``x`` from memory, overlapped with the arithmetic. The
-row kernels run each thread's rows as a pipeline (:func:`_row_step`): while the
+Per row, one read of ``x`` from memory, overlapped with the arithmetic. Float64
+rows of at least :data:`LANES` classes (of the forward, and of a gradient into an
+array of its own) are summed in one pass, shifted by the maximum of their first
+:data:`LANES` values (:func:`_shifted_rows`; a row too far below that shift is done
+again with its maximum). The float32 row kernels (and the gradient over the input)
+run each thread's rows as a pipeline (:func:`_row_step`): while the
 exponentials of row i are computed from cache, the same loop takes the running
 maxima of row i + 1 from memory (256 lanes that LLVM vectorises), and prefetches
 that row's lines :data:`AHEAD_BYTES` ahead into the second-level cache. Done in
@@ -38,9 +43,10 @@ the polynomials of :mod:`.elementary` for ``exp(r)`` (Cephes' degree-6 ``expf``
 polynomial in float32, a Chebyshev interpolant of degree 11 in float64; within 1.25
 ulp in float32 and 1 in float64, tested). Values written (the gradient) are flushed to
 0 below the smallest normal result. Terms only summed (the forward) keep that
-smallest value instead, and take a cheaper form whose extra error is below
+smallest value instead, and take a cheaper form: a reduction whose extra error is below
 1/64 (float32) or 1/13 (float64) of an ulp of a total that holds 1
-(:func:`sum_term32`). Row sums
+(:func:`sum_term32`), and in float64 a polynomial of degree 10, within 3 ulp
+(:func:`sum_term64`). Row sums
 accumulate in ``x``'s dtype over chunks of 2048 classes, added in float64; the
 column kernels accumulate in float64. The order of every sum is fixed by the
 shape alone, so the result does not depend on the thread count: the row kernels
@@ -54,7 +60,8 @@ import math
 
 import numba
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import overload
 
 from anyloss._threads import get_threads
 from anyloss.backends.numpy.compiled.elementary import (
@@ -64,6 +71,7 @@ from anyloss.backends.numpy.compiled.elementary import (
     exp_horner32,
     exp_reduced32,
     exp_reduced64,
+    exp_summed64,
     float32_bits,
     float64_bits,
     fma,
@@ -105,8 +113,19 @@ AHEAD_BYTES = 8192
 # float32 serial pass 7% slower: they stay in numba's IR.
 
 
+def _block_function(function):
+    """Compile one of the row kernels' block functions (a block of rows, as one ``prange``
+    iteration does it): once per signature, called, not copied into numba's IR. The serial
+    and parallel copies of a kernel (:mod:`.parallel`) call the same compiled function.
+    Inlined into the ``prange`` loops of both copies, the float64
+    forward's and gradient's first compile (``anyloss compile cross_entropy
+    cross_entropy_and_grad``, cold) took 362 s against 114 s before the shifted float64
+    rows, which made two row loops of each kernel three (2026-12-06)."""
+    return numba.njit(fastmath=FLAGS, nogil=True)(function)
+
+
 @numba.njit(forceinline=True, fastmath=FLAGS)
-def exp_nonpositive32(x):
+def exp_written32(x):
     """``exp(x)`` for float32 ``x <= 0`` (within 1.25 ulp), 0 below -87, nan for nan: Cephes'
     reduction ``x = k ln2 + r`` (ln 2 as C1 + C2, C1 exact in 10 bits, so that ``k C1`` is
     exact) and :func:`.elementary.exp_reduced32`. The power ``2^k`` is made from the bits
@@ -121,12 +140,15 @@ def exp_nonpositive32(x):
 
 
 @numba.njit(forceinline=True, fastmath=FLAGS)
-def exp_nonpositive64(x):
-    """``exp(x)`` for float64 ``x <= 0`` (within 1 ulp), 0 below -708, nan for nan: the
-    reduction of :func:`exp_nonpositive32` and the degree-11 polynomial of
+def exp_written64(x):
+    """``exp(x)`` for float64 ``x`` (within 1 ulp) up to 709.43, +inf above (where ``k``
+    reaches 1024; the true value overflows from 709.78), 0 below -708, nan for nan: the
+    reduction of :func:`exp_written32` and the degree-11 polynomial of
     :func:`.elementary.exp_reduced64`; ``2^k`` from the low 12 bits of ``k + (1.5 2^52 +
-    1023)`` (``k + 1023`` is 1 to 1023 here)."""
+    1023)`` (``k + 1023`` is 1 to 2047 here, 2047 making +inf). Positive ``x`` are the
+    float64 rows shifted by a lower bound of their maximum (:func:`_shifted_rows`)."""
     y = -708.0 if x < -708.0 else x
+    y = 710.0 if y > 710.0 else y
     k = np.floor(y * 1.4426950408889634073599 + 0.5)
     r = fma(k, -1.42860682030941723212e-6, fma(k, -6.93145751953125e-1, y))
     power = bits_to_float64(float64_bits(k + 6755399441056767.0) << 52)  # 1.5 2^52 + 1023
@@ -140,7 +162,7 @@ def sum_term32(x):
     most ``C 2^-125`` to a sum of at least 1, no bit of a float32 or float64 total for any
     C below 2^70.
 
-    Three operations fewer than :func:`exp_nonpositive32` (0.31 -> 0.27 ns a value of the
+    Three operations fewer than :func:`exp_written32` (0.31 -> 0.27 ns a value of the
     row pass, one thread, data in L2), with its accuracy where a term counts:
 
     - ``k = round(x / ln2)`` by the magic-number addition inside one fused multiply-add
@@ -163,19 +185,31 @@ def sum_term32(x):
 
 @numba.njit(forceinline=True, fastmath=FLAGS)
 def sum_term64(x):
-    """``exp(x)`` for float64 ``x <= 0`` as a term of a sum that holds a term 1: ``exp(-708)``
-    below -708 (C such terms add at most ``C 2^-1021`` to a sum of at least 1), nan for
-    nan. The reduction of :func:`sum_term32` (ln 2 in one part, off by 2.3e-17: at most
-    1/13 of an ulp of a sum holding 1) and the degree-11 polynomial of
-    :func:`.elementary.exp_reduced64`: one multiply-add and the rounding instruction fewer
-    than :func:`exp_nonpositive64` (0.80 -> 0.65 ns a value of the float64 row pass, with
-    the changes of that day to the row maxima)."""
+    """``exp(x)`` for float64 ``x`` as a term of a sum that holds a term 1: ``exp(-708)``
+    below -708 (C such terms add at most ``C 2^-1021`` to a sum of at least 1), +inf above
+    709.43 (as :func:`exp_written64`), nan for nan, and 1 exactly at 0.
+
+    Two multiply-adds and the rounding instruction fewer than :func:`exp_written64`, where a
+    term's error of a few ulps is one of the total:
+
+    - the reduction of :func:`sum_term32`: ln 2 in one part, off by 2.3e-17, moves a term
+      ``2^k exp(r)`` by ``|k| 2.3e-17`` relative: at most 1/13 of an ulp of a sum holding 1
+      where ``k <= 0``; on the terms above 1 of a row shifted by ``a`` below its maximum
+      ``m`` (:func:`_shifted_rows`), it moves the logsumexp by at most ``(m - a) 3.3e-17``,
+      0.15 ulp of ``m - a``, the order of the rounding of the differences ``x - a``
+      themselves (0.80 -> 0.65 ns a value of the float64 row pass, with the changes of that
+      day to the row maxima);
+    - ``exp(r)`` by the degree-10 polynomial of :func:`.elementary.exp_summed64` (within 3
+      ulp; the float64 forward 1.21-1.35x -> 1.16x the read pass, 2026-12-06).
+
+    tests/test_cross_entropy_fast.py bounds the error of each term."""
     y = -708.0 if x < -708.0 else x
+    y = 710.0 if y > 710.0 else y
     t = fma(y, 1.4426950408889634073599, 6755399441055744.0)  # 1.5 2^52: k in t's low bits
     k = t - 6755399441055744.0
     r = fma(k, -0.6931471805599453, y)
     power = bits_to_float64((float64_bits(t) + 1023) << 52)  # the low 12 bits: k + 1023
-    return exp_reduced64(r) * power
+    return exp_summed64(r) * power
 
 
 def _sum_term32_of(x):
@@ -186,22 +220,22 @@ def _sum_term64_of(x):
     return sum_term64(x)
 
 
-def _exp_nonpositive32_of(x):
-    return exp_nonpositive32(x)
+def _exp_written32_of(x):
+    return exp_written32(x)
 
 
-def _exp_nonpositive64_of(x):
-    return exp_nonpositive64(x)
+def _exp_written64_of(x):
+    return exp_written64(x)
 
 
 _ELEMENTWISE = {"owner": "cross_entropy", "jit_options": {"fastmath": FLAGS}}
 sum_term = by_type("sum_term", _sum_term32_of, _sum_term64_of, **_ELEMENTWISE)
 sum_term.__doc__ = """``exp(x)`` for ``x <= 0`` as a term of a sum holding 1, float32 or float64
     by the argument's type (:func:`sum_term32`, :func:`sum_term64`; numba code only)."""
-exp_nonpositive = by_type("exp_nonpositive", _exp_nonpositive32_of, _exp_nonpositive64_of,
+exp_written = by_type("exp_written", _exp_written32_of, _exp_written64_of,
                           **_ELEMENTWISE)
-exp_nonpositive.__doc__ = """``exp(x)`` for ``x <= 0``, float32 or float64 by the argument's type
-    (:func:`exp_nonpositive32`, :func:`exp_nonpositive64`; numba code only)."""
+exp_written.__doc__ = """``exp(x)`` for ``x <= 0``, float32 or float64 by the argument's type
+    (:func:`exp_written32`, :func:`exp_written64`; numba code only)."""
 
 
 # The one line to switch to the shared elementary functions (.elementary.exp). Not done:
@@ -209,7 +243,7 @@ exp_nonpositive.__doc__ = """``exp(x)`` for ``x <= 0``, float32 or float64 by th
 # inlined into numba's IR, these kernels' ``reassoc`` flag (for vectorised sums) also
 # folded its magic-number rounding ``(y + M) - M`` away (sums 2.6% off, measured); inlined
 # by LLVM since 2026-12-06, it keeps its own flags.
-exp = exp_nonpositive
+exp = exp_written
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
@@ -289,7 +323,7 @@ def _max_step(v, m):
 @numba.njit(inline="always", fastmath=FLAGS)
 def _add_term(d, w, c, smoothing, write, s, t):
     """One class's term ``d = x_c - peak`` of the row sums: ``(e, s + e, t + smooth term)``
-    with ``e = exp(d)`` by :func:`exp_nonpositive` where it is written (``write``), else by
+    with ``e = exp(d)`` by :func:`exp_written` where it is written (``write``), else by
     :func:`sum_term`; the smooth term is ``w[c] d`` with ``smoothing``, else nothing.
     Shared by the row pipeline (:func:`_exp_terms`) and the short rows
     (:func:`_short_terms`)."""
@@ -300,8 +334,8 @@ def _add_term(d, w, c, smoothing, write, s, t):
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _short_max(x, i):
-    """The maximum of row ``i`` of ``x``, with the rule of :func:`_row_max` (a nan passed
+def _short_max(x, i, n):
+    """The maximum of ``x[i, :n]``, with the rule of :func:`_row_max` (a nan passed
     over unless it is ``x[i, 0]``): four running maxima in registers, each taking every
     fourth value, then folded, a nan winning (only ``x[i, 0]`` can have made one).
 
@@ -309,7 +343,6 @@ def _short_max(x, i):
     of 100 float32 classes, ``perf``); the vectorised reduction of ``llvm.maxnum``, which
     LLVM accepts without the ``nnan`` flag, took three times as long as these four on such
     rows (48 against 15.5 ns a row: x86 has no vector instruction for it)."""
-    n = x.shape[1]
     m0 = m1 = m2 = m3 = x[i, 0]
     whole = n - n % 4
     for j in range(0, whole, 4):
@@ -357,7 +390,7 @@ def _short_row(x, i, w, smoothing, peak, total, smooth, bad, out, write):
     83 against 70 ns a row. The gradient's row loop has one copy: two made the first compile
     of :func:`gradient_rows`' eight signatures take 209 against 150 s, for 25 against 28 us
     a serial pass over 256 x 100 float32 (2026-12-06)."""
-    m = _short_max(x, i)
+    m = _short_max(x, i, x.shape[1])
     peak[i] = m
     bad[i] = 1
     if math.isfinite(m):
@@ -374,7 +407,8 @@ def _short_row(x, i, w, smoothing, peak, total, smooth, bad, out, write):
 def _short_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total, smooth, bad, a,
                     out):
     """Rows ``i0:i1`` of :func:`gradient_rows` for an ``x`` of fewer than :data:`LANES`
-    classes, by :func:`_short_row`; ``out`` is ``g``, or ``x`` itself."""
+    classes, by :func:`_short_row` (and float64 rows that :func:`_shifted_rows` gave back);
+    ``out`` is ``g``, or ``x`` itself."""
     for i in range(i0, i1):
         _short_row(x, i, w, smoothing, peak, total, smooth, bad, out, True)
         if bad[i] != 0:
@@ -424,13 +458,18 @@ def _exp_terms(v, count, m, w, smoothing, o, write, s, t, ahead, acc, source, ta
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _row_step(row, m, w, smoothing, out, write, ahead, acc):
+def _row_step(row, m, w, smoothing, out, write, ahead, acc, take):
     """One step of the row pipeline: ``(sum exp(row - m), smooth sum)`` in float64 for a
     finite ``m``, nan when the row holds a nan (with ``write``, also ``out = exp(row -
-    m)`` by :func:`exp_nonpositive`; without, the terms are :func:`sum_term`'s), while the
+    m)`` by :func:`exp_written`; without, the terms are :func:`sum_term`'s), while the
     running maxima of the next row ``ahead`` are taken into ``acc`` ``(2, LANES)``, as
     :func:`_row_max` takes them (``_lanes_finish(ahead, acc)`` then gives its maximum), and
     its lines are prefetched :data:`AHEAD_BYTES` before they are read.
+
+    Without ``take`` (a constant), no maxima are taken (``acc`` is not read: any 2-d array
+    of ``x``'s dtype) and ``ahead`` is only prefetched: the one pass of the shifted float64
+    rows (:func:`_shifted_rows`) passes the row itself, whose lines are then asked for
+    :data:`AHEAD_BYTES` before they are read.
 
     ``row`` is in cache (its maximum was the previous step's); ``ahead`` comes from memory
     while the exponentials of ``row`` keep the core busy: both in one loop per block of
@@ -446,19 +485,20 @@ def _row_step(row, m, w, smoothing, out, write, ahead, acc):
     # made the first compile of the row kernels' eight signatures take 94.3 s against
     # 66.7 s with two copies.
     if smoothing:
-        return _row_pipeline(row, m, w, True, out, write, ahead, acc)
-    return _row_pipeline(row, m, w, False, out, write, ahead, acc)
+        return _row_pipeline(row, m, w, True, out, write, ahead, acc, take)
+    return _row_pipeline(row, m, w, False, out, write, ahead, acc, take)
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
-def _row_pipeline(row, m, w, smoothing, out, write, ahead, acc):
+def _row_pipeline(row, m, w, smoothing, out, write, ahead, acc, take):
     """:func:`_row_step` for ``smoothing``, a constant where it is inlined as one."""
     n = row.shape[0]
     whole = n // LANES
     lead = max(1, AHEAD_BYTES // (LANES * row.itemsize))  # blocks between prefetch and read
     line = max(1, LINE_BYTES // row.itemsize)
     per_chunk = CHUNK // LANES
-    _lanes_start(ahead, acc)
+    if take:
+        _lanes_start(ahead, acc)
     zero = m - m
     s64, t64 = 0.0, 0.0
     s, t = zero, zero
@@ -476,7 +516,7 @@ def _row_pipeline(row, m, w, smoothing, out, write, ahead, acc):
         v = row[c0:c0 + LANES]
         o = out[c0:c0 + LANES]
         wc = w[c0:c0 + LANES] if smoothing else w
-        s, t = _exp_terms(v, LANES, m, wc, smoothing, o, write, s, t, u, acc, b % 2, True)
+        s, t = _exp_terms(v, LANES, m, wc, smoothing, o, write, s, t, u, acc, b % 2, take)
         if (b + 1) % per_chunk == 0:
             s64 += s
             t64 += t
@@ -494,36 +534,194 @@ def row_blocks(n: int) -> int:
     return max(1, min(n, BLOCKS_PER_THREAD * get_threads()))
 
 
+# --- the rows of LANES classes or more: the pipeline (float32), the shifted pass (float64) ---
+#
+# A float64 exponential costs 2.3 times a float32 one (15 fused multiply-adds for 8 values,
+# against 6.5), for twice the bytes: the float32 pass is bound by memory, the float64 one
+# by Zen 4's two multiply-add pipes, and there the row maxima the pipeline takes alongside
+# the exponentials (a compare, two loads and a store for 8 values) cost a fifth of the
+# pass. The float64 rows are summed shifted by a lower bound of their maximum instead, in
+# one pass (:func:`_shifted_rows`): at 1024 x 32000, 1.15x one read pass of the input
+# against 1.27x for the pipeline, and the gradient 0.94x against 1.13-1.18x one read and
+# one write (two threads, in one run, 2026-12-06). float32 keeps the pipeline: its shift
+# must be the maximum, which makes the largest term exactly 1, for the accuracy of a
+# confident row's small loss at float32's precision.
+
+#: The largest ``total`` that a shifted float64 row (:func:`_shifted_rows`) is taken with:
+#: a shift within about 354 of the row's maximum. Above it (or where a term overflows), the
+#: row is done again with its maximum, so that ``factor / total`` stays a normal number.
+SHIFTED_TOTAL_LIMIT = 2.0 ** 512
+
+
+@numba.njit(inline="always", fastmath=FLAGS)
+def _shifted_rows(x, i, w, smoothing, out, write):
+    """``(a, sum exp(x[i] - a), smooth sum)`` of a float64 row ``i`` of at least
+    :data:`LANES` classes, in one pass, with ``a`` the maximum of its first :data:`LANES`
+    values (a lower bound of its maximum, so that the largest term is at least 1), or
+    ``total`` nan where the row must be done again with its maximum: ``a`` not finite, a
+    nan in the row, or a total above :data:`SHIFTED_TOTAL_LIMIT` (terms reaching
+    ``exp(709.43)`` are +inf). With ``write``, also ``out = exp(x[i] - a)``.
+
+    The row's lines are prefetched :data:`AHEAD_BYTES` ahead of the exponentials that read
+    them (:func:`_row_step` without ``take``)."""
+    a = _short_max(x, i, LANES)
+    if not math.isfinite(a):
+        return a, np.nan, np.nan
+    row = x[i]
+    s, t = _row_step(row, a, w, smoothing, out, write, row, x, False)  # x: see take
+    return a, (s if s <= SHIFTED_TOTAL_LIMIT else np.nan), t  # nan is not <=
+
+
+@_block_function
+def _pipelined_forward(x, i0, i1, w, smoothing, peak, total, smooth, bad):
+    """Rows ``i0:i1`` of :func:`forward_rows` by the row pipeline."""
+    acc = np.empty((2, LANES), x.dtype)
+    m = _row_max(x[i0], acc)
+    for i in range(i0, i1):
+        row, ahead = x[i], x[min(i + 1, i1 - 1)]
+        peak[i] = m
+        bad[i] = 1
+        if math.isfinite(m):
+            s, t = _row_step(row, m, w, smoothing, row, False, ahead, acc, True)
+            total[i] = s
+            smooth[i] = t
+            bad[i] = 0 if s == s else 1
+            m = _lanes_finish(ahead, acc)
+        else:
+            m = _row_max(ahead, acc)
+
+
+@_block_function
+def _shifted_forward(x, i0, i1, w, smoothing, peak, total, smooth, bad):
+    """Rows ``i0:i1`` of :func:`forward_rows` by :func:`_shifted_rows`; a row it gives back
+    is done again by :func:`_short_row`, with its maximum (and flagged there, for a nan or
+    a maximum that is not finite)."""
+    for i in range(i0, i1):
+        a, s, t = _shifted_rows(x, i, w, smoothing, x[i], False)
+        if s == s:
+            peak[i] = a
+            total[i] = s
+            smooth[i] = t
+            bad[i] = 0
+        else:
+            _short_row(x, i, w, smoothing, peak, total, smooth, bad, x, False)
+
+
+def _forward_block(x, i0, i1, w, smoothing, peak, total, smooth, bad):
+    """Rows ``i0:i1`` of :func:`forward_rows` (numba code only): :func:`_shifted_forward` for
+    float64, :func:`_pipelined_forward` for float32."""
+    raise NotImplementedError("numba code only")
+
+
+@overload(_forward_block, jit_options={"fastmath": FLAGS})
+def _forward_block_of(x, i0, i1, w, smoothing, peak, total, smooth, bad):
+    if x.dtype == types.float64:
+        return lambda x, i0, i1, w, smoothing, peak, total, smooth, bad: _shifted_forward(
+            x, i0, i1, w, smoothing, peak, total, smooth, bad)
+    return lambda x, i0, i1, w, smoothing, peak, total, smooth, bad: _pipelined_forward(
+        x, i0, i1, w, smoothing, peak, total, smooth, bad)
+
+
 @parallel_kernel(cache=True, fastmath=FLAGS, nogil=True)
 def forward_rows(blocks, x, w, smoothing, peak, total, smooth, bad):
     """Per row of ``x`` ``(N, C)``: ``peak``, ``total``, ``smooth``, ``bad`` (see the module),
-    by ``blocks`` blocks of consecutive rows, each a pipeline of :func:`_row_step` (rows of
-    fewer than :data:`LANES` classes one at a time, :func:`_short_row`)."""
+    by ``blocks`` blocks of consecutive rows: each a pipeline of :func:`_row_step`
+    (float32), the shifted pass of :func:`_shifted_rows` (float64), or rows of fewer than
+    :data:`LANES` classes one at a time (:func:`_short_row`)."""
     n = x.shape[0]
     for b in prange(blocks):
         i0, i1 = b * n // blocks, (b + 1) * n // blocks
-        if x.shape[1] < LANES:
-            if smoothing:  # a copy for each value (see _short_row)
-                for i in range(i0, i1):
-                    _short_row(x, i, w, True, peak, total, smooth, bad, x, False)
-            else:
-                for i in range(i0, i1):
-                    _short_row(x, i, w, False, peak, total, smooth, bad, x, False)
+        if x.shape[1] >= LANES:
+            _forward_block(x, i0, i1, w, smoothing, peak, total, smooth, bad)
+        elif smoothing:  # a copy for each value (see _short_row)
+            for i in range(i0, i1):
+                _short_row(x, i, w, True, peak, total, smooth, bad, x, False)
+        else:
+            for i in range(i0, i1):
+                _short_row(x, i, w, False, peak, total, smooth, bad, x, False)
+
+
+@numba.njit(inline="always", fastmath=FLAGS)
+def _gradient_finish(out, i, s, t, w, smoothing, factor, spread, hit, a):
+    """Row ``i`` of the gradient from its exponentials ``out`` (rescaled in place, by
+    chunks of :data:`CHUNK` while they are in cache) and their sum ``s``: ``a[i] =
+    factor[i] / s``, ``out = out a[i] - spread[i] w``, ``hit[i]`` off the target ``t[i]``."""
+    a[i] = factor[i] / s  # in a's dtype, x's
+    scale = a[i]
+    minus = spread[i]
+    for c0 in range(0, out.shape[0], CHUNK):
+        o = out[c0:c0 + CHUNK]
+        if smoothing:
+            wc = w[c0:c0 + CHUNK]
+            for c in range(o.shape[0]):
+                o[c] = o[c] * scale - minus * wc[c]
+        else:
+            for c in range(o.shape[0]):
+                o[c] = o[c] * scale - minus
+    out[t[i]] -= hit[i]
+
+
+@_block_function
+def _pipelined_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total, smooth,
+                        bad, a, g):
+    """Rows ``i0:i1`` of :func:`gradient_rows` by the row pipeline, into ``g`` (``x`` itself
+    for the gradient over the input: the loops read and write it at the same index)."""
+    acc = np.empty((2, LANES), x.dtype)
+    m = _row_max(x[i0], acc)
+    for i in range(i0, i1):
+        row, ahead, out = x[i], x[min(i + 1, i1 - 1)], g[i]
+        peak[i] = m
+        bad[i] = 1
+        if not math.isfinite(m):
+            m = _row_max(ahead, acc)
             continue
-        acc = np.empty((2, LANES), x.dtype)
-        m = _row_max(x[i0], acc)
-        for i in range(i0, i1):
-            row, ahead = x[i], x[min(i + 1, i1 - 1)]
+        s, sm = _row_step(row, m, w, smoothing, out, True, ahead, acc, True)
+        m = _lanes_finish(ahead, acc)
+        total[i] = s
+        smooth[i] = sm
+        if s != s:  # a nan in the row
+            continue
+        bad[i] = 0
+        _gradient_finish(out, i, s, t, w, smoothing, factor, spread, hit, a)
+
+
+@_block_function
+def _shifted_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total, smooth,
+                      bad, a, g):
+    """Rows ``i0:i1`` of :func:`gradient_rows` into ``g`` by :func:`_shifted_rows`; a row it
+    gives back is done again by :func:`_short_gradient`, with its maximum."""
+    for i in range(i0, i1):
+        out = g[i]
+        m, s, sm = _shifted_rows(x, i, w, smoothing, out, True)
+        if s == s:
             peak[i] = m
-            bad[i] = 1
-            if math.isfinite(m):
-                s, t = _row_step(row, m, w, smoothing, row, False, ahead, acc)
-                total[i] = s
-                smooth[i] = t
-                bad[i] = 0 if s == s else 1
-                m = _lanes_finish(ahead, acc)
-            else:
-                m = _row_max(ahead, acc)
+            total[i] = s
+            smooth[i] = sm
+            bad[i] = 0
+            _gradient_finish(out, i, s, t, w, smoothing, factor, spread, hit, a)
+        else:
+            _short_gradient(x, i, i + 1, t, w, smoothing, factor, spread, hit, peak, total,
+                            smooth, bad, a, g)
+
+
+def _gradient_block(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total, smooth, bad,
+                    a, g):
+    """Rows ``i0:i1`` of :func:`gradient_rows` into ``g``, an array of its own (numba code
+    only): :func:`_shifted_gradient` for float64, :func:`_pipelined_gradient` for float32.
+    The gradient over the input takes the pipeline in any dtype: a row that the shifted pass
+    gives back is read again."""
+    raise NotImplementedError("numba code only")
+
+
+@overload(_gradient_block, jit_options={"fastmath": FLAGS})
+def _gradient_block_of(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total, smooth,
+                       bad, a, g):
+    rows = _shifted_gradient if x.dtype == types.float64 else _pipelined_gradient
+
+    def block(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total, smooth, bad, a, g):
+        rows(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total, smooth, bad, a, g)
+
+    return block
 
 
 @parallel_kernel(cache=True, fastmath=FLAGS, nogil=True)
@@ -538,47 +736,19 @@ def gradient_rows(blocks, x, t, w, smoothing, factor, spread, hit, peak, total, 
     n = x.shape[0]
     for b in prange(blocks):
         i0, i1 = b * n // blocks, (b + 1) * n // blocks
-        if x.shape[1] < LANES:
-            if g is None:
-                _short_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total,
+        short = x.shape[1] < LANES
+        if g is None and short:
+            _short_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total,
+                            smooth, bad, a, x)
+        elif g is None:  # over the input: the pipeline in either dtype
+            _pipelined_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total,
                                 smooth, bad, a, x)
-            else:
-                _short_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total,
-                                smooth, bad, a, g)
-            continue
-        acc = np.empty((2, LANES), x.dtype)
-        m = _row_max(x[i0], acc)
-        for i in range(i0, i1):
-            row, ahead = x[i], x[min(i + 1, i1 - 1)]
-            if g is None:
-                out = row  # one array: the loops read and write it at the same index
-            else:
-                out = g[i]
-            peak[i] = m
-            bad[i] = 1
-            if not math.isfinite(m):
-                m = _row_max(ahead, acc)
-                continue
-            s, sm = _row_step(row, m, w, smoothing, out, True, ahead, acc)
-            m = _lanes_finish(ahead, acc)
-            total[i] = s
-            smooth[i] = sm
-            if s != s:  # a nan in the row
-                continue
-            bad[i] = 0
-            a[i] = factor[i] / s  # in a's dtype, x's
-            scale = a[i]
-            minus = spread[i]
-            for c0 in range(0, out.shape[0], CHUNK):
-                o = out[c0:c0 + CHUNK]
-                if smoothing:
-                    wc = w[c0:c0 + CHUNK]
-                    for c in range(o.shape[0]):
-                        o[c] = o[c] * scale - minus * wc[c]
-                else:
-                    for c in range(o.shape[0]):
-                        o[c] = o[c] * scale - minus
-            out[t[i]] -= hit[i]
+        elif short:
+            _short_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total,
+                            smooth, bad, a, g)
+        else:
+            _gradient_block(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total,
+                            smooth, bad, a, g)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
