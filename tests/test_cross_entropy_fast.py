@@ -669,9 +669,9 @@ def test_row_kernels_maxima_and_sums(classes, dtype):
     first block, the last whole block and the tail; forward and gradient kernels (into an
     array of its own and over the input), one and two threads.
 
-    The shift is the row's maximum, except for the float64 rows of ``LANES`` classes or
-    more of the forward and of the gradient into its own array, which are summed in one
-    pass shifted by the maximum of their first ``LANES`` values."""
+    The shift is the row's maximum, except for the rows of ``LANES`` classes or more of the
+    forward and of the gradient into its own array, which are summed in one pass shifted
+    by the maximum of their first ``LANES`` values."""
     kernels = compiled.load("cross_entropy")
     g = np.random.default_rng(classes)
     n = 9
@@ -681,7 +681,7 @@ def test_row_kernels_maxima_and_sums(classes, dtype):
     x[0, 0] = x[1, classes - 1] = 7.0
     x[2, max(0, classes - classes % kernels.LANES - 1)] = 7.0  # the last whole block's end
     maxima = x.max(axis=1)
-    shifted = dtype == np.float64 and classes >= kernels.LANES
+    shifted = classes >= kernels.LANES
     shifts = x[:, :kernels.LANES].max(axis=1) if shifted else maxima
     if shifted and classes > kernels.LANES:
         assert (shifts < maxima).any()  # the two differ in some rows
@@ -719,39 +719,51 @@ def test_row_kernels_maxima_and_sums(classes, dtype):
                                            rtol=10 * rtol, atol=rtol)
 
 
+#: Per dtype, how far below the rest the first block of the rows of
+#: ``test_shifted_rows_far_below_their_maximum`` lies: summed at that shift, past
+#: ``SHIFTED_TOTAL_LIMIT``, a term overflowing.
+FAR_BELOW = {np.float64: (300.0, 400.0, 1000.0), np.float32: (30.0, 60.0, 100.0)}
+
+
 @needs_numba
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_shifted_float64_rows_far_below_their_maximum(smoothing):
-    """Float64 rows of ``LANES`` classes or more are summed shifted by the maximum of their
-    first ``LANES`` values. Rows whose first block lies far below the rest: 300 below is
-    summed at that shift (a total near ``e^300``); 400 below passes
-    ``SHIFTED_TOTAL_LIMIT`` and 1000 below overflows a term, a first block all -inf is no
-    shift at all: those rows are done again with their maximum. Losses and gradients are
-    torch's (float64 tolerance), each row's shift as described."""
+def test_shifted_rows_far_below_their_maximum(dtype, smoothing):
+    """Rows of ``LANES`` classes or more are summed shifted by the maximum of their first
+    ``LANES`` values. Rows whose first block lies far below the rest (:data:`FAR_BELOW`):
+    300 below in float64 (30 in float32) is summed at that shift, as is a confident row 29
+    below; 400 (60) below passes ``SHIFTED_TOTAL_LIMIT`` and 1000 (100) below overflows a
+    term, and a first block all -inf is no shift at all: those rows are done again with
+    their maximum. Losses and gradients are torch's (the dtype's tolerance), each row's
+    shift as described."""
     kernels = compiled.load("cross_entropy")
     g = np.random.default_rng(17)
     n, c, lanes = 6, 1000, kernels.LANES
-    x = g.standard_normal((n, c))
-    x[1, :lanes] -= 300.0
-    x[2, :lanes] -= 400.0
-    x[3, :lanes] -= 1000.0
+    kept, limited, overflowing = FAR_BELOW[dtype]
+    x = g.standard_normal((n, c)).astype(dtype)
+    x[1, :lanes] -= kept
+    x[2, :lanes] -= limited
+    x[3, :lanes] -= overflowing
     x[4, :lanes] = -np.inf
     x[5, :lanes] -= 20.0
     x[5, 600] = 12.0  # a confident row, 29 above its shift: a loss of about 0.01
     target = np.arange(n) * 100
     target[5] = 600
-    assert np.exp(300.0) < kernels.SHIFTED_TOTAL_LIMIT < np.exp(400.0 - 2 * np.log(c))
+    limit = kernels.SHIFTED_TOTAL_LIMIT[np.dtype(dtype).name]
+    assert np.exp(kept) < limit < np.exp(limited - 2 * np.log(c))
+    assert np.exp(overflowing - 2) > np.finfo(dtype).max
 
-    peak, total = np.empty(n), np.empty(n)
+    peak, total = np.empty(n, dtype), np.empty(n)
     smooth, bad = np.empty(n), np.empty(n, np.uint8)
-    w = np.ones(c)
+    w = np.ones(c, dtype)
     kernels.forward_rows(kernels.row_blocks(n), x, w, smoothing > 0, peak, total, smooth, bad)
     np.testing.assert_array_equal(bad, 0)
     first, maxima = x[:, :lanes].max(axis=1), x.max(axis=1)
     np.testing.assert_array_equal(peak, np.where(np.isin(np.arange(n), [0, 1, 5]), first,
                                                  maxima))
-    assert total[1] > np.exp(290.0)
+    assert total[1] > np.exp(kept - 10)
 
+    tol = FLOAT64 if dtype == np.float64 else FLOAT32
     for reduction in REDUCTIONS:
         leaf = torch.tensor(x, requires_grad=True)
         expected = F.cross_entropy(leaf, torch.from_numpy(target), reduction=reduction,
@@ -760,9 +772,9 @@ def test_shifted_float64_rows_far_below_their_maximum(smoothing):
         loss = anyloss.cross_entropy(x, target, reduction=reduction, label_smoothing=smoothing)
         loss2, grad = anyloss.cross_entropy_and_grad(x, target, reduction=reduction,
                                                      label_smoothing=smoothing)
-        assert_close(loss, expected.detach().numpy(), **FLOAT64)
-        assert_close(loss2, expected.detach().numpy(), **FLOAT64)
-        assert_close(grad, leaf.grad.numpy(), **FLOAT64)
+        assert_close(loss, expected.detach().numpy(), **tol)
+        assert_close(loss2, expected.detach().numpy(), **tol)
+        assert_close(grad, leaf.grad.numpy(), **tol)
 
 
 @needs_numba
@@ -966,28 +978,37 @@ def test_kernel_exponentials_within_one_ulp(dtype):
 
 
 @needs_numba
-def test_float64_kernel_exponentials_of_positive_x():
-    """The float64 exponentials also take the positive ``x`` of rows shifted below their
-    maximum: within the bounds of :func:`test_kernel_exponentials_within_one_ulp` up to
-    709.43 (``k = round(x / ln 2)`` at most 1023), +inf from 709.44 (``k = 1024``) and
-    beyond, nan for nan."""
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_kernel_exponentials_of_positive_x(dtype):
+    """The exponentials also take the positive ``x`` of rows shifted below their maximum:
+    within the bounds of :func:`test_kernel_exponentials_within_one_ulp` up to where ``k =
+    round(x / ln 2)`` reaches the exponent's top (1024 in float64, from 709.44; 128 in
+    float32, from 88.38), +inf from there and beyond, nan for nan."""
     mpmath = pytest.importorskip("mpmath")
     g = np.random.default_rng(13)
-    top = 1023.5 * np.log(2)  # where k reaches 1024
-    x = np.concatenate([np.exp(g.uniform(-20, np.log(top), 1_000_000)), [top * (1 - 1e-15)]])
+    top_k = 1024 if dtype == np.float64 else 128
+    top = (top_k - 0.5) * np.log(2)  # where k reaches top_k
+    x = np.concatenate([np.exp(g.uniform(-20, np.log(top), 1_000_000)),
+                        [np.nextafter(dtype(top), dtype(0))]]).astype(dtype)
     written, summed = _kernel_exponentials(x)
-    exact = np.exp(x)  # NumPy's float64 exp: within 1 ulp itself; allow 2 together
+    if dtype == np.float64:
+        exact = np.exp(x)  # NumPy's float64 exp: within 1 ulp itself; allow 2 together
+        bound, summed_bound = 2.0, 4.5
+    else:
+        exact = np.exp(x.astype(np.float64)).astype(dtype)  # float64's exp rounded once
+        bound, summed_bound = 1.25, 1.5
     assert np.isfinite(exact).all()
     ulps = np.abs(written - exact) / np.spacing(exact)
-    assert ulps.max() <= 2.0, ulps.max()
+    assert ulps.max() <= bound, ulps.max()
     with mpmath.workdps(40):
-        delta = float(abs(mpmath.mpf(float(np.log(2))) - mpmath.log(2)))
-    k = np.rint(x / np.log(2))
-    assert k.max() == 1023
+        delta = float(abs(mpmath.mpf(float(dtype(np.log(2)))) - mpmath.log(2)))
+    k = np.rint(x.astype(np.float64) / np.log(2))
+    assert k.max() == top_k - 1
     summed_ulps = np.abs(summed - exact) / np.spacing(exact)
-    allowed = 4.5 + k * delta / (np.finfo(np.float64).eps / 2)
+    allowed = summed_bound + k * delta / (np.finfo(dtype).eps / 2)
     assert (summed_ulps <= allowed).all(), (summed_ulps - allowed).max()
-    beyond = np.array([top * (1 + 1e-15), 709.78, 709.8, 710.0, 1e4, 1e300, np.inf])
+    beyond = np.array([np.nextafter(dtype(top), dtype(np.inf)), top + 0.4, top + 1.0, 1e4,
+                       np.finfo(dtype).max, np.inf], dtype)
     written, summed = _kernel_exponentials(beyond)
     assert (written == np.inf).all() and (summed == np.inf).all(), (written, summed)
 

@@ -364,7 +364,8 @@ class _CrossEntropyPass:
         """Unreduced losses ``(N, D)`` in float64: 0 where ignored, nan where invalid."""
         shifted = self.picked if self.in_place else self._target_logits()
         with np.errstate(divide="ignore", invalid="ignore"):
-            picked = np.subtract(shifted, self.peak, dtype=self.cdt).astype(np.float64)
+            # in float64: exact for float32, whose kernels' shift is not the maximum
+            picked = np.subtract(shifted, self.peak, dtype=np.float64)
             log_total = np.log(self.total.astype(np.float64))
             spread = self.w_total * log_total - self.smooth if self.eps > 0 else None
         return smoothed_class_losses(log_total - picked, spread, self.w_y, self.eps,

@@ -1,8 +1,8 @@
 """The cross-entropy row pass, compiled by numba: one kernel per row (or column block).
 
 Shapes. The row kernels take ``x`` ``(N, C)`` C-contiguous, float32 or float64,
-and write per row ``peak`` (a shift, ``x``'s dtype: the row maximum, or for the
-float64 rows below a value of the row at most its maximum), ``total =
+and write per row ``peak`` (a shift, ``x``'s dtype: a value of the row at most its
+maximum; the maximum for rows of fewer than :data:`LANES` classes), ``total =
 sum_c exp(x_c - peak)`` (at least 1) and ``smooth = sum_c w_c (x_c - peak)`` (float64, with
 ``smoothing``: ``w`` then holds the ``C`` class weights, all 1 without a weight; not
 written without) and ``bad`` (uint8: 1 where
@@ -20,18 +20,18 @@ row by the caller. A row's exponentials are written into ``g`` on the first pass
 and rescaled in place on a second one while the row is in cache, so ``g`` goes
 to memory once.
 
-Per row, one read of ``x`` from memory, overlapped with the arithmetic. Float64
-rows of at least :data:`LANES` classes (of the forward, and of a gradient into an
-array of its own) are summed in one pass, shifted by the maximum of their first
-:data:`LANES` values (:func:`_shifted_rows`; a row too far below that shift is done
-again with its maximum). The float32 row kernels (and the gradient over the input)
-run each thread's rows as a pipeline (:func:`_row_step`): while the
+Per row, one read of ``x`` from memory, overlapped with the arithmetic. Rows of at
+least :data:`LANES` classes (of the forward, and of a gradient into an array of its own)
+are summed in one pass, shifted by the maximum of their first :data:`LANES` values
+(:func:`_shifted_rows`; a row too far below that shift, or holding nan or inf, is done
+again with its maximum). The gradient written over the input runs each thread's rows
+as a pipeline (:func:`_row_step`) instead: while the
 exponentials of row i are computed from cache, the same loop takes the running
 maxima of row i + 1 from memory (256 lanes that LLVM vectorises), and prefetches
-that row's lines :data:`AHEAD_BYTES` ahead into the second-level cache. Done in
-two passes per row, a core's memory reads and its exponentials took turns, and
-the pass took the time of both (1.7x one read of the input, against 0.9-1.1x in float32
-now). Rows of fewer than :data:`LANES` classes, for which that machinery costs more than
+that row's lines :data:`AHEAD_BYTES` ahead into the second-level cache (done in two
+passes per row, a core's memory reads and its exponentials took turns, and the pass took
+the time of both: 1.7x one read of the input, against 0.9-1.1x in float32 with the
+pipeline). Rows of fewer than :data:`LANES` classes, for which that machinery costs more than
 the row, are read twice each instead, by index (:func:`_short_row`). A nan is passed
 over by the maximum and caught by the sum of the exponentials, which it leaves nan. A
 row flagged ``bad`` (a nan, or a maximum that is not finite) is left to the caller (the
@@ -60,8 +60,7 @@ import math
 
 import numba
 import numpy as np
-from numba import prange, types
-from numba.extending import overload
+from numba import prange
 
 from anyloss._threads import get_threads
 from anyloss.backends.numpy.compiled.elementary import (
@@ -120,19 +119,23 @@ def _block_function(function):
     Inlined into the ``prange`` loops of both copies, the float64
     forward's and gradient's first compile (``anyloss compile cross_entropy
     cross_entropy_and_grad``, cold) took 362 s against 114 s before the shifted float64
-    rows, which made two row loops of each kernel three (2026-12-06)."""
+    rows, which made two row loops of each kernel three; as block functions, 82 s
+    (2026-12-06)."""
     return numba.njit(fastmath=FLAGS, nogil=True)(function)
 
 
 @numba.njit(forceinline=True, fastmath=FLAGS)
 def exp_written32(x):
-    """``exp(x)`` for float32 ``x <= 0`` (within 1.25 ulp), 0 below -87, nan for nan: Cephes'
+    """``exp(x)`` for float32 ``x`` (within 1.25 ulp) up to 88.37, +inf above (where ``k``
+    reaches 128; the true value overflows from 88.72), 0 below -87, nan for nan: Cephes'
     reduction ``x = k ln2 + r`` (ln 2 as C1 + C2, C1 exact in 10 bits, so that ``k C1`` is
     exact) and :func:`.elementary.exp_reduced32`. The power ``2^k`` is made from the bits
-    of ``k + (1.5 2^23 + 127)``: their low 9 bits are ``k + 127`` (1 to 127 here), which
-    the shift into the exponent field keeps; no float-to-integer conversion, whose result
-    for nan LLVM leaves undefined."""
+    of ``k + (1.5 2^23 + 127)``: their low 9 bits are ``k + 127`` (1 to 255 here, 255
+    making +inf), which the shift into the exponent field keeps; no float-to-integer
+    conversion, whose result for nan LLVM leaves undefined. Positive ``x`` are the rows
+    shifted by a lower bound of their maximum (:func:`_shifted_rows`)."""
     y = f32(-87.0) if x < f32(-87.0) else x  # nan stays nan
+    y = f32(89.0) if y > f32(89.0) else y
     k = np.floor(y * f32(1.44269504088896341) + f32(0.5))
     r = fma(k, f32(2.12194440e-4), fma(k, f32(-0.693359375), y))  # two parts, kept apart
     power = bits_to_float32(float32_bits(k + f32(12583039.0)) << 23)  # 1.5 2^23 + 127
@@ -145,8 +148,7 @@ def exp_written64(x):
     reaches 1024; the true value overflows from 709.78), 0 below -708, nan for nan: the
     reduction of :func:`exp_written32` and the degree-11 polynomial of
     :func:`.elementary.exp_reduced64`; ``2^k`` from the low 12 bits of ``k + (1.5 2^52 +
-    1023)`` (``k + 1023`` is 1 to 2047 here, 2047 making +inf). Positive ``x`` are the
-    float64 rows shifted by a lower bound of their maximum (:func:`_shifted_rows`)."""
+    1023)`` (``k + 1023`` is 1 to 2047 here, 2047 making +inf)."""
     y = -708.0 if x < -708.0 else x
     y = 710.0 if y > 710.0 else y
     k = np.floor(y * 1.4426950408889634073599 + 0.5)
@@ -158,9 +160,10 @@ def exp_written64(x):
 @numba.njit(forceinline=True, fastmath=FLAGS)
 def sum_term32(x):
     """``exp(x)`` for float32 ``x <= 0`` as a term of a sum that holds a term 1 (a row's
-    maximum): ``exp(-87)`` (about 2^-125.5) below -87, nan for nan. C such terms add at
-    most ``C 2^-125`` to a sum of at least 1, no bit of a float32 or float64 total for any
-    C below 2^70.
+    maximum): ``exp(-87)`` (about 2^-125.5) below -87, +inf above 88.37 (as
+    :func:`exp_written32`), nan for nan, 1 exactly at 0. C terms of at most ``exp(-87)`` add
+    at most ``C 2^-125`` to a sum of at least 1, no bit of a float32 or float64 total for
+    any C below 2^70.
 
     Three operations fewer than :func:`exp_written32` (0.31 -> 0.27 ns a value of the
     row pass, one thread, data in L2), with its accuracy where a term counts:
@@ -171,11 +174,15 @@ def sum_term32(x):
       made; no ``floor``;
     - ``r = x - k ln2`` with ln 2 in one part. Its rounding error (1.9e-9) moves a term
       ``2^k exp(r)`` (at most ``2^(k + 1/2)``) by at most ``|k| 1.9e-9`` relative: nothing
-      where ``k = 0``, and less than 2^-29, 1/64 of an ulp, of a sum holding 1 elsewhere;
+      where ``k = 0``, and less than 2^-29, 1/64 of an ulp, of a sum holding 1 elsewhere
+      for ``k < 0``; on the terms above 1 of a row shifted by ``a`` below its maximum ``m``,
+      the logsumexp moves by at most ``(m - a) 2.8e-9``, a small part of the rounding of
+      the differences ``x - a`` themselves;
     - ``exp(r)`` by the Chebyshev polynomial of :func:`.elementary.exp_horner32`.
 
     tests/test_cross_entropy_fast.py bounds the error of each term."""
     y = f32(-87.0) if x < f32(-87.0) else x  # nan stays nan
+    y = f32(89.0) if y > f32(89.0) else y
     t = fma(y, f32(1.44269504088896341), f32(12582912.0))  # 1.5 2^23: k in t's low bits
     k = t - f32(12582912.0)
     r = fma(k, f32(-0.6931471805599453), y)
@@ -407,7 +414,7 @@ def _short_row(x, i, w, smoothing, peak, total, smooth, bad, out, write):
 def _short_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total, smooth, bad, a,
                     out):
     """Rows ``i0:i1`` of :func:`gradient_rows` for an ``x`` of fewer than :data:`LANES`
-    classes, by :func:`_short_row` (and float64 rows that :func:`_shifted_rows` gave back);
+    classes, by :func:`_short_row` (and rows that :func:`_shifted_rows` gave back);
     ``out`` is ``g``, or ``x`` itself."""
     for i in range(i0, i1):
         _short_row(x, i, w, smoothing, peak, total, smooth, bad, out, True)
@@ -467,7 +474,7 @@ def _row_step(row, m, w, smoothing, out, write, ahead, acc, take):
     its lines are prefetched :data:`AHEAD_BYTES` before they are read.
 
     Without ``take`` (a constant), no maxima are taken (``acc`` is not read: any 2-d array
-    of ``x``'s dtype) and ``ahead`` is only prefetched: the one pass of the shifted float64
+    of ``x``'s dtype) and ``ahead`` is only prefetched: the one pass of the shifted
     rows (:func:`_shifted_rows`) passes the row itself, whose lines are then asked for
     :data:`AHEAD_BYTES` before they are read.
 
@@ -534,61 +541,48 @@ def row_blocks(n: int) -> int:
     return max(1, min(n, BLOCKS_PER_THREAD * get_threads()))
 
 
-# --- the rows of LANES classes or more: the pipeline (float32), the shifted pass (float64) ---
+# --- the rows of LANES classes or more: one shifted pass (the pipeline over the input) ---
 #
-# A float64 exponential costs 2.3 times a float32 one (15 fused multiply-adds for 8 values,
-# against 6.5), for twice the bytes: the float32 pass is bound by memory, the float64 one
-# by Zen 4's two multiply-add pipes, and there the row maxima the pipeline takes alongside
-# the exponentials (a compare, two loads and a store for 8 values) cost a fifth of the
-# pass. The float64 rows are summed shifted by a lower bound of their maximum instead, in
-# one pass (:func:`_shifted_rows`): at 1024 x 32000, 1.15x one read pass of the input
-# against 1.27x for the pipeline, and the gradient 0.94x against 1.13-1.18x one read and
-# one write (two threads, in one run, 2026-12-06). float32 keeps the pipeline: its shift
-# must be the maximum, which makes the largest term exactly 1, for the accuracy of a
-# confident row's small loss at float32's precision.
+# Rows are summed shifted by a lower bound of their maximum, in one pass
+# (:func:`_shifted_rows`), not by their maximum, which the pipeline takes from the next row
+# while it computes this row's exponentials (it reads each row twice, the second time from
+# the second-level cache). A float64 exponential costs 2.3 times a float32 one (15 fused
+# multiply-adds for 8 values, against 6.5), for twice the bytes, and that pass is bound by
+# Zen 4's two multiply-add pipes: at 1024 x 32000 float64, the one pass took 0.92-0.93x the
+# pipeline's time (five runs). In float32 the second read counts: at 1024 x 128256 a row of
+# the input and a row of the gradient fill the 1 MB second-level cache, and the one pass
+# took 0.76-0.97x the pipeline's time for the forward and 0.82-0.90x for the gradient at
+# 1024 x 128256 and 4096 x 32000 (the kernels side by side, two runs, 2026-12-06). The
+# gradient written over the input keeps the pipeline: a row given back (below) could not be
+# read again.
 
-#: The largest ``total`` that a shifted float64 row (:func:`_shifted_rows`) is taken with:
-#: a shift within about 354 of the row's maximum. Above it (or where a term overflows), the
-#: row is done again with its maximum, so that ``factor / total`` stays a normal number.
-SHIFTED_TOTAL_LIMIT = 2.0 ** 512
+#: The largest ``total`` that a shifted row (:func:`_shifted_rows`) is taken with, per
+#: dtype: a shift within about 354 (float64) or 44 (float32) of the row's maximum. Above it
+#: (or where a term overflows), the row is done again with its maximum, so that ``factor /
+#: total`` stays a normal number, and float32's chunk sums stay far from overflow.
+SHIFTED_TOTAL_LIMIT = {"float64": 2.0 ** 512, "float32": 2.0 ** 64}
+_LIMIT64 = SHIFTED_TOTAL_LIMIT["float64"]
+_LIMIT32 = SHIFTED_TOTAL_LIMIT["float32"]
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
 def _shifted_rows(x, i, w, smoothing, out, write):
-    """``(a, sum exp(x[i] - a), smooth sum)`` of a float64 row ``i`` of at least
-    :data:`LANES` classes, in one pass, with ``a`` the maximum of its first :data:`LANES`
-    values (a lower bound of its maximum, so that the largest term is at least 1), or
-    ``total`` nan where the row must be done again with its maximum: ``a`` not finite, a
-    nan in the row, or a total above :data:`SHIFTED_TOTAL_LIMIT` (terms reaching
-    ``exp(709.43)`` are +inf). With ``write``, also ``out = exp(x[i] - a)``.
+    """``(a, sum exp(x[i] - a), smooth sum)`` of a row ``i`` of at least :data:`LANES`
+    classes, in one pass, with ``a`` the maximum of its first :data:`LANES` values (a lower
+    bound of its maximum, so that the largest term is at least 1), or ``total`` nan where
+    the row must be done again with its maximum: ``a`` not finite, a nan in the row, or a
+    total above :data:`SHIFTED_TOTAL_LIMIT` (terms reaching ``exp(709.43)`` in float64,
+    ``exp(88.38)`` in float32, are +inf). With ``write``, also ``out = exp(x[i] - a)``.
 
     The row's lines are prefetched :data:`AHEAD_BYTES` ahead of the exponentials that read
     them (:func:`_row_step` without ``take``)."""
+    limit = _LIMIT64 if x.itemsize == 8 else _LIMIT32
     a = _short_max(x, i, LANES)
     if not math.isfinite(a):
         return a, np.nan, np.nan
     row = x[i]
     s, t = _row_step(row, a, w, smoothing, out, write, row, x, False)  # x: see take
-    return a, (s if s <= SHIFTED_TOTAL_LIMIT else np.nan), t  # nan is not <=
-
-
-@_block_function
-def _pipelined_forward(x, i0, i1, w, smoothing, peak, total, smooth, bad):
-    """Rows ``i0:i1`` of :func:`forward_rows` by the row pipeline."""
-    acc = np.empty((2, LANES), x.dtype)
-    m = _row_max(x[i0], acc)
-    for i in range(i0, i1):
-        row, ahead = x[i], x[min(i + 1, i1 - 1)]
-        peak[i] = m
-        bad[i] = 1
-        if math.isfinite(m):
-            s, t = _row_step(row, m, w, smoothing, row, False, ahead, acc, True)
-            total[i] = s
-            smooth[i] = t
-            bad[i] = 0 if s == s else 1
-            m = _lanes_finish(ahead, acc)
-        else:
-            m = _row_max(ahead, acc)
+    return a, (s if s <= limit else np.nan), t  # nan is not <=
 
 
 @_block_function
@@ -607,32 +601,17 @@ def _shifted_forward(x, i0, i1, w, smoothing, peak, total, smooth, bad):
             _short_row(x, i, w, smoothing, peak, total, smooth, bad, x, False)
 
 
-def _forward_block(x, i0, i1, w, smoothing, peak, total, smooth, bad):
-    """Rows ``i0:i1`` of :func:`forward_rows` (numba code only): :func:`_shifted_forward` for
-    float64, :func:`_pipelined_forward` for float32."""
-    raise NotImplementedError("numba code only")
-
-
-@overload(_forward_block, jit_options={"fastmath": FLAGS})
-def _forward_block_of(x, i0, i1, w, smoothing, peak, total, smooth, bad):
-    if x.dtype == types.float64:
-        return lambda x, i0, i1, w, smoothing, peak, total, smooth, bad: _shifted_forward(
-            x, i0, i1, w, smoothing, peak, total, smooth, bad)
-    return lambda x, i0, i1, w, smoothing, peak, total, smooth, bad: _pipelined_forward(
-        x, i0, i1, w, smoothing, peak, total, smooth, bad)
-
-
 @parallel_kernel(cache=True, fastmath=FLAGS, nogil=True)
 def forward_rows(blocks, x, w, smoothing, peak, total, smooth, bad):
     """Per row of ``x`` ``(N, C)``: ``peak``, ``total``, ``smooth``, ``bad`` (see the module),
-    by ``blocks`` blocks of consecutive rows: each a pipeline of :func:`_row_step`
-    (float32), the shifted pass of :func:`_shifted_rows` (float64), or rows of fewer than
-    :data:`LANES` classes one at a time (:func:`_short_row`)."""
+    by ``blocks`` blocks of consecutive rows, each row by the one shifted pass of
+    :func:`_shifted_rows` (rows of fewer than :data:`LANES` classes by
+    :func:`_short_row`)."""
     n = x.shape[0]
     for b in prange(blocks):
         i0, i1 = b * n // blocks, (b + 1) * n // blocks
         if x.shape[1] >= LANES:
-            _forward_block(x, i0, i1, w, smoothing, peak, total, smooth, bad)
+            _shifted_forward(x, i0, i1, w, smoothing, peak, total, smooth, bad)
         elif smoothing:  # a copy for each value (see _short_row)
             for i in range(i0, i1):
                 _short_row(x, i, w, True, peak, total, smooth, bad, x, False)
@@ -704,26 +683,6 @@ def _shifted_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, tot
                             smooth, bad, a, g)
 
 
-def _gradient_block(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total, smooth, bad,
-                    a, g):
-    """Rows ``i0:i1`` of :func:`gradient_rows` into ``g``, an array of its own (numba code
-    only): :func:`_shifted_gradient` for float64, :func:`_pipelined_gradient` for float32.
-    The gradient over the input takes the pipeline in any dtype: a row that the shifted pass
-    gives back is read again."""
-    raise NotImplementedError("numba code only")
-
-
-@overload(_gradient_block, jit_options={"fastmath": FLAGS})
-def _gradient_block_of(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total, smooth,
-                       bad, a, g):
-    rows = _shifted_gradient if x.dtype == types.float64 else _pipelined_gradient
-
-    def block(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total, smooth, bad, a, g):
-        rows(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total, smooth, bad, a, g)
-
-    return block
-
-
 @parallel_kernel(cache=True, fastmath=FLAGS, nogil=True)
 def gradient_rows(blocks, x, t, w, smoothing, factor, spread, hit, peak, total, smooth, bad, a, g):
     """:func:`forward_rows`, ``a = factor / total`` (``x``'s dtype) and the gradient row
@@ -747,8 +706,8 @@ def gradient_rows(blocks, x, t, w, smoothing, factor, spread, hit, peak, total, 
             _short_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total,
                             smooth, bad, a, g)
         else:
-            _gradient_block(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total,
-                            smooth, bad, a, g)
+            _shifted_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total,
+                              smooth, bad, a, g)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
@@ -795,11 +754,12 @@ def row_losses(x, t, w, weighted, ignore_index, eps, w_total, peak, total, smoot
 
         losses[i] = (1 - eps) w_t (lse - z_t) + eps / C (W lse - smooth[i])
 
-    with ``t = t[i]``, ``lse = log(total[i])``, ``z_t = x[i, t] - peak[i]`` (in ``x``'s
-    dtype), ``w_t = w[t]`` (1 when not ``weighted``) and ``W`` = ``w_total``; 0 where
-    ``t == ignore_index``. The arithmetic of ``_CrossEntropyPass.losses`` in
-    :mod:`anyloss.backends.numpy.cross_entropy`, one row at a time, without its
-    temporaries.
+    with ``t = t[i]``, ``lse = log(total[i])``, ``z_t = x[i, t] - peak[i]`` (in float64,
+    exact for float32: the shift is no longer the maximum, and a float32 difference would
+    round a confident row's small loss), ``w_t = w[t]`` (1 when not ``weighted``) and
+    ``W`` = ``w_total``; 0 where ``t == ignore_index``. The arithmetic of
+    ``_CrossEntropyPass.losses`` in :mod:`anyloss.backends.numpy.cross_entropy`, one row at
+    a time, without its temporaries.
 
     Returns ``(sum of the losses, sum of w_t over the rows not ignored, -1)``, both added
     in order in float64, or stops at the first row whose target is neither ``ignore_index``
@@ -817,7 +777,7 @@ def row_losses(x, t, w, weighted, ignore_index, eps, w_total, peak, total, smoot
             return loss_sum, weights, i
         w_t = np.float64(w[k]) if weighted else 1.0
         lse = math.log(total[i])
-        loss = w_t * (lse - np.float64(x[i, k] - peak[i]))
+        loss = w_t * (lse - (np.float64(x[i, k]) - np.float64(peak[i])))
         if eps > 0:
             loss = (1.0 - eps) * loss + (eps / c) * (w_total * lse - smooth[i])
         losses[i] = loss
