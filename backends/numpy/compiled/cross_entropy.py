@@ -549,12 +549,12 @@ def row_blocks(n: int) -> int:
 # the second-level cache). A float64 exponential costs 2.3 times a float32 one (15 fused
 # multiply-adds for 8 values, against 6.5), for twice the bytes, and that pass is bound by
 # Zen 4's two multiply-add pipes: at 1024 x 32000 float64, the one pass took 0.92-0.93x the
-# pipeline's time (five runs). In float32 the second read counts: at 1024 x 128256 a row of
-# the input and a row of the gradient fill the 1 MB second-level cache, and the one pass
-# took 0.76-0.97x the pipeline's time for the forward and 0.82-0.90x for the gradient at
-# 1024 x 128256 and 4096 x 32000 (the kernels side by side, two runs, 2026-12-06). The
-# gradient written over the input keeps the pipeline: a row given back (below) could not be
-# read again.
+# pipeline's time (five runs). In float32, bound by memory, the second read counts
+# (presumably more where a row of the input and one of the gradient fill the 1 MB
+# second-level cache, as at 1024 x 128256): the one pass took 0.82-0.99x the pipeline's
+# time for the forward and 0.78-0.98x for the gradient at 1024 x 128256, 4096 x 32000,
+# 4096 x 4000 and 256 x 1000 (the kernels side by side, 2026-12-06). The gradient written
+# over the input keeps the pipeline: a row given back (below) could not be read again.
 
 #: The largest ``total`` that a shifted row (:func:`_shifted_rows`) is taken with, per
 #: dtype: a shift within about 354 (float64) or 44 (float32) of the row's maximum. Above it
