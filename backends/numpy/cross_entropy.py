@@ -108,8 +108,8 @@ class _CrossEntropyPass:
 
     ``x3`` is the input as ``(N, C, D)`` (class axis 1; ``D == 1`` for the common
     ``(N, C)`` case), ``target`` ``(N, D)``. :meth:`run` fills, per target element,
-    the shift (the row maximum; a lower value of the row for the compiled kernels' float64
-    rows), the sum of the shifted exponentials and, with label
+    the shift (the row maximum; a lower value of the row for the compiled kernels' rows of
+    256 classes or more), the sum of the shifted exponentials and, with label
     smoothing, the weighted sum of the shifted logits (float64); :meth:`losses`
     turns them into the unreduced losses. After :meth:`with_gradient`, the same
     pass also writes the gradient ``(N, C, D)`` in the input's dtype.
@@ -390,7 +390,8 @@ def row_normalisers(x):
     a shift and ``sum_c exp(x_c - peak)``, both float64 ``(N,)``, by the pass's engine
     (non-finite rows as torch has them), so that ``peak + log(total)`` is the row's
     logsumexp. The shift is the row maximum, or a value of the row below it (the compiled
-    pass's float64 rows: :mod:`.compiled.cross_entropy`); ``total`` is at least 1. The
+    pass's rows of 256 classes or more: :mod:`.compiled.cross_entropy`); ``total`` is at
+    least 1. The
     linear cross entropy's class tiles combine them over the classes."""
     p = _CrossEntropyPass(x[:, :, None], np.zeros((x.shape[0], 1), dtype=np.intp), None,
                           -100, 0.0)

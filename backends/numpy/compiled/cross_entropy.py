@@ -159,8 +159,8 @@ def exp_written64(x):
 
 @numba.njit(forceinline=True, fastmath=FLAGS)
 def sum_term32(x):
-    """``exp(x)`` for float32 ``x <= 0`` as a term of a sum that holds a term 1 (a row's
-    maximum): ``exp(-87)`` (about 2^-125.5) below -87, +inf above 88.37 (as
+    """``exp(x)`` for float32 ``x`` as a term of a sum that holds a term 1 (at a row's
+    shift): ``exp(-87)`` (about 2^-125.5) below -87, +inf above 88.37 (as
     :func:`exp_written32`), nan for nan, 1 exactly at 0. C terms of at most ``exp(-87)`` add
     at most ``C 2^-125`` to a sum of at least 1, no bit of a float32 or float64 total for
     any C below 2^70.
@@ -237,11 +237,11 @@ def _exp_written64_of(x):
 
 _ELEMENTWISE = {"owner": "cross_entropy", "jit_options": {"fastmath": FLAGS}}
 sum_term = by_type("sum_term", _sum_term32_of, _sum_term64_of, **_ELEMENTWISE)
-sum_term.__doc__ = """``exp(x)`` for ``x <= 0`` as a term of a sum holding 1, float32 or float64
-    by the argument's type (:func:`sum_term32`, :func:`sum_term64`; numba code only)."""
+sum_term.__doc__ = """``exp(x)`` as a term of a sum holding 1, float32 or float64 by the
+    argument's type (:func:`sum_term32`, :func:`sum_term64`; numba code only)."""
 exp_written = by_type("exp_written", _exp_written32_of, _exp_written64_of,
                           **_ELEMENTWISE)
-exp_written.__doc__ = """``exp(x)`` for ``x <= 0``, float32 or float64 by the argument's type
+exp_written.__doc__ = """``exp(x)``, float32 or float64 by the argument's type
     (:func:`exp_written32`, :func:`exp_written64`; numba code only)."""
 
 
@@ -642,13 +642,14 @@ def _gradient_finish(out, i, s, t, w, smoothing, factor, spread, hit, a):
 
 @_block_function
 def _pipelined_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total, smooth,
-                        bad, a, g):
-    """Rows ``i0:i1`` of :func:`gradient_rows` by the row pipeline, into ``g`` (``x`` itself
-    for the gradient over the input: the loops read and write it at the same index)."""
+                        bad, a):
+    """Rows ``i0:i1`` of :func:`gradient_rows` over the input ``x`` itself, by the row
+    pipeline (the loops read and write a row at the same index)."""
     acc = np.empty((2, LANES), x.dtype)
     m = _row_max(x[i0], acc)
     for i in range(i0, i1):
-        row, ahead, out = x[i], x[min(i + 1, i1 - 1)], g[i]
+        row, ahead = x[i], x[min(i + 1, i1 - 1)]
+        out = row
         peak[i] = m
         bad[i] = 1
         if not math.isfinite(m):
@@ -701,7 +702,7 @@ def gradient_rows(blocks, x, t, w, smoothing, factor, spread, hit, peak, total, 
                             smooth, bad, a, x)
         elif g is None:  # over the input: the pipeline in either dtype
             _pipelined_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total,
-                                smooth, bad, a, x)
+                                smooth, bad, a)
         elif short:
             _short_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total,
                             smooth, bad, a, g)
