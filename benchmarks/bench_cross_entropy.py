@@ -6,8 +6,12 @@
 For each shape (float32 logits, int64 class indices, reduction 'mean'; the
 ``--float64-shapes`` in float64; the ``--options-shapes`` with every class-index
 option at once: class weights, label smoothing 0.1 and every 8th target
-ignored), each round times every contender once, in turn, so that a busy
-machine slows all of them alike. Printed: the median time of each, the ratio torch time / contender
+ignored), each round times anyloss and the memory floors (below) once each, in
+turn, so that a busy machine slows all of them alike; then the other contenders
+(torch, JAX) are timed the same way, in rounds of their own: on some virtual
+machines a call of torch's forward + gradient makes the page faults of the next
+call that writes fresh memory take up to 0.6 s more (``benchmarks/README.md``),
+which no longer lands on anyloss's samples or its floors. Printed: the median time of each, the ratio torch time / contender
 time (> 1: faster than torch) for the forward pass and for forward + gradient,
 with an optax-style ``jax.jit(logsumexp(x) - x[y])`` column when JAX is
 installed, and the peak memory each needs beyond its input (RSS high-water
@@ -189,7 +193,10 @@ def report(shape, repeat: int, dtype=np.float32, with_options: bool = False) -> 
             # contender's gradient pays too.
             floors["read+new write"] = lambda: np.negative(x)
             floors["read+new write, threads"] = lambda: negative_threads(x)
-        medians = time_side_by_side({**funcs, **floors}, repeat)
+        # anyloss with its floors, then the other contenders in rounds of their own (see the
+        # module's docstring).
+        medians = time_side_by_side({"anyloss": funcs["anyloss"], **floors}, repeat)
+        medians |= time_side_by_side({k: f for k, f in funcs.items() if k != "anyloss"}, repeat)
         read = medians["read pass"]
         floor = medians["read+write pass" if output else "read pass"]
         if output:
