@@ -10,9 +10,10 @@ ignored), each round times anyloss and the memory floors (below) once each, in
 turn, so that a busy machine slows all of them alike; then the other contenders
 (torch, JAX) are timed the same way, in rounds of their own: on some virtual
 machines a call of torch's forward + gradient makes the page faults of the next
-call that writes fresh memory take up to 0.6 s more (``benchmarks/README.md``),
-which no longer lands on anyloss's samples or its floors. Printed: the median time of each, the ratio torch time / contender
-time (> 1: faster than torch) for the forward pass and for forward + gradient,
+call that writes fresh memory take up to 0.8 s more (``benchmarks/README.md``),
+which no longer lands on anyloss's samples or its floors. Printed: the median
+time of each, the ratio torch time / contender time (> 1: faster than torch) for
+the forward pass and for forward + gradient,
 with an optax-style ``jax.jit(logsumexp(x) - x[y])`` column when JAX is
 installed, and the peak memory each needs beyond its input (RSS high-water
 mark, and tracemalloc for anyloss), as a share of the input's size; for the
