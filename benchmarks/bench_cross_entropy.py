@@ -18,8 +18,8 @@ with an optax-style ``jax.jit(logsumexp(x) - x[y])`` column when JAX is
 installed, and the peak memory each needs beyond its input (RSS high-water
 mark, and tracemalloc for anyloss), as a share of the input's size; for the
 gradient, beyond the gradient output as well. Beside them: the machine (CPU,
-SIMD level, versions, numba's LLVM target) and the memory floors, timed in the
-same rounds: one read pass over the logits (``x.max()``) for the forward pass,
+SIMD level, versions, numba's LLVM target) and the memory floors, timed in
+anyloss's rounds: one read pass over the logits (``x.max()``) for the forward pass,
 one read plus one write (``np.negative(x, out=buf)``) for forward + gradient,
 with each contender's time as a multiple of its floor ("x floor"; for the
 gradient also of the read pass, "x read", and of one read plus one write into a

@@ -15,6 +15,9 @@ import pytest
 from anyloss.conformance import catalogue, cli, namespaces, runner, tolerances
 from anyloss.conformance.wrapped import wrap_namespace
 
+#: The libraries with kernels that the suite's fast-paths-off runs switch off.
+_WITH_KERNELS = ("numpy", "torch", "jax", "dask")
+
 
 def _failures(report: runner.Report) -> str:
     return "\n".join(
@@ -29,7 +32,7 @@ def test_suite_passes_in_float16_on_each_installed_library(backend, fast):
     if "float16" not in runner.supported_dtypes(backend):
         pytest.skip(f"{backend.name} has no float16 in its namespace")
     report = runner.run([backend], dtypes=("float16",), fast_path_modes=(fast,))
-    if not fast and not report.outcomes and backend.name not in ("numpy", "torch", "jax", "dask"):
+    if not fast and not report.outcomes and backend.name not in _WITH_KERNELS:
         pytest.skip(f"{backend.name} has no kernel to switch off")  # fast-paths-on runs it
     assert report.outcomes
     assert report.passed, _failures(report)
@@ -49,7 +52,7 @@ def test_suite_passes_with_fast_paths_off_on_each_installed_library(backend, dty
     would run once per reduction and dtype here."""
     cases = [c for c in catalogue.cases() if not (backend.name == "dask" and _is_long_ctc(c))]
     report = runner.run([backend], dtypes=(dtype,), cases=cases, fast_path_modes=(False,))
-    if backend.name in ("numpy", "torch", "jax", "dask"):
+    if backend.name in _WITH_KERNELS:
         assert report.outcomes  # these libraries have fast paths to switch off
     assert report.passed, _failures(report)
 
