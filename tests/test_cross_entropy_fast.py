@@ -693,6 +693,8 @@ def test_row_kernels_maxima_and_sums(classes, dtype):
     # float32 sums of up to 2304 terms, each rounded to float32 (1e-6 was passed over by
     # 1.16e-6 in the gradient over the input, whose loop is vectorised apart)
     rtol = 1e-13 if dtype == np.float64 else 4e-6
+    softmax = np.exp(x - x.max(axis=1, keepdims=True))
+    softmax /= softmax.sum(axis=1, keepdims=True)  # the gradient at factor 1, spread and hit 0
     for threads in (1, 2):
         with anyloss.threads(threads):
             blocks = kernels.row_blocks(n)
@@ -713,8 +715,6 @@ def test_row_kernels_maxima_and_sums(classes, dtype):
                 np.testing.assert_array_equal(peak, shift)
                 np.testing.assert_array_equal(bad, 0)
                 np.testing.assert_allclose(total, expected_total(shift), rtol=rtol)
-                softmax = np.exp(x - x.max(axis=1, keepdims=True))
-                softmax /= softmax.sum(axis=1, keepdims=True)  # factor 1, spread and hit 0
                 np.testing.assert_allclose(source if out is None else out, softmax,
                                            rtol=10 * rtol, atol=rtol)
 

@@ -391,8 +391,7 @@ def row_normalisers(x):
     (non-finite rows as torch has them), so that ``peak + log(total)`` is the row's
     logsumexp. The shift is the row maximum, or a value of the row below it (the compiled
     pass's rows of 256 classes or more: :mod:`.compiled.cross_entropy`); ``total`` is at
-    least 1. The
-    linear cross entropy's class tiles combine them over the classes."""
+    least 1. The linear cross entropy's class tiles combine them over the classes."""
     p = _CrossEntropyPass(x[:, :, None], np.zeros((x.shape[0], 1), dtype=np.intp), None,
                           -100, 0.0)
     p.run()

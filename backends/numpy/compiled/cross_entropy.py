@@ -415,7 +415,11 @@ def _short_gradient(x, i0, i1, t, w, smoothing, factor, spread, hit, peak, total
                     out):
     """Rows ``i0:i1`` of :func:`gradient_rows` for an ``x`` of fewer than :data:`LANES`
     classes, by :func:`_short_row` (and rows that :func:`_shifted_rows` gave back);
-    ``out`` is ``g``, or ``x`` itself."""
+    ``out`` is ``g``, or ``x`` itself.
+
+    The rescale is :func:`_gradient_finish`'s, by index: that function takes a row as a view,
+    and a view per row costs two atomic operations of numba's runtime, a large part of
+    a row this short (see :func:`_short_row`)."""
     for i in range(i0, i1):
         _short_row(x, i, w, smoothing, peak, total, smooth, bad, out, True)
         if bad[i] != 0:
