@@ -161,7 +161,8 @@ def nll_loss(
 @kernels(
     Kernel("cross_entropy", "torch", "first", "torch:cross_entropy_plain_cpu",
            "the NumPy pass as the custom op anyloss::cross_entropy (autograd, torch.compile) "
-           "on contiguous CPU inputs of 2^15 elements or more; F.cross_entropy otherwise",
+           "on contiguous CPU inputs (or 2-d with rows apart) of 2^15 elements or more; "
+           "F.cross_entropy otherwise",
            "CPU; float32/64; int64 targets; weight of the input's dtype; not empty",
            needs="numba", without="F.cross_entropy"),
     Kernel("cross_entropy", "torch", "checked", "torch:cross_entropy",
@@ -171,8 +172,9 @@ def nll_loss(
            "anyloss's formula under jax.jit", "class indices"),
     Kernel("cross_entropy", "numpy", "first", "numpy.cross_entropy:cross_entropy_plain",
            "the compiled pass and a compiled loop over the targets, at any size",
-           "C-contiguous float32/64 (N, C); int64 targets in range or ignored; weight of the "
-           "input's dtype; no nan or infinite row maximum", needs="numba"),
+           "float32/64 (N, C), C-contiguous or rows apart; int64 targets in range or "
+           "ignored; weight of the input's dtype; no nan or infinite row maximum",
+           needs="numba"),
     Kernel("cross_entropy", "numpy", "checked", "numpy.cross_entropy:cross_entropy",
            "one compiled pass over the rows (max, exp-sum, target, smoothing)",
            "class indices; 2^15 elements or more", needs="numba",
@@ -268,16 +270,18 @@ def cross_entropy(
 @numpy_scalar_results
 @kernels(
     Kernel("cross_entropy_and_grad", "torch", "checked", "torch:cross_entropy_and_grad",
-           "the NumPy pass's gradient (anyloss::cross_entropy_fused) on contiguous CPU inputs; "
-           "F.cross_entropy and autograd otherwise", "any device; 16-bit floats in float32",
-           needs="numba", without="F.cross_entropy and autograd"),
+           "the NumPy pass's gradient (anyloss::cross_entropy_fused) on contiguous CPU inputs "
+           "(or 2-d with rows apart); F.cross_entropy and autograd otherwise",
+           "any device; 16-bit floats in float32", needs="numba",
+           without="F.cross_entropy and autograd"),
     Kernel("cross_entropy_and_grad", "jax", "checked", "jax:cross_entropy_and_grad",
            "jax.vjp of the jitted formula", "class indices"),
     Kernel("cross_entropy_and_grad", "numpy", "first",
            "numpy.cross_entropy:cross_entropy_and_grad_plain",
            "the compiled pass writing the gradient, and compiled loops over the targets, at "
-           "any size", "C-contiguous float32/64 (N, C); int64 targets in range or ignored; "
-           "weight of the input's dtype; no nan or infinite row maximum", needs="numba"),
+           "any size", "float32/64 (N, C), C-contiguous or rows apart; int64 targets in "
+           "range or ignored; weight of the input's dtype; no nan or infinite row maximum",
+           needs="numba"),
     Kernel("cross_entropy_and_grad", "numpy", "checked",
            "numpy.cross_entropy:cross_entropy_and_grad",
            "the compiled pass, writing the gradient once", "class indices; 2^15 elements or more",

@@ -228,9 +228,10 @@ def linear_cross_entropy_and_grad(input, linear_weight, target, *, linear_bias, 
 # which beat torch's CPU kernels, run on it through torch.library custom operators (fake
 # implementations and autograd formulas included, so autograd and torch.compile see one
 # opaque node). The route steps aside for what those kernels do not take or do not win:
-# other devices and dtypes, no numba, non-contiguous cross-entropy input (a copy would cost
-# what the pass saves), small problems, a weight that requires grad, and torch.func
-# transforms (vmap/grad), which have no rule for the operators.
+# other devices and dtypes, no numba, non-contiguous cross-entropy input other than rows
+# apart (``logits[:, :V]``; a copy would cost what the pass saves), small problems, a
+# weight that requires grad, and torch.func transforms (vmap/grad), which have no rule for
+# the operators.
 
 #: Cross-entropy inputs smaller than this (elements) keep torch's kernel: below it the
 #: NumPy pass declines (anyloss.backends.numpy.cross_entropy._CE_MIN_ELEMENTS).
@@ -263,10 +264,11 @@ def _numpy_route(*tensors, numba, floats=None) -> bool:
 
 def _cross_entropy_route(input, target, weight, ignore_index) -> bool:
     """Whether :func:`cross_entropy_plain_cpu` / :func:`cross_entropy` hand this call to the
-    NumPy pass: class indices (int64) of the matching shape, C-contiguous float32, float64
-    or float16 input of ``_ROUTE_MIN_ELEMENTS`` or more (float16 computes in float32 there,
-    converted by compiled loops, which torch's ``Tensor.float()`` is not: 13 ms against 1.4
-    ms for 8M values, 2-core AMD EPYC), a (C,) weight of its dtype that takes no
+    NumPy pass: class indices (int64) of the matching shape, float32, float64 or float16
+    input of ``_ROUTE_MIN_ELEMENTS`` or more (float16 computes in float32 there, converted
+    by compiled loops, which torch's ``Tensor.float()`` is not: 13 ms against 1.4 ms for 8M
+    values, 2-core AMD EPYC), contiguous or 2-d with its rows apart (``logits[:, :V]`` of a
+    wider tensor, which the row kernels take as it is), a (C,) weight of its dtype that takes no
     gradient, and (eagerly) every index in range or ignored: otherwise the call declines
     here, and torch's kernel or anyloss's checks answer as before."""
     if input.numel() < _ROUTE_MIN_ELEMENTS or target.dtype != torch.int64:
@@ -274,7 +276,8 @@ def _cross_entropy_route(input, target, weight, ignore_index) -> bool:
     if not _numpy_route(input, target, *(() if weight is None else (weight,)), numba=True,
                         floats=_CE_FLOATS):
         return False
-    if not input.is_contiguous() or input.ndim == 0:
+    if input.ndim == 0 or not (input.is_contiguous()
+                               or (input.ndim == 2 and input.stride(1) == 1)):
         return False
     n_classes = input.shape[0 if input.ndim == 1 else 1]
     expected = () if input.ndim == 1 else (input.shape[0], *input.shape[2:])

@@ -2,6 +2,7 @@
 
     python benchmarks/bench_cross_entropy.py [--repeat 7] [--shapes 4096x32000,1024x128256]
         [--float64-shapes 1024x32000] [--options-shapes 4096x32000] [--threads N]
+        [--pad-to M]
 
 For each shape (float32 logits, int64 class indices, reduction 'mean'; the
 ``--float64-shapes`` in float64; the ``--options-shapes`` with every class-index
@@ -27,8 +28,11 @@ new array, "x new", on one thread or with the rows split among as many threads a
 anyloss uses, whichever is faster: every contender returns its gradient in fresh
 memory, whose page faults that floor pays as well). ``--threads N`` runs anyloss's
 kernels and torch on N threads each (``--threads 1``: the serial copies of the kernels,
-which every Dask chunk runs). ``--repeat 3 --shapes 512x1000 --float64-shapes ''
---options-shapes ''`` is a quick try.
+which every Dask chunk runs). ``--pad-to M`` gives every contender the logits as
+``wide[:, :C]`` of an array whose rows are padded to a multiple of ``M`` columns (a
+vocabulary padded to a multiple of 64, say, and sliced back): rows apart, columns
+adjacent. ``--repeat 3 --shapes 512x1000 --float64-shapes '' --options-shapes ''``
+is a quick try.
 """
 
 from __future__ import annotations
@@ -165,10 +169,12 @@ def check_agreement(x, target, options) -> float:
     return abs(got - expected) / abs(expected)
 
 
-def report(shape, repeat: int, dtype=np.float32, with_options: bool = False) -> None:
+def report(shape, repeat: int, dtype=np.float32, with_options: bool = False,
+           pad_to: int = 0) -> None:
     n, c = shape
     g = np.random.default_rng(0)
-    x = g.standard_normal((n, c)).astype(dtype)
+    width = -(-c // pad_to) * pad_to if pad_to else c
+    x = g.standard_normal((n, width)).astype(dtype)[:, :c]
     target = g.integers(0, c, n)
     options = {}
     if with_options:
@@ -179,7 +185,8 @@ def report(shape, repeat: int, dtype=np.float32, with_options: bool = False) -> 
     size = x.nbytes
     buf = np.empty_like(x)
     print(f"\n(N, C) = ({n}, {c}) {np.dtype(dtype).name}"
-          f"{', weight + label_smoothing + ignore_index' if with_options else ''}, "
+          f"{', weight + label_smoothing + ignore_index' if with_options else ''}"
+          f"{f', x[:, :{c}] of rows of {width}' if width != c else ''}, "
           f"input {size / 2**20:.0f} MiB, relative difference anyloss vs torch: "
           f"{check_agreement(x, target, options):.1e}")
     print(f"{'':28s}{'median ms':>10s} {'torch/this':>11s} {'peak extra RSS':>16s} "
@@ -246,6 +253,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="threads of anyloss's kernels and of torch (default: each "
                              "library's own setting)")
+    parser.add_argument("--pad-to", type=int, default=0,
+                        help="the logits as x[:, :C] of rows padded to a multiple of this "
+                             "many columns (default: C-contiguous logits)")
     args = parser.parse_args()
     if args.threads is not None:
         anyloss.set_threads(args.threads)
@@ -265,11 +275,11 @@ def main() -> None:
           "median / the memory floor (forward: one read pass over the input; gradient: one "
           "read plus one write); x read = median / the read pass")
     for shape in parse(args.shapes):
-        report(shape, args.repeat)
+        report(shape, args.repeat, pad_to=args.pad_to)
     for shape in parse(args.float64_shapes):
-        report(shape, args.repeat, np.float64)
+        report(shape, args.repeat, np.float64, pad_to=args.pad_to)
     for shape in parse(args.options_shapes):
-        report(shape, args.repeat, with_options=True)
+        report(shape, args.repeat, with_options=True, pad_to=args.pad_to)
 
 
 if __name__ == "__main__":

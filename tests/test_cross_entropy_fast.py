@@ -553,6 +553,77 @@ def test_compiled_engine_equals_numpy_engine_and_torch(case, dtype, monkeypatch)
             assert_close(a, b, **(tol if dtype == np.float32 else exact))
 
 
+def _rows_apart(layout, dtype):
+    """``(x, contiguous copy)``: an ``(N, C)`` input whose columns are adjacent and whose rows
+    lie apart, of a named ``layout``."""
+    g = np.random.default_rng(zlib.crc32(layout.encode()))
+    n, c = {"sliced-long": (40, 3000), "sliced-short": (300, 100), "sliced-256": (64, 256),
+            "reversed": (50, 700), "one-column": (30, 1)}[layout]
+    wide = (3 * g.standard_normal((n, c + 37))).astype(dtype)
+    x = wide[::-1, :c] if layout == "reversed" else wide[:, 5:c + 5]
+    assert not x.flags.c_contiguous and x.strides[1] == x.itemsize
+    return x, np.ascontiguousarray(x)
+
+
+@needs_numba
+@pytest.mark.parametrize("targets", [np.int64, np.int32])
+@pytest.mark.parametrize("options", ["", "smooth/weight/ignore"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("layout", ["sliced-long", "sliced-short", "sliced-256", "reversed",
+                                    "one-column"])
+def test_rows_apart_take_the_compiled_rows(layout, dtype, options, targets, monkeypatch):
+    """An input whose rows lie apart (``a[:, :C]`` of a wider ``a``, rows reversed) takes the
+    compiled row kernels as it is (the NumPy engine refuses to run): its losses and
+    gradient equal, bit for bit, those of its C-contiguous copy, by the plain kernels
+    (int64 targets) and the checked pass (int32 targets), and torch's."""
+    x, contiguous = _rows_apart(layout, dtype)
+    n, c = x.shape
+    g = np.random.default_rng(n * c)
+    target = g.integers(0, c, n).astype(targets)
+    kwargs = {"label_smoothing": 0.2} if options else {}
+    w = g.uniform(0.2, 2.0, c).astype(dtype) if options else None
+    if options:
+        target[::4] = -100
+    tol = FLOAT64 if dtype == np.float64 else FLOAT32
+    for reduction in REDUCTIONS:
+        with monkeypatch.context() as m:
+            _refuse_numpy_rows(m)
+            got = _both(x, target, w, reduction, kwargs)
+        want = _both(contiguous, target, w, reduction, kwargs)
+        for a, b in zip(got, want, strict=True):
+            assert a.dtype == b.dtype == dtype and a.shape == b.shape
+            np.testing.assert_array_equal(a, b)
+        assert got[2].flags.c_contiguous
+        expected_loss, expected_grad = _torch_expected(
+            x.astype(np.float64), target.astype(np.int64), w,
+            {"weight": w is not None, **kwargs}, reduction)
+        assert_close(got[0], expected_loss, **tol)
+        assert_close(got[2], expected_grad, **(tol if dtype == np.float64 else
+                                               {"rtol": 1e-4, "atol": 1e-6}))
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rows_apart_non_finite_rows_are_torchs(dtype):
+    """Rows holding nan or +-inf in an input whose rows lie apart: redone by the NumPy
+    engine on the strided rows, as torch has them, equal to the contiguous copy's."""
+    for layout in ("sliced-long", "sliced-short"):
+        x, _ = _rows_apart(layout, dtype)  # a view of an array of its own
+        x[1, 3], x[2, 0], x[3, :] = np.nan, np.inf, -np.inf
+        target = np.zeros(x.shape[0], np.int64)
+        for reduction in ("none", "sum"):
+            loss, grad = anyloss.cross_entropy_and_grad(x, target, reduction=reduction)
+            want_loss, want_grad = anyloss.cross_entropy_and_grad(
+                np.ascontiguousarray(x), target, reduction=reduction)
+            np.testing.assert_array_equal(loss, want_loss)
+            np.testing.assert_array_equal(grad, want_grad)
+            expected_loss, expected_grad = _torch_expected(x.astype(np.float64), target, None,
+                                                           {}, reduction)
+            tol = FLOAT64 if dtype == np.float64 else FLOAT32
+            assert_close(loss, expected_loss, **tol)
+            assert_close(grad, expected_grad, **tol)
+
+
 @needs_numba
 @pytest.mark.parametrize("case", ["plain/smooth/ignore/weight", "long/smooth",
                                   "k-dim-wide/smooth/ignore/weight"])

@@ -196,6 +196,42 @@ def test_cross_entropy_16_bit_routes_in_float32(routed, dtype):
                                atol=tol * float(x32.grad.abs().max()))
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_cross_entropy_rows_apart_take_the_route(routed, dtype):
+    """``logits[:, :V]`` of a wider tensor (columns adjacent, rows apart) routes to the NumPy
+    pass as it is: forward, backward (the gradient lands in the wider tensor's slice, zero
+    elsewhere), ``torch.compile`` of the slicing and the loss, and opcheck on the slice."""
+    wide, _, _ = _ce_problem((64, 640), dtype)
+    _, t, w = _ce_problem((64, 600), dtype)
+    options = dict(reduction="mean", label_smoothing=0.1)
+    out = anyloss.cross_entropy(wide[:, 3:603], t, w, **options)
+    assert routed["cross_entropy"] == 1
+    _close(out, F.cross_entropy(wide[:, 3:603], t, w, **options), dtype)
+    ours, theirs = wide.clone().requires_grad_(True), wide.clone().requires_grad_(True)
+    loss = anyloss.cross_entropy(ours[:, 3:603], t, w, **options)
+    expected = F.cross_entropy(theirs[:, 3:603], t, w, **options)
+    _close(loss, expected, dtype)
+    loss.backward()
+    expected.backward()
+    assert routed["cross_entropy"] == 2
+    _close(ours.grad, theirs.grad, dtype, loose=True)
+
+    def step(x):
+        return anyloss.cross_entropy(x[:, 3:603], t, w, **options)
+
+    compiled_step = torch.compile(step, backend="aot_eager")
+    leaf = wide.clone().requires_grad_(True)
+    compiled_loss = compiled_step(leaf)
+    compiled_loss.backward()
+    assert routed["cross_entropy"] >= 3
+    _close(compiled_loss, expected, dtype)
+    _close(leaf.grad, theirs.grad, dtype, loose=True)
+    torch.library.opcheck(torch.ops.anyloss.cross_entropy_fused,
+                          (wide.clone().requires_grad_(True)[:, 3:603], t, w, -100, "sum", 0.1))
+    torch.library.opcheck(torch.ops.anyloss.cross_entropy, (wide[:, 3:603], t, None, -100,
+                                                            "none", 0.0))
+
+
 @pytest.mark.parametrize("variant", ["non-contiguous", "small", "probabilities"])
 def test_cross_entropy_route_steps_aside(routed, variant):
     x, t, _ = _ce_problem((64, 600), torch.float64)

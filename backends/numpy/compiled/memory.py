@@ -1,4 +1,4 @@
-"""Software prefetch for the numba kernels: hints that bring memory into the caches early.
+"""Memory helpers for the numba kernels: software prefetch, and row views.
 
 ``prefetch_l1(array, index)`` and ``prefetch_l2(array, index)`` ask the CPU to
 bring the cache line of ``array[index]`` (a 1-d array) into the first-level or
@@ -12,6 +12,10 @@ an order the hardware prefetchers cannot follow; the cross-entropy rows are read
 in order, but while a core is busy with the exponentials of one row the
 hardware prefetchers run too little ahead of the next one to keep the memory
 bus busy (benchmarks/README.md has the measurements).
+
+``row_window(x, i)`` makes row ``i`` of a 2-d array whose rows lie apart
+(``a[:, :C]`` of a wider ``a``) row ``i`` of a C-contiguous array, no copy: the
+cross-entropy row kernels take such an input a row at a time.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-__all__ = ["prefetch_l1", "prefetch_l2", "prefetch_row", "LINE_BYTES"]
+__all__ = ["prefetch_l1", "prefetch_l2", "prefetch_row", "row_window", "LINE_BYTES"]
 
 #: The cache line assumed by the loops that prefetch one address per line (64 bytes on
 #: every x86-64 CPU and most ARM cores; a longer line only makes some hints redundant).
@@ -70,3 +74,38 @@ def prefetch_row(row):
     step = max(1, LINE_BYTES // row.itemsize)
     for c in range(0, row.shape[0], step):
         prefetch_l1(row, c)
+
+
+
+
+@intrinsic
+def _window_start(typingctx, x, i, at):
+    """``&x[i, 0] - at C`` (in elements; ``C = x.shape[1]``) for a 2-d array of any strides:
+    where a C-contiguous array of rows of ``C`` whose row ``at`` is ``x[i]`` would start."""
+
+    def codegen(context, builder, signature, args):
+        array_type = signature.args[0]
+        view = context.make_array(array_type)(context, builder, args[0])
+        zero = context.get_constant(types.intp, 0)
+        row = cgutils.get_item_pointer(context, builder, array_type, view, [args[1], zero],
+                                       wraparound=False, boundscheck=False)
+        columns = cgutils.unpack_tuple(builder, view.shape, 2)[1]
+        return builder.gep(row, [builder.neg(builder.mul(args[2], columns))])
+
+    return types.CPointer(x.dtype)(x, types.intp, types.intp), codegen
+
+
+@numba.njit(inline="always")
+def row_window(x, i, rows, at):
+    """Rows ``i:i + rows`` of a 2-d ``x`` ``(N, C)`` as rows ``at:at + rows`` of a
+    C-contiguous ``(at + rows, C)`` array, without a copy: one row (``rows == 1``) of an
+    ``x`` whose columns are adjacent (unit column stride) and whose rows may lie apart
+    (``a[:, :C]`` of a wider ``a``), or any rows of a C-contiguous ``x``.
+
+    A kernel written for C-contiguous rows (whose loops LLVM vectorises for unit strides
+    only) then takes the rows at their own indices ``at:at + rows``, its per-row results at
+    the same indices of their arrays, no view of those taken. Only rows ``at:at + rows`` of
+    the window are ``x``'s: the rows before them are other memory, never to be read or
+    written (a prefetch past them is harmless: a hint). The window holds no reference to
+    ``x`` (``numba.carray``), so it must not outlive ``x``."""
+    return numba.carray(_window_start(x, i, at), (at + rows, x.shape[1]))
