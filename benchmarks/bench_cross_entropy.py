@@ -2,7 +2,7 @@
 
     python benchmarks/bench_cross_entropy.py [--repeat 7] [--shapes 4096x32000,1024x128256]
         [--float64-shapes 1024x32000] [--options-shapes 4096x32000] [--threads N]
-        [--pad-to M]
+        [--pad-to M] [--probability-shapes 2048x32000]
 
 For each shape (float32 logits, int64 class indices, reduction 'mean'; the
 ``--float64-shapes`` in float64; the ``--options-shapes`` with every class-index
@@ -31,8 +31,10 @@ kernels and torch on N threads each (``--threads 1``: the serial copies of the k
 which every Dask chunk runs). ``--pad-to M`` gives every contender the logits as
 ``wide[:, :C]`` of an array whose rows are padded to a multiple of ``M`` columns (a
 vocabulary padded to a multiple of 64, say, and sliced back): rows apart, columns
-adjacent. ``--repeat 3 --shapes 512x1000 --float64-shapes '' --options-shapes ''``
-is a quick try.
+adjacent. The ``--probability-shapes`` (float32) have a target of class
+probabilities (each row's sum 1) instead of indices; their floors read it too.
+``--repeat 3 --shapes 512x1000 --float64-shapes '' --options-shapes ''
+--probability-shapes ''`` is a quick try.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ def contenders(x: np.ndarray, target: np.ndarray, options: dict):
                "anyloss": lambda: anyloss.cross_entropy(x, target, **options)}
     grad = {"torch": torch_grad,
             "anyloss": lambda: anyloss.cross_entropy_and_grad(x, target, **options)}
-    if jax is not None and not options:
+    if jax is not None and not options and target.dtype.kind == "i":
         j_x, j_target = jax.device_put(x), jax.device_put(target.astype(np.int32))
 
         def optax_style(logits, labels):
@@ -170,12 +172,15 @@ def check_agreement(x, target, options) -> float:
 
 
 def report(shape, repeat: int, dtype=np.float32, with_options: bool = False,
-           pad_to: int = 0) -> None:
+           pad_to: int = 0, probabilities: bool = False) -> None:
     n, c = shape
     g = np.random.default_rng(0)
     width = -(-c // pad_to) * pad_to if pad_to else c
     x = g.standard_normal((n, width)).astype(dtype)[:, :c]
     target = g.integers(0, c, n)
+    if probabilities:
+        target = g.random((n, c)).astype(dtype)
+        target /= target.sum(axis=1, keepdims=True)
     options = {}
     if with_options:
         target[::8] = -100
@@ -186,21 +191,24 @@ def report(shape, repeat: int, dtype=np.float32, with_options: bool = False,
     buf = np.empty_like(x)
     print(f"\n(N, C) = ({n}, {c}) {np.dtype(dtype).name}"
           f"{', weight + label_smoothing + ignore_index' if with_options else ''}"
-          f"{f', x[:, :{c}] of rows of {width}' if width != c else ''}, "
+          f"{f', x[:, :{c}] of rows of {width}' if width != c else ''}"
+          f"{', class probabilities' if probabilities else ''}, "
           f"input {size / 2**20:.0f} MiB, relative difference anyloss vs torch: "
           f"{check_agreement(x, target, options):.1e}")
     print(f"{'':28s}{'median ms':>10s} {'torch/this':>11s} {'peak extra RSS':>16s} "
           f"{'x floor':>8s} {'x read':>7s} {'x new':>6s}")
+    # Probability targets are read too: each floor reads them once more.
+    also = target.max if probabilities else (lambda: None)
     for label, funcs, output in (("forward", forward, 0), ("forward+gradient", grad, size)):
         # The memory floors, timed in the same rounds: one read pass over the input; for
         # the gradient also one read plus one write of the input's size.
-        floors = {"read pass": x.max}
+        floors = {"read pass": lambda: (x.max(), also())}
         if output:
-            floors["read+write pass"] = lambda: np.negative(x, out=buf)
+            floors["read+write pass"] = lambda: (np.negative(x, out=buf), also())
             # The same into a new array: the page faults of a fresh output, which every
             # contender's gradient pays too.
-            floors["read+new write"] = lambda: np.negative(x)
-            floors["read+new write, threads"] = lambda: negative_threads(x)
+            floors["read+new write"] = lambda: (np.negative(x), also())
+            floors["read+new write, threads"] = lambda: (negative_threads(x), also())
         # anyloss with its floors, then the other contenders in rounds of their own (see the
         # module's docstring).
         medians = time_side_by_side({"anyloss": funcs["anyloss"], **floors}, repeat)
@@ -218,7 +226,7 @@ def report(shape, repeat: int, dtype=np.float32, with_options: bool = False,
                   f"{rss_text:>16s} {medians[name] / floor:7.2f}x {medians[name] / read:6.2f}x "
                   f"{new}")
         print(f"  {label + ' read pass':26s}{read * 1e3:10.2f}   "
-              "(the memory floor: x.max())")
+              f"(the memory floor: x.max(){' and target.max()' if probabilities else ''})")
         if output:
             print(f"  {label + ' read+write':26s}{floor * 1e3:10.2f}   "
                   "(the memory floor: np.negative(x, out=buf))")
@@ -253,6 +261,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="threads of anyloss's kernels and of torch (default: each "
                              "library's own setting)")
+    parser.add_argument("--probability-shapes", default="2048x32000")
     parser.add_argument("--pad-to", type=int, default=0,
                         help="the logits as x[:, :C] of rows padded to a multiple of this "
                              "many columns (default: C-contiguous logits)")
@@ -280,6 +289,8 @@ def main() -> None:
         report(shape, args.repeat, np.float64, pad_to=args.pad_to)
     for shape in parse(args.options_shapes):
         report(shape, args.repeat, with_options=True, pad_to=args.pad_to)
+    for shape in parse(args.probability_shapes):
+        report(shape, args.repeat, pad_to=args.pad_to, probabilities=True)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import pytest
 from helpers import FLOAT32, FLOAT64, assert_close
 
 import anyloss
-from anyloss import _registry
+from anyloss import _registry, classification
 from anyloss.backends.numpy import compiled
 from anyloss.backends.numpy import cross_entropy as numpy_backend
 from anyloss.conformance import namespaces
@@ -372,6 +372,101 @@ def test_memory_stays_within_five_percent_of_the_input():
 # --- the compiled engine (numba) against the NumPy engine and torch --------------------
 
 needs_numba = pytest.mark.skipif(not compiled.HAVE_NUMBA, reason="numba is not installed")
+
+
+def _probability_problem(shape, dtype, kind="dirichlet"):
+    """``(logits, target)`` of a probability-target case: rows summing to 1, or of any
+    positive sum, or with negative entries (torch does not check probabilities)."""
+    g = np.random.default_rng(zlib.crc32(f"{shape}{kind}".encode()))
+    x = (3 * g.standard_normal(shape)).astype(dtype)
+    if kind == "dirichlet":
+        target = g.dirichlet(np.ones(shape[-1]), shape[:-1]) if len(shape) > 1 else (
+            g.dirichlet(np.ones(shape[-1])))
+    elif kind == "unnormalised":
+        target = g.uniform(0, 3, shape)
+    else:  # "signed"
+        target = g.uniform(-1, 1, shape)
+    return x, target.astype(dtype)
+
+
+def _refuse_probability_formula(monkeypatch):
+    """Fail if the written-once probability formula runs (the compiled rows must answer)."""
+    def refuse(*args):
+        raise AssertionError("the written-once formula ran")
+
+    monkeypatch.setattr(classification, "_cross_entropy_probabilities", refuse)
+    monkeypatch.setattr(classification, "_probabilities_grad", refuse)
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("options", ["", "weight", "smooth", "smooth/weight"])
+@pytest.mark.parametrize("case", [((300,), "dirichlet"), ((6, 5), "dirichlet"),
+                                  ((40, 300), "dirichlet"), ((3, 4500), "dirichlet"),
+                                  ((20, 700), "unnormalised"), ((20, 70), "signed")],
+                         ids=str)
+def test_probability_rows_equal_torch(case, options, dtype, monkeypatch):
+    """Probability targets of 1-d and 2-d input by the compiled rows (the formula refuses to
+    run), loss and gradient, every reduction, against torch in float64 element by element:
+    rows under and over the lanes (256) and over two chunks (2048 classes), rows of any
+    sum and of signed entries, class weights and label smoothing."""
+    shape, kind = case
+    x, target = _probability_problem(shape, dtype, kind)
+    g = np.random.default_rng(7)
+    w = g.uniform(0.2, 2.0, shape[-1]).astype(dtype) if "weight" in options else None
+    kwargs = {"label_smoothing": 0.2} if "smooth" in options else {}
+    tol = FLOAT64 if dtype == np.float64 else FLOAT32
+    for reduction in REDUCTIONS:
+        with monkeypatch.context() as m:
+            _refuse_probability_formula(m)
+            loss, loss2, grad = _both(x, target, w, reduction, kwargs)
+        leaf = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        expected = F.cross_entropy(leaf, torch.tensor(target, dtype=torch.float64),
+                                   None if w is None else torch.tensor(w, dtype=torch.float64),
+                                   reduction=reduction, **kwargs)
+        expected.sum().backward()
+        if kind == "signed" and dtype == np.float32:
+            # Terms of both signs cancel: float32's rounding of terms of the size of the
+            # largest loss.
+            tol = {**tol, "atol": 1e-6 * float(np.abs(expected.detach().numpy()).max())}
+        for got in (loss, loss2):
+            assert got.dtype == dtype and got.shape == expected.shape
+            assert_close(got, expected.detach().numpy(), **tol)
+        assert grad.dtype == dtype and grad.shape == x.shape
+        assert_close(grad, leaf.grad.numpy(), **(tol if dtype == np.float64 else
+                                                 {"rtol": 1e-4, "atol": 1e-6}))
+
+
+@needs_numba
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_probability_rows_decline_what_they_do_not_take(dtype, monkeypatch):
+    """Non-finite logits or targets, K-dim input, a transposed target: the compiled rows
+    decline and the written-once formula answers, as torch has it."""
+    x, target = _probability_problem((8, 300), dtype)
+    cases = []
+    for where, value in (("x", np.nan), ("x", np.inf), ("x", -np.inf), ("target", np.inf),
+                         ("target", np.nan)):
+        xs, ts = x.copy(), target.copy()
+        (xs if where == "x" else ts)[2, 5] = value
+        if where == "x" and value == -np.inf:
+            xs[3, :] = -np.inf
+        cases.append((xs, ts))
+    k_dim = _probability_problem((4, 30, 6), dtype)
+    cases.append((k_dim[0], np.ascontiguousarray(
+        k_dim[1].transpose(0, 2, 1) / k_dim[1].sum(axis=1)[:, :, None]).transpose(0, 2, 1)))
+    cases.append((x, np.asfortranarray(target)))
+    calls = []
+    formula = classification._cross_entropy_probabilities
+    monkeypatch.setattr(classification, "_cross_entropy_probabilities",
+                        lambda *args: calls.append(1) or formula(*args))
+    tol = FLOAT64 if dtype == np.float64 else FLOAT32
+    for xs, ts in cases:
+        before = len(calls)
+        got = anyloss.cross_entropy(xs, ts, reduction="none")
+        assert len(calls) == before + 1  # the formula answered
+        expected = F.cross_entropy(torch.tensor(xs, dtype=torch.float64),
+                                   torch.tensor(ts, dtype=torch.float64), reduction="none")
+        assert_close(got, expected.numpy(), **tol)
 
 
 def _numpy_engine(monkeypatch, on: bool):

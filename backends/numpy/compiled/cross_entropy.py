@@ -79,8 +79,8 @@ from anyloss.backends.numpy.compiled.memory import LINE_BYTES, prefetch_l2, row_
 from anyloss.backends.numpy.compiled.parallel import parallel_kernel
 
 __all__ = ["row_blocks", "forward_rows", "gradient_rows", "forward_strided_rows",
-           "gradient_strided_rows", "row_coefficients", "row_losses", "forward_columns",
-           "gradient_columns"]
+           "gradient_strided_rows", "probability_rows", "row_coefficients", "row_losses",
+           "forward_columns", "gradient_columns"]
 
 f32 = np.float32
 f64 = np.float64
@@ -759,6 +759,102 @@ def gradient_strided_rows(blocks, x, t, w, smoothing, factor, spread, hit, peak,
             else:
                 _short_gradient(row, i, i + 1, t, w, smoothing, factor, spread, hit, peak,
                                 total, smooth, bad, a, g)
+
+
+# --- probability targets -----------------------------------------------------------------
+#
+# A target of class probabilities ``q`` (the input's shape) smoothed to ``q' = (1 - eps) q +
+# eps / C`` gives, with ``z_c = x_c - m`` (``m`` the row maximum), ``S = sum_c exp(z_c)`` and
+# ``Q = sum_c w_c q'_c``,
+#
+#     loss = -sum_c w_c q'_c (z_c - log S) = Q log S - sum_c w_c q'_c z_c
+#
+# (torch's ``-(w q' log_softmax(x)).sum()``: its terms are all >= 0 here, so nothing
+# cancels), and its gradient ``Q exp(z_c) / S - w_c q'_c``. A row is read from memory once:
+# its maximum first, then, from the second-level cache (a row of 32768 float32 values and
+# its target fill 256 KiB), one loop taking the four sums ``S``, ``A = sum w q``, ``B = sum w
+# q z`` and ``T = sum w z``, with ``Q = (1 - eps) A + eps / C W`` and ``sum w q' z = (1 -
+# eps) B + eps / C T``. The gradient's exponentials are written on that loop and rescaled
+# on a second one, as the class-index rows do it.
+
+
+@numba.njit(inline="always", fastmath=FLAGS)
+def _probability_sums(v, q, wc, m, o, write):
+    """``(S, A, B, T)`` of one chunk (see above) in ``v``'s dtype, the chunk's ``exp(z)``
+    written into ``o`` with ``write`` (:func:`exp_written`; else the terms are
+    :func:`sum_term`'s)."""
+    zero = m - m
+    s, a, b, t = zero, zero, zero, zero
+    for k in range(v.shape[0]):
+        z = v[k] - m
+        e = exp(z) if write else sum_term(z)
+        if write:
+            o[k] = e
+        wq = wc[k] * q[k]
+        s += e
+        a += wq
+        b += wq * z
+        t += wc[k] * z
+    return s, a, b, t
+
+
+@_block_function
+def _probability_block(x, p, i0, i1, w, w_total, eps, coef, losses, bad, g):
+    """Rows ``i0:i1`` of :func:`probability_rows`."""
+    n_classes = x.shape[1]
+    write = g.shape[0] != 0
+    acc = np.empty((2, LANES), x.dtype)
+    factors = np.empty(3, x.dtype)
+    spread = eps / n_classes
+    for i in range(i0, i1):
+        row, target = x[i], p[i]
+        m = _row_max(row, acc) if n_classes >= LANES else _short_max(x, i, n_classes)
+        bad[i] = 1
+        losses[i] = np.nan
+        if not math.isfinite(m):
+            continue
+        s64, a64, b64, t64 = 0.0, 0.0, 0.0, 0.0
+        for c0 in range(0, n_classes, CHUNK):
+            v, q, wc = row[c0:c0 + CHUNK], target[c0:c0 + CHUNK], w[c0:c0 + CHUNK]
+            if write:
+                s, a, b, t = _probability_sums(v, q, wc, m, g[i, c0:c0 + CHUNK], True)
+            else:
+                s, a, b, t = _probability_sums(v, q, wc, m, v, False)
+            s64 += s
+            a64 += a
+            b64 += b
+            t64 += t
+        if not (s64 == s64 and math.isfinite(a64) and math.isfinite(b64)
+                and math.isfinite(t64)):
+            continue  # a nan in the row, or a target (or weight) that is not finite
+        big_q = (1.0 - eps) * a64 + spread * w_total
+        losses[i] = big_q * math.log(s64) - (1.0 - eps) * b64 - spread * t64
+        bad[i] = 0
+        if write:  # the factors in x's dtype, through an array of it
+            factors[0] = coef * big_q / s64
+            factors[1] = coef * (1.0 - eps)
+            factors[2] = coef * spread
+            scale, keep, floor = factors[0], factors[1], factors[2]
+            for c0 in range(0, n_classes, CHUNK):
+                o, q, wc = g[i, c0:c0 + CHUNK], target[c0:c0 + CHUNK], w[c0:c0 + CHUNK]
+                for k in range(o.shape[0]):
+                    o[k] = o[k] * scale - wc[k] * (keep * q[k] + floor)
+
+
+@parallel_kernel(cache=True, fastmath=FLAGS, nogil=True)
+def probability_rows(blocks, x, p, w, w_total, eps, coef, losses, bad, g):
+    """Cross entropy of probability targets per row of ``x`` ``(N, C)`` (C-contiguous, float32
+    or float64) and ``p`` (its shape and dtype): ``losses`` (float64 ``(N,)``, see above;
+    ``w`` the ``C`` class weights, all 1 without a weight, ``w_total`` their float64 sum,
+    ``eps`` the label smoothing) and ``bad`` (uint8: 1 where the row holds a nan or its
+    maximum is not finite, or a sum over the target is not finite; the loss is then nan and
+    the caller declines). With ``g`` of ``x``'s shape, also the gradient of ``coef *
+    sum(losses)`` into ``g``; ``g`` of shape ``(0, C)`` writes none. By ``blocks`` blocks
+    of consecutive rows, each by a block function."""
+    n = x.shape[0]
+    for b in prange(blocks):
+        _probability_block(x, p, b * n // blocks, (b + 1) * n // blocks, w, w_total, eps,
+                           coef, losses, bad, g)
 
 
 @numba.njit(cache=True, nogil=True, error_model="numpy")
