@@ -161,9 +161,10 @@ def nll_loss(
 @kernels(
     Kernel("cross_entropy", "torch", "first", "torch:cross_entropy_plain_cpu",
            "the NumPy pass as the custom op anyloss::cross_entropy (autograd, torch.compile) "
-           "on contiguous CPU inputs (or 2-d with rows apart) of 2^15 elements or more; "
-           "F.cross_entropy otherwise",
-           "CPU; float32/64; int64 targets; weight of the input's dtype; not empty",
+           "on contiguous CPU inputs (or 2-d with rows apart; probabilities: (N, C) or (C,)) "
+           "of 2^15 elements or more; F.cross_entropy otherwise",
+           "CPU; float32/64; int64 targets or probabilities of the input's dtype; weight of "
+           "the input's dtype; not empty",
            needs="numba", without="F.cross_entropy"),
     Kernel("cross_entropy", "torch", "checked", "torch:cross_entropy",
            "as the first-stage kernel on CPU; F.cross_entropy elsewhere",
@@ -272,7 +273,8 @@ def cross_entropy(
 @kernels(
     Kernel("cross_entropy_and_grad", "torch", "checked", "torch:cross_entropy_and_grad",
            "the NumPy pass's gradient (anyloss::cross_entropy_fused) on contiguous CPU inputs "
-           "(or 2-d with rows apart); F.cross_entropy and autograd otherwise",
+           "(or 2-d with rows apart; probabilities: (N, C) or (C,)); F.cross_entropy and "
+           "autograd otherwise",
            "any device; 16-bit floats in float32", needs="numba",
            without="F.cross_entropy and autograd"),
     Kernel("cross_entropy_and_grad", "jax", "checked", "jax:cross_entropy_and_grad",

@@ -88,7 +88,8 @@ def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, la
     torch.compile (see :func:`_declines_autograd_inside_compile`)."""
     if _declines_autograd_inside_compile():
         return NotImplemented
-    if (_INT64.min <= ignore_index <= _INT64.max and target.dtype == torch.int64
+    if (_INT64.min <= ignore_index <= _INT64.max
+            and (target.dtype == torch.int64 or target.is_floating_point())
             and _cross_entropy_route(input, target, weight, ignore_index)):
         return _torch_ops()._ce_numpy(input, target, weight, ignore_index, reduction,
                                       label_smoothing, True)
@@ -269,10 +270,13 @@ def _cross_entropy_route(input, target, weight, ignore_index) -> bool:
     by compiled loops, which torch's ``Tensor.float()`` is not: 13 ms against 1.4 ms for 8M
     values, 2-core AMD EPYC), contiguous or 2-d with its rows apart (``logits[:, :V]`` of a
     wider tensor, which the row kernels take as it is), a (C,) weight of its dtype that takes no
-    gradient, and (eagerly) every index in range or ignored: otherwise the call declines
-    here, and torch's kernel or anyloss's checks answer as before."""
-    if input.numel() < _ROUTE_MIN_ELEMENTS or target.dtype != torch.int64:
+    gradient, and (eagerly) every index in range or ignored (or, for class probabilities,
+    :func:`_probability_route`): otherwise the call declines here, and torch's kernel or
+    anyloss's checks answer as before."""
+    if input.numel() < _ROUTE_MIN_ELEMENTS:
         return False
+    if target.dtype != torch.int64:
+        return _probability_route(input, target, weight, ignore_index)
     if not _numpy_route(input, target, *(() if weight is None else (weight,)), numba=True,
                         floats=_CE_FLOATS):
         return False
@@ -307,6 +311,23 @@ def _cross_entropy_route(input, target, weight, ignore_index) -> bool:
 # dtype, no empty input (torch's margin kernels read uninitialised memory there).
 
 _NATIVE_FLOATS = (torch.float32, torch.float64)
+def _probability_route(input, target, weight, ignore_index) -> bool:
+    """The route of :func:`_cross_entropy_route` for a target of class probabilities: a
+    contiguous float32/float64 ``(N, C)`` or ``(C,)`` input (of ``_ROUTE_MIN_ELEMENTS`` or
+    more, checked by the caller), a target of its dtype and shape that takes no gradient
+    (the operators give none for it), a weight as for class indices, and a negative
+    ``ignore_index`` (torch raises for another, which its kernel then does)."""
+    if not _numpy_route(input, target, *(() if weight is None else (weight,)), numba=True):
+        return False
+    if (input.ndim not in (1, 2) or not input.is_contiguous() or target.dtype != input.dtype
+            or target.shape != input.shape or not target.is_contiguous()
+            or target.requires_grad or ignore_index >= 0):
+        return False
+    n_classes = input.shape[-1]
+    return weight is None or (weight.dtype == input.dtype and not weight.requires_grad
+                              and weight.shape == (n_classes,) and weight.is_contiguous())
+
+
 #: The input dtypes of the cross-entropy route (:func:`_cross_entropy_route`).
 _CE_FLOATS = (*_NATIVE_FLOATS, torch.float16)
 _CPU = torch.device("cpu")

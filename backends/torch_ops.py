@@ -161,15 +161,19 @@ def _ce_numpy(input, target, weight, ignore_index, reduction, label_smoothing, g
     autograd cannot run, the caller (:func:`cross_entropy`) does that instead."""
     from anyloss.backends.numpy import cross_entropy as kernels
 
-    _check_targets(target, input.shape[0 if input.ndim == 1 else 1], ignore_index)
+    probabilities = target.is_floating_point()
+    if not probabilities:
+        _check_targets(target, input.shape[0 if input.ndim == 1 else 1], ignore_index)
     x, t, w = _as_numpy(input), _as_numpy(target), _as_numpy(weight)
     options = dict(ignore_index=ignore_index, reduction=reduction,
                    label_smoothing=label_smoothing)
-    if grad:
+    if grad and probabilities:
+        result = kernels.cross_entropy_and_grad(x, t, w, **options)
+    elif grad:
         result = kernels.blocked_cross_entropy_and_grad(x, t, w, **options)
     else:
         result = kernels.cross_entropy(x, t, w, **options)
-    if result is NotImplemented:  # below the pass's size floor
+    if result is NotImplemented:  # below the pass's size floor; probabilities: a bad row
         return _ce_torch(input, target, weight, options, grad)
     loss = _as_tensor(result[0] if grad else result, input.dtype)
     if fallback and not bool(torch.isfinite(loss).all()):
@@ -195,8 +199,10 @@ def _cross_entropy_fused_op(input: torch.Tensor, target: torch.Tensor,
 
 
 def _ce_loss_like(input, target, reduction):
-    shape = target.shape if reduction == "none" else ()
-    return input.new_empty(shape)
+    """The loss of the input's shape without its class axis ('none'), or a scalar: for class
+    indices and probabilities alike."""
+    losses = () if input.ndim == 1 else (input.shape[0], *input.shape[2:])
+    return input.new_empty(losses if reduction == "none" else ())
 
 
 @_cross_entropy_op.register_fake

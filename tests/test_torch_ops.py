@@ -232,7 +232,64 @@ def test_cross_entropy_rows_apart_take_the_route(routed, dtype):
                                                             "none", 0.0))
 
 
-@pytest.mark.parametrize("variant", ["non-contiguous", "small", "probabilities"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("shape", [(64, 600), (40000,)], ids=str)
+@pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
+def test_cross_entropy_probabilities_take_the_route(routed, dtype, shape, reduction):
+    """Class probabilities of (N, C) and (C,) input route to the NumPy pass: forward and
+    backward with a random cotangent equal torch's, weight and smoothing included; the fake
+    implementation gives the losses' shape (opcheck), and ``torch.compile`` eager's."""
+    x, _, w = _ce_problem(shape, dtype)
+    g = torch.Generator().manual_seed(2)
+    target = torch.softmax(torch.randn(shape, generator=g, dtype=dtype), -1)
+    options = dict(reduction=reduction, label_smoothing=0.1)
+    out = anyloss.cross_entropy(x, target, w, **options)
+    assert routed["cross_entropy"] == 1
+    _close(out, F.cross_entropy(x, target, w, **options), dtype)
+    ours, theirs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    loss = anyloss.cross_entropy(ours, target, w, **options)
+    assert "anyloss" in type(loss.grad_fn).__name__
+    expected = F.cross_entropy(theirs, target, w, **options)
+    _close(loss, expected, dtype)
+    cot = torch.rand(expected.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    loss.backward(cot)
+    expected.backward(cot)
+    assert routed["cross_entropy"] == 2
+    _close(ours.grad, theirs.grad, dtype, loose=True)
+    for op, leaf in ((torch.ops.anyloss.cross_entropy, x),
+                     (torch.ops.anyloss.cross_entropy_fused, x.clone().requires_grad_(True))):
+        torch.library.opcheck(op, (leaf, target, w, -100, reduction, 0.1))
+    compiled_loss = torch.compile(lambda x: anyloss.cross_entropy(x, target, w, **options),
+                                  backend="aot_eager")
+    leaf = x.clone().requires_grad_(True)
+    got = compiled_loss(leaf)
+    _close(got, expected, dtype)
+    got.backward(cot)
+    _close(leaf.grad, theirs.grad, dtype, loose=True)
+
+
+def test_cross_entropy_probabilities_that_take_a_gradient_keep_torch(routed):
+    """A target of probabilities that requires grad (distillation through the teacher) stays
+    with torch, whose autograd gives its gradient too; so do a non-negative
+    ``ignore_index`` (torch's error) and K-dimensional input."""
+    x, _, _ = _ce_problem((64, 600), torch.float64)
+    target = torch.softmax(torch.randn(64, 600, dtype=torch.float64), 1).requires_grad_(True)
+    loss = anyloss.cross_entropy(x, target)
+    assert routed["cross_entropy"] == 0
+    loss.backward()
+    reference = target.detach().clone().requires_grad_(True)
+    F.cross_entropy(x, reference).backward()
+    torch.testing.assert_close(target.grad, reference.grad)
+    with pytest.raises(ValueError, match="ignore_index is not supported for floating point"):
+        anyloss.cross_entropy(x, target.detach(), ignore_index=3)
+    k_dim, _, _ = _ce_problem((8, 40, 120), torch.float64)
+    probs = torch.softmax(torch.randn(8, 40, 120, dtype=torch.float64), 1)
+    torch.testing.assert_close(anyloss.cross_entropy(k_dim, probs),
+                               F.cross_entropy(k_dim, probs))
+    assert routed["cross_entropy"] == 0
+
+
+@pytest.mark.parametrize("variant", ["non-contiguous", "small", "transposed probabilities"])
 def test_cross_entropy_route_steps_aside(routed, variant):
     x, t, _ = _ce_problem((64, 600), torch.float64)
     weight, target = None, t
@@ -241,7 +298,7 @@ def test_cross_entropy_route_steps_aside(routed, variant):
     elif variant == "small":
         x, target = x[:4, :10], torch.randint(0, 10, (4,))
     else:
-        target = torch.softmax(torch.randn_like(x), 1)
+        target = torch.softmax(torch.randn_like(x), 1).t().contiguous().t()
     out = anyloss.cross_entropy(x, target, weight)
     assert routed["cross_entropy"] == 0
     expected = F.cross_entropy(x.double(), target.double() if target.is_floating_point()
