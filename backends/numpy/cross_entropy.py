@@ -15,13 +15,12 @@ Where numba is installed, one compiled kernel does each row whole
 float32 by chunks, C-contiguous rows, rows that lie apart (``a[:, :C]`` of a
 wider ``a``) and K-dimensional inputs by blocks of positions, parallel over rows
 on :func:`anyloss.get_threads` threads). Without numba, for other layouts, and
-for the rows holding nan or a non-finite maximum,
-the NumPy engine: blocks of rows small enough to stay in cache, a handful of
-NumPy calls writing into preallocated arrays, on a thread pool. Targets of class
-probabilities (1-d or 2-d input) take compiled rows of their own
-(:func:`cross_entropy_probabilities`; without numba, the written-once formula).
-The Dask backend
-maps :func:`cross_entropy_elements`, :func:`cross_entropy_targets` and
+for the rows holding nan or a non-finite maximum, the NumPy engine: blocks of
+rows small enough to stay in cache, a handful of NumPy calls writing into
+preallocated arrays, on a thread pool. Targets of class probabilities (1-d or
+2-d input) take compiled rows of their own (:func:`cross_entropy_probabilities`;
+without numba, the written-once formula). The Dask backend maps
+:func:`cross_entropy_elements`, :func:`cross_entropy_targets` and
 :func:`blocked_cross_entropy_and_grad` over its chunks.
 """
 
@@ -548,7 +547,7 @@ def cross_entropy_probabilities(input, target, weight, *, reduction, label_smoot
     losses, bad = np.empty(n), np.empty(n, np.uint8)
     g = np.empty_like(x2) if gradient else np.empty((0, c), x.dtype)
     kernels = compiled.load("cross_entropy")
-    rows, blocks = _plain_rows(kernels.probability_rows, kernels.probability_rows, x2)
+    rows, blocks = _plain_rows(kernels.probability_rows, x2)
     rows(blocks, x2, p2, w, float(np.sum(w, dtype=np.float64)), float(label_smoothing), coef,
          losses, bad, g)
     if bad.any():
@@ -617,9 +616,9 @@ def _kernel_weight(weight, smoothing, c, dtype):
     return np.ones(c, dtype) if smoothing else _NO_WEIGHT[np.dtype(dtype)]
 
 
-def _plain_rows(kernel, strided_kernel, input):
-    """The row kernel for ``input`` (``kernel`` for C-contiguous input, else
-    ``strided_kernel``) and its ``blocks`` argument: the serial copy and one block below
+def _plain_rows(kernel, input, strided_kernel=None):
+    """The row kernel for ``input`` ``(N, C)`` (``kernel``; ``strided_kernel`` where the input
+    is not C-contiguous) and its ``blocks`` argument: the serial copy and one block below
     :data:`_CE_SERIAL_WORK`."""
     n, c = input.shape
     kernel = kernel if input.flags.c_contiguous else strided_kernel
@@ -637,13 +636,12 @@ def cross_entropy_plain(input, target, weight, *, ignore_index, reduction, label
     (``label_smoothing`` checked already) and declines all but the plain call, so that
     anyloss's checked path answers, and raises its errors, for the rest: numba
     installed; a float32/float64 ``(N, C)`` NumPy array with ``N, C > 0``, C-contiguous
-    or with its rows apart (:func:`_rows_apart`);
-    int64 targets ``(N,)``, each a class or ``ignore_index`` (a Python int); a weight
-    ``None`` or ``(C,)`` of the input's dtype, C-contiguous; and no row holding a nan or
-    with a maximum that is not finite (torch's conventions there are the checked
-    path's). On small problems the checks of the checked path and the dozen array calls
-    around its pass cost more than the pass itself (at 256 x 1000 float32, about 80
-    against 46 microseconds).
+    or with its rows apart (:func:`_rows_apart`); int64 targets ``(N,)``, each a class or
+    ``ignore_index`` (a Python int); a weight ``None`` or ``(C,)`` of the input's dtype,
+    C-contiguous; and no row holding a nan or with a maximum that is not finite (torch's
+    conventions there are the checked path's). On small problems the checks of the
+    checked path and the dozen array calls around its pass cost more than the pass itself
+    (at 256 x 1000 float32, about 80 against 46 microseconds).
     """
     plain = _plain_weight(input, target, weight, ignore_index, reduction)
     if plain is None:
@@ -653,7 +651,7 @@ def cross_entropy_plain(input, target, weight, *, ignore_index, reduction, label
     kernels = compiled.load("cross_entropy")
     peak, bad = np.empty(n, dtype), np.empty(n, np.uint8)
     total, smooth = np.empty(n), np.empty(n)
-    forward, blocks = _plain_rows(kernels.forward_rows, kernels.forward_strided_rows, input)
+    forward, blocks = _plain_rows(kernels.forward_rows, input, kernels.forward_strided_rows)
     forward(blocks, input, _kernel_weight(weight, eps != 0, c, dtype), eps != 0, peak, total,
             smooth, bad)
     return _plain_loss(input, target, plain, ignore_index, eps, reduction, peak, total, smooth,
@@ -698,7 +696,7 @@ def cross_entropy_and_grad_plain(input, target, weight, *, ignore_index, reducti
     grad = np.empty_like(input)
     bad = np.empty(n, np.uint8)
     total, smooth = np.empty(n), np.empty(n)
-    rows, blocks = _plain_rows(kernels.gradient_rows, kernels.gradient_strided_rows, input)
+    rows, blocks = _plain_rows(kernels.gradient_rows, input, kernels.gradient_strided_rows)
     rows(blocks, input, safe, _kernel_weight(weight, eps != 0, c, dtype), eps != 0, factor,
          spread, hit, peak, total, smooth, bad, a, grad)
     loss = _plain_loss(input, target, plain, ignore_index, eps, reduction, peak, total, smooth,
