@@ -182,7 +182,8 @@ def nll_loss(
            "input; 2^15 elements or more", needs="numba",
            without="one blocked NumPy pass on a thread pool (class indices)"),
     Kernel("cross_entropy", "dask", "checked", "dask:cross_entropy",
-           "the NumPy pass per chunk", "class indices; 2-d or more; known chunks"),
+           "the NumPy pass per chunk",
+           "class indices, 2-d or more, or probabilities of a 2-d input; known chunks"),
 )
 def cross_entropy(
     input: Array,
@@ -292,7 +293,8 @@ def cross_entropy(
            "input; 2^15 elements or more", needs="numba",
            without="the blocked NumPy pass, writing the gradient (class indices)"),
     Kernel("cross_entropy_and_grad", "dask", "checked", "dask:cross_entropy_and_grad",
-           "the NumPy pass per chunk", "class indices; 2-d or more; known chunks"),
+           "the NumPy pass per chunk",
+           "class indices, 2-d or more, or probabilities of a 2-d input; known chunks"),
 )
 def cross_entropy_and_grad(
     input: Array,

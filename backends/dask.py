@@ -174,9 +174,12 @@ def cross_entropy(input, target, weight, *, ignore_index, reduction, label_smoot
     """Class-index cross entropy as a lazy Dask array: the NumPy blocked pass per chunk.
 
     The class axis is gathered into one chunk; the batch and spatial axes keep
-    their chunks. Nothing is computed here. 1-d inputs, probability targets and
+    their chunks. Nothing is computed here. Class probabilities of a 2-d input take
+    :func:`_probability_cross_entropy`; 1-d inputs, other probability targets and
     unknown chunk sizes decline.
     """
+    if _probability_rows(input, target):
+        return _probability_cross_entropy(input, target, weight, reduction, label_smoothing)
     if _ce_declines(input, target):
         return NotImplemented
     elements, mean_weights = _ce_elements(input, target, weight, ignore_index, label_smoothing)
@@ -185,7 +188,12 @@ def cross_entropy(input, target, weight, *, ignore_index, reduction, label_smoot
 
 def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, label_smoothing):
     """Lazy ``(loss, grad)``; each chunk's gradient comes from the NumPy pass, scaled by
-    the whole array's 'mean' denominator (a lazy scalar handed to every chunk)."""
+    the whole array's 'mean' denominator (a lazy scalar handed to every chunk). Class
+    probabilities: :func:`_probability_cross_entropy`, one kernel call per chunk for
+    both."""
+    if _probability_rows(input, target):
+        return _probability_cross_entropy(input, target, weight, reduction, label_smoothing,
+                                          gradient=True)
     if _ce_declines(input, target):
         return NotImplemented
     elements, mean_weights = _ce_elements(input, target, weight, ignore_index, label_smoothing)
@@ -202,6 +210,75 @@ def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, la
     grad = da.blockwise(grad_block, x_index, x, x_index, t, t_index, denominator, (),
                         *w_args, dtype=input.dtype, concatenate=True)
     return _ce_reduce(elements, mean_weights, reduction, input.dtype), grad
+
+
+def _probability_rows(input, target) -> bool:
+    """Whether :func:`_probability_cross_entropy` takes the call: class probabilities (a
+    floating target of the input's shape) of a 2-d input of known chunk sizes, ``C > 0``."""
+    return (input.ndim == 2 and np.issubdtype(target.dtype, np.floating)
+            and tuple(target.shape) == tuple(input.shape)
+            and not any(math.isnan(n) for n in input.shape) and input.shape[1] > 0)
+
+
+def _probability_block(label_smoothing, scale):
+    """The blockwise function of :func:`_probability_cross_entropy`: a row chunk's losses
+    (float64 ``(n,)``), or, for a gradient ``scale``, its gradient of ``scale * sum(losses)``
+    with the losses as one more column (``(n, C + 1)``, the input's dtype). The NumPy rows
+    (:func:`anyloss.backends.numpy.cross_entropy.probability_losses`) where they answer,
+    else the written-once formula on the chunk."""
+
+    @single_threaded
+    def block(xb, tb, wb=None):
+        result = numpy_cross_entropy.probability_losses(
+            xb, tb, wb, label_smoothing=label_smoothing, gradient_scale=scale)
+        if result is NotImplemented:  # no numba, or a row that the formula answers
+            from anyloss import classification
+
+            losses = classification._cross_entropy_probabilities(
+                npx, xb, tb, wb, "none", label_smoothing).astype(np.float64)
+            grad = None if scale is None else (classification._probabilities_grad(
+                npx, xb, tb, wb, "sum", label_smoothing) * scale).astype(xb.dtype)
+        else:
+            losses, grad = result
+        if grad is None:
+            return losses
+        both = np.empty((xb.shape[0], xb.shape[1] + 1), dtype=xb.dtype)
+        both[:, :-1] = grad
+        both[:, -1] = losses
+        return both
+
+    return block
+
+
+def _probability_cross_entropy(input, target, weight, reduction, label_smoothing,
+                               gradient=False):
+    """Cross entropy of class probabilities of a 2-d input, lazily: one NumPy kernel call
+    per row chunk (the class axis gathered into one chunk, the target chunked as the
+    input), the losses in float64, summed over the chunks; ``'mean'`` divides by ``N``.
+    With ``gradient``, ``(loss, grad)``: the chunk's call gives both (its gradient with
+    the losses as one more column, which the two results slice: computed together, each
+    chunk runs once)."""
+    x = input.rechunk({1: -1})
+    t = target.rechunk(x.chunks)
+    w_args = () if weight is None else (weight.rechunk(-1), "c")
+    n, c = input.shape
+    if not gradient:
+        losses = da.blockwise(_probability_block(label_smoothing, None), "n", x, "nc", t, "nc",
+                              *w_args, concatenate=True, meta=np.empty((0,), np.float64))
+        grad = None
+    else:
+        scale = 1.0 / n if reduction == "mean" and n else 1.0
+        both = da.blockwise(_probability_block(label_smoothing, scale), "nc", x, "nc", t, "nc",
+                            *w_args, concatenate=True, adjust_chunks={"c": lambda k: k + 1},
+                            meta=np.empty((0, 0), input.dtype))
+        losses, grad = both[:, c].astype("float64"), both[:, :c]
+    if reduction == "none":
+        loss = losses.astype(input.dtype)
+    elif reduction == "sum":
+        loss = losses.sum().astype(input.dtype)
+    else:
+        loss = divide_or_nan(da, losses.sum(), float(n)).astype(input.dtype)
+    return loss if grad is None else (loss, grad)
 
 
 # --- linear_cross_entropy: the NumPy kernel over row chunks ------------------------------

@@ -1077,6 +1077,54 @@ def test_dask_fast_path_stays_lazy(reduction):
     assert_close(got_grad, expected_grad, rtol=1e-6, atol=1e-9)
 
 
+@pytest.mark.parametrize("engine", ["rows", "formula"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_dask_probabilities_by_row_chunks(dtype, engine, monkeypatch):
+    """Class probabilities of a 2-d Dask array: one NumPy kernel call per row chunk for the
+    loss, one for loss and gradient together (the formula on the chunk where the rows
+    decline: numba switched off here, and a row holding nan in either engine), lazily,
+    equal to torch for every reduction, weight and smoothing included."""
+    dask = pytest.importorskip("dask")
+    da = pytest.importorskip("dask.array")
+    from helpers import CountingScheduler
+
+    if engine == "formula":
+        _numpy_engine(monkeypatch, False)
+    x, target = _probability_problem((60, 300), dtype)
+    x[17, 4] = np.nan
+    weight = np.random.default_rng(5).uniform(0.5, 2.0, 300).astype(dtype)
+    calls = []
+    rows = numpy_backend.probability_losses
+    monkeypatch.setattr(numpy_backend, "probability_losses",
+                        lambda *args, **kwargs: calls.append(1) or rows(*args, **kwargs))
+    tol = FLOAT64 if dtype == np.float64 else FLOAT32
+    for reduction in REDUCTIONS:
+        chunks = ((20, 25, 15), (100, 200))
+        dx, dt = da.from_array(x, chunks=chunks), da.from_array(target, chunks=chunks)
+        dw = da.from_array(weight, chunks=150)
+        scheduler = CountingScheduler()
+        calls.clear()
+        with dask.config.set(scheduler=scheduler):
+            loss = anyloss.cross_entropy(dx, dt, dw, reduction=reduction, label_smoothing=0.1)
+            pair = anyloss.cross_entropy_and_grad(dx, dt, dw, reduction=reduction,
+                                                  label_smoothing=0.1)
+            assert scheduler.computes == 0
+            got_loss, got_pair_loss, got_grad = dask.compute(loss, *pair)
+            assert scheduler.computes == 1
+        assert len(calls) == 6  # three chunks, each once for the loss and once for the pair
+        leaf = torch.tensor(x, dtype=torch.float64, requires_grad=True)
+        expected = F.cross_entropy(leaf, torch.tensor(target, dtype=torch.float64),
+                                   torch.tensor(weight, dtype=torch.float64),
+                                   reduction=reduction, label_smoothing=0.1)
+        expected.sum().backward()
+        for got in (got_loss, got_pair_loss):
+            assert got.dtype == dtype
+            assert_close(got, expected.detach().numpy(), **tol)
+        assert got_grad.dtype == dtype
+        assert_close(got_grad, leaf.grad.numpy(), **(tol if dtype == np.float64 else
+                                                     {"rtol": 1e-4, "atol": 1e-6}))
+
+
 def _kernel_exponentials(x):
     """``(exp_written(x), sum_term(x))`` elementwise: the row kernels' two
     exponentials, compiled with the kernels' fast-math flags."""

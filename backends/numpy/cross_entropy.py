@@ -49,6 +49,7 @@ __all__ = [
     "cross_entropy_targets",
     "cross_entropy_rows",
     "cross_entropy_probabilities",
+    "probability_losses",
     "row_normalisers",
     "smoothed_class_losses",
 ]
@@ -515,12 +516,8 @@ def cross_entropy_probabilities(input, target, weight, *, reduction, label_smoot
     """``cross_entropy`` of class probabilities (``target`` of ``input``'s shape) by the
     compiled rows of :func:`.compiled.cross_entropy.probability_rows`, and with
     ``gradient`` its gradient wrt ``input`` (of the losses' sum for ``'none'``): the loss,
-    or ``(loss, grad)``; ``NotImplemented`` for what they do not take, so that the
-    written-once formula answers: no numba; an input other than 1-d ``(C,)`` or 2-d ``(N,
-    C)``, C-contiguous float32/float64 of at least one element; a target or weight of
-    another dtype, or not C-contiguous; a row holding a nan or whose maximum is not finite,
-    or whose sums over the target are not finite (torch's conventions there are the
-    formula's).
+    or ``(loss, grad)``; ``NotImplemented`` where :func:`probability_losses` declines, so
+    that the written-once formula answers.
 
     The operands are :func:`anyloss.classification.cross_entropy`'s, checked: a weight is
     ``(C,)``, and ``ignore_index`` has no effect. ``'mean'`` divides by ``N``, as torch
@@ -528,6 +525,31 @@ def cross_entropy_probabilities(input, target, weight, *, reduction, label_smoot
     formula's NumPy calls, which needed twice the input's size beside it: forward 157.2
     -> 32.0 ms, forward + gradient 576.0 -> 51.2 ms (torch 218-249 and 476-477 ms;
     ``benchmarks/bench_cross_entropy.py --probability-shapes 2048x32000``, 2026-12-06)."""
+    n = input.shape[0] if input.ndim == 2 else 1
+    scale = (1.0 / n if reduction == "mean" else 1.0) if gradient else None
+    result = probability_losses(input, target, weight, label_smoothing=label_smoothing,
+                                gradient_scale=scale)
+    if result is NotImplemented:
+        return NotImplemented
+    losses, grad = result
+    if reduction == "none":
+        loss = losses.reshape(input.shape[:-1]).astype(input.dtype)
+    else:
+        loss = reduced_result(float(np.sum(losses)), n, reduction, input.dtype)
+    return (loss, grad) if gradient else loss
+
+
+def probability_losses(input, target, weight, *, label_smoothing, gradient_scale=None):
+    """``(losses, grad)``: the losses of class probabilities per row (float64 ``(N,)``; ``(1,)``
+    for a 1-d input) and, for a ``gradient_scale``, the gradient of ``gradient_scale *
+    sum(losses)`` wrt ``input`` (its shape and dtype; else ``None``), by
+    :func:`.compiled.cross_entropy.probability_rows`. ``NotImplemented`` for what those rows
+    do not take: no numba; an input other than 1-d ``(C,)`` or 2-d ``(N, C)``, C-contiguous
+    float32/float64 of at least one element; a target or weight of another dtype, or not
+    C-contiguous (a weight not ``(C,)``); a row holding a nan or whose maximum is not
+    finite, or whose sums over the target are not finite (torch's conventions there are
+    the formula's). The building block of :func:`cross_entropy_probabilities` and of the
+    Dask backend's chunks."""
     if not compiled.HAVE_NUMBA or input.dtype not in _FLOATS or input.ndim not in (1, 2):
         return NotImplemented
     x, p = np.asarray(input), np.asarray(target)
@@ -543,20 +565,16 @@ def cross_entropy_probabilities(input, target, weight, *, reduction, label_smoot
         w = np.asarray(weight)
         if w.dtype != x.dtype or w.shape != (c,) or not w.flags.c_contiguous:
             return NotImplemented
-    coef = 1.0 / n if reduction == "mean" else 1.0
     losses, bad = np.empty(n), np.empty(n, np.uint8)
+    gradient = gradient_scale is not None
     g = np.empty_like(x2) if gradient else np.empty((0, c), x.dtype)
     kernels = compiled.load("cross_entropy")
     rows, blocks = _plain_rows(kernels.probability_rows, x2)
-    rows(blocks, x2, p2, w, float(np.sum(w, dtype=np.float64)), float(label_smoothing), coef,
-         losses, bad, g)
+    rows(blocks, x2, p2, w, float(np.sum(w, dtype=np.float64)), float(label_smoothing),
+         float(gradient_scale) if gradient else 1.0, losses, bad, g)
     if bad.any():
         return NotImplemented
-    if reduction == "none":
-        loss = losses.reshape(x.shape[:-1]).astype(x.dtype)
-    else:
-        loss = reduced_result(float(np.sum(losses)), n, reduction, x.dtype)
-    return (loss, g.reshape(x.shape)) if gradient else loss
+    return losses, (g.reshape(x.shape) if gradient else None)
 
 
 def _ce_reduce(losses, denominator, reduction, dtype, shape):
