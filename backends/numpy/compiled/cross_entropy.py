@@ -737,7 +737,7 @@ def forward_strided_rows(blocks, x, w, smoothing, peak, total, smooth, bad):
     n = x.shape[0]
     for b in prange(blocks):
         for i in range(b * n // blocks, (b + 1) * n // blocks):
-            row = row_window(x, i, 1, i)
+            row = row_window(x, i)
             if x.shape[1] >= LANES:
                 _shifted_forward(row, i, i + 1, w, smoothing, peak, total, smooth, bad)
             else:
@@ -752,7 +752,7 @@ def gradient_strided_rows(blocks, x, t, w, smoothing, factor, spread, hit, peak,
     n = x.shape[0]
     for b in prange(blocks):
         for i in range(b * n // blocks, (b + 1) * n // blocks):
-            row = row_window(x, i, 1, i)
+            row = row_window(x, i)
             if x.shape[1] >= LANES:
                 _shifted_gradient(row, i, i + 1, t, w, smoothing, factor, spread, hit, peak,
                                   total, smooth, bad, a, g)

@@ -76,12 +76,10 @@ def prefetch_row(row):
         prefetch_l1(row, c)
 
 
-
-
 @intrinsic
-def _window_start(typingctx, x, i, at):
-    """``&x[i, 0] - at C`` (in elements; ``C = x.shape[1]``) for a 2-d array of any strides:
-    where a C-contiguous array of rows of ``C`` whose row ``at`` is ``x[i]`` would start."""
+def _window_start(typingctx, x, i):
+    """``&x[i, 0] - i C`` (in elements; ``C = x.shape[1]``) for a 2-d array of any strides:
+    where a C-contiguous array of rows of ``C`` whose row ``i`` is ``x[i]`` would start."""
 
     def codegen(context, builder, signature, args):
         array_type = signature.args[0]
@@ -90,22 +88,21 @@ def _window_start(typingctx, x, i, at):
         row = cgutils.get_item_pointer(context, builder, array_type, view, [args[1], zero],
                                        wraparound=False, boundscheck=False)
         columns = cgutils.unpack_tuple(builder, view.shape, 2)[1]
-        return builder.gep(row, [builder.neg(builder.mul(args[2], columns))])
+        return builder.gep(row, [builder.neg(builder.mul(args[1], columns))])
 
-    return types.CPointer(x.dtype)(x, types.intp, types.intp), codegen
+    return types.CPointer(x.dtype)(x, types.intp), codegen
 
 
 @numba.njit(inline="always")
-def row_window(x, i, rows, at):
-    """Rows ``i:i + rows`` of a 2-d ``x`` ``(N, C)`` as rows ``at:at + rows`` of a
-    C-contiguous ``(at + rows, C)`` array, without a copy: one row (``rows == 1``) of an
-    ``x`` whose columns are adjacent (unit column stride) and whose rows may lie apart
-    (``a[:, :C]`` of a wider ``a``), or any rows of a C-contiguous ``x``.
+def row_window(x, i):
+    """Row ``i`` of a 2-d ``x`` ``(N, C)`` whose columns are adjacent (unit column stride) and
+    whose rows may lie apart (``a[:, :C]`` of a wider ``a``), as row ``i`` of a C-contiguous
+    ``(i + 1, C)`` array, without a copy.
 
     A kernel written for C-contiguous rows (whose loops LLVM vectorises for unit strides
-    only) then takes the rows at their own indices ``at:at + rows``, its per-row results at
-    the same indices of their arrays, no view of those taken. Only rows ``at:at + rows`` of
-    the window are ``x``'s: the rows before them are other memory, never to be read or
-    written (a prefetch past them is harmless: a hint). The window holds no reference to
-    ``x`` (``numba.carray``), so it must not outlive ``x``."""
-    return numba.carray(_window_start(x, i, at), (at + rows, x.shape[1]))
+    only) then takes the row at its own index ``i``, its per-row results at the same index
+    of their arrays, no view of those taken. Only row ``i`` of the window is ``x``'s: the
+    rows before it are other memory, never to be read or written (a prefetch past it is
+    harmless: a hint). The window holds no reference to ``x`` (``numba.carray``), so it
+    must not outlive ``x``."""
+    return numba.carray(_window_start(x, i), (i + 1, x.shape[1]))
