@@ -769,13 +769,14 @@ def gradient_strided_rows(blocks, x, t, w, smoothing, factor, spread, hit, peak,
 #
 #     loss = -sum_c w_c q'_c (z_c - log S) = Q log S - sum_c w_c q'_c z_c
 #
-# (torch's ``-(w q' log_softmax(x)).sum()``: its terms are all >= 0 here, so nothing
-# cancels), and its gradient ``Q exp(z_c) / S - w_c q'_c``. A row is read from memory once:
-# its maximum first, then, from the second-level cache (a row of 32768 float32 values and
-# its target fill 256 KiB), one loop taking the four sums ``S``, ``A = sum w q``, ``B = sum w
-# q z`` and ``T = sum w z``, with ``Q = (1 - eps) A + eps / C W`` and ``sum w q' z = (1 -
-# eps) B + eps / C T``. The gradient's exponentials are written on that loop and rescaled
-# on a second one, as the class-index rows do it.
+# (torch's ``-(w q' log_softmax(x)).sum()``: for targets and weights >= 0 its terms are all
+# >= 0, so nothing cancels), and its gradient ``Q exp(z_c) / S - w_c q'_c``. Each array is
+# read from memory once: a row's maximum first, then one loop over the row, its logits now
+# in the second-level cache and its target read from memory, taking the four sums ``S``,
+# ``A = sum w q``, ``B = sum w q z`` and ``T = sum w z``, with ``Q = (1 - eps) A + eps / C W``
+# and ``sum w q' z = (1 - eps) B + eps / C T``. The gradient's exponentials are written on
+# that loop and rescaled on a second one (the row and its target in cache), as the
+# class-index rows do it.
 
 
 @numba.njit(inline="always", fastmath=FLAGS)
