@@ -269,10 +269,10 @@ def _cross_entropy_route(input, target, weight, ignore_index) -> bool:
     input of ``_ROUTE_MIN_ELEMENTS`` or more (float16 computes in float32 there, converted
     by compiled loops, which torch's ``Tensor.float()`` is not: 13 ms against 1.4 ms for 8M
     values, 2-core AMD EPYC), contiguous or 2-d with its rows apart (``logits[:, :V]`` of a
-    wider tensor, which the row kernels take as it is), a (C,) weight of its dtype that takes no
-    gradient, and (eagerly) every index in range or ignored (or, for class probabilities,
-    :func:`_probability_route`): otherwise the call declines here, and torch's kernel or
-    anyloss's checks answer as before."""
+    wider tensor, which the row kernels take as it is), a (C,) weight of its dtype that
+    takes no gradient, and (eagerly) every index in range or ignored (or, for class
+    probabilities, :func:`_probability_route`): otherwise the call declines here, and
+    torch's kernel or anyloss's checks answer as before."""
     if input.numel() < _ROUTE_MIN_ELEMENTS:
         return False
     if target.dtype != torch.int64:
@@ -303,14 +303,6 @@ def _cross_entropy_route(input, target, weight, ignore_index) -> bool:
     return not bool(bad.any())
 
 
-# --- kernels tried before anyloss checks anything (stage 'first') ----------------------------
-# Each takes the public arguments (reduction resolved) and declines what is not the plain
-# case: CPU tensors only (on CUDA a bad class index is a device-side assert, which
-# anyloss's own checks must see first), float32/float64 input (16-bit floats follow
-# anyloss's float32 accumulation instead), int64 class indices, a weight of the input's
-# dtype, no empty input (torch's margin kernels read uninitialised memory there).
-
-_NATIVE_FLOATS = (torch.float32, torch.float64)
 def _probability_route(input, target, weight, ignore_index) -> bool:
     """The route of :func:`_cross_entropy_route` for a target of class probabilities: a
     contiguous float32/float64 ``(N, C)`` or ``(C,)`` input (of ``_ROUTE_MIN_ELEMENTS`` or
@@ -328,6 +320,14 @@ def _probability_route(input, target, weight, ignore_index) -> bool:
                               and weight.shape == (n_classes,) and weight.is_contiguous())
 
 
+# --- kernels tried before anyloss checks anything (stage 'first') ----------------------------
+# Each takes the public arguments (reduction resolved) and declines what is not the plain
+# case: CPU tensors only (on CUDA a bad class index is a device-side assert, which
+# anyloss's own checks must see first), float32/float64 input (16-bit floats follow
+# anyloss's float32 accumulation instead), int64 class indices, a weight of the input's
+# dtype, no empty input (torch's margin kernels read uninitialised memory there).
+
+_NATIVE_FLOATS = (torch.float32, torch.float64)
 #: The input dtypes of the cross-entropy route (:func:`_cross_entropy_route`).
 _CE_FLOATS = (*_NATIVE_FLOATS, torch.float16)
 _CPU = torch.device("cpu")
