@@ -80,16 +80,19 @@ def log_softmax(x, axis):
     """Log-softmax along ``axis`` (the generic formula's arithmetic), reusing memory."""
     # The generic formula's arithmetic, (x - shift) - log(sum(exp(x - shift))), with the
     # shift the row maximum (0 for a non-finite one); the exponentials and the final
-    # subtraction reuse their operands' memory.
+    # subtraction reuse their operands' memory. A row of -inf (log 0, then -inf + inf) or
+    # holding +inf or nan gives -inf and nan as torch gives them, without NumPy's warnings
+    # (torch has none).
     if x.size == 0 or type(x) is not np.ndarray:
         return NotImplemented
     peak = np.maximum.reduce(x, axis=axis, keepdims=True)
     if not np.isfinite(peak).all():
         peak = np.where(np.isfinite(peak), peak, 0.0).astype(x.dtype)
-    shifted = np.subtract(x, peak)
-    exp = np.exp(shifted)
-    total = np.add.reduce(exp, axis=axis, keepdims=True)
-    return np.subtract(shifted, np.log(total, out=total), out=shifted)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        shifted = np.subtract(x, peak)
+        exp = np.exp(shifted)
+        total = np.add.reduce(exp, axis=axis, keepdims=True)
+        return np.subtract(shifted, np.log(total, out=total), out=shifted)
 
 
 def take_along_axis(x, indices, axis):
