@@ -78,6 +78,28 @@ def _ce_problem(shape, dtype, ignore=True, seed=0):
 CE_SHAPES = [(64, 600), (8, 40, 120), (40000,)]
 
 
+def _routed_equals_torch(routed, x, target, weight, options):
+    """``anyloss.cross_entropy`` on ``x`` through the operators against ``F.cross_entropy``:
+    the forward without autograd (the loss-only operator), then forward and backward with a
+    random cotangent (the fused operator), each reaching the NumPy kernels once. Returns
+    torch's ``(loss, cotangent, leaf)`` of the second step, its gradient taken."""
+    dtype = x.dtype
+    out = anyloss.cross_entropy(x, target, weight, **options)
+    assert routed["cross_entropy"] == 1
+    _close(out, F.cross_entropy(x, target, weight, **options), dtype)
+    ours, theirs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    loss = anyloss.cross_entropy(ours, target, weight, **options)
+    assert "anyloss" in type(loss.grad_fn).__name__
+    expected = F.cross_entropy(theirs, target, weight, **options)
+    _close(loss, expected, dtype)
+    cot = torch.rand(expected.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
+    loss.backward(cot)
+    expected.backward(cot)
+    assert routed["cross_entropy"] == 2
+    _close(ours.grad, theirs.grad, dtype, loose=True)
+    return expected, cot, theirs
+
+
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("shape", CE_SHAPES, ids=str)
 @pytest.mark.parametrize("reduction", ["none", "mean", "sum"])
@@ -87,22 +109,8 @@ def test_cross_entropy_values_and_gradients_equal_torch(routed, dtype, shape, re
                                                         weighted, smoothing):
     x, t, w = _ce_problem(shape, dtype)
     weight = w if weighted else None
-    options = dict(reduction=reduction, label_smoothing=smoothing)
-    # forward without autograd: the loss-only operator
-    out = anyloss.cross_entropy(x, t, weight, **options)
-    assert routed["cross_entropy"] == 1
-    _close(out, F.cross_entropy(x, t, weight, **options), dtype)
-    # forward + backward with a random cotangent: the fused operator
-    ours, theirs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    loss = anyloss.cross_entropy(ours, t, weight, **options)
-    assert "anyloss" in type(loss.grad_fn).__name__
-    expected = F.cross_entropy(theirs, t, weight, **options)
-    _close(loss, expected, dtype)
-    cot = torch.rand(expected.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
-    loss.backward(cot)
-    expected.backward(cot)
-    assert routed["cross_entropy"] == 2
-    _close(ours.grad, theirs.grad, dtype, loose=True)
+    _routed_equals_torch(routed, x, t, weight, dict(reduction=reduction,
+                                                    label_smoothing=smoothing))
 
 
 def test_cross_entropy_other_ignore_index_and_all_ignored():
@@ -243,19 +251,7 @@ def test_cross_entropy_probabilities_take_the_route(routed, dtype, shape, reduct
     g = torch.Generator().manual_seed(2)
     target = torch.softmax(torch.randn(shape, generator=g, dtype=dtype), -1)
     options = dict(reduction=reduction, label_smoothing=0.1)
-    out = anyloss.cross_entropy(x, target, w, **options)
-    assert routed["cross_entropy"] == 1
-    _close(out, F.cross_entropy(x, target, w, **options), dtype)
-    ours, theirs = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
-    loss = anyloss.cross_entropy(ours, target, w, **options)
-    assert "anyloss" in type(loss.grad_fn).__name__
-    expected = F.cross_entropy(theirs, target, w, **options)
-    _close(loss, expected, dtype)
-    cot = torch.rand(expected.shape, dtype=dtype, generator=torch.Generator().manual_seed(1))
-    loss.backward(cot)
-    expected.backward(cot)
-    assert routed["cross_entropy"] == 2
-    _close(ours.grad, theirs.grad, dtype, loose=True)
+    expected, cot, theirs = _routed_equals_torch(routed, x, target, w, options)
     for op, leaf in ((torch.ops.anyloss.cross_entropy, x),
                      (torch.ops.anyloss.cross_entropy_fused, x.clone().requires_grad_(True))):
         torch.library.opcheck(op, (leaf, target, w, -100, reduction, 0.1))
