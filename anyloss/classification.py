@@ -161,8 +161,8 @@ def nll_loss(
 @kernels(
     Kernel("cross_entropy", "torch", "first", "torch:cross_entropy_plain_cpu",
            "the NumPy pass as the custom op anyloss::cross_entropy (autograd, torch.compile) "
-           "on contiguous CPU inputs (or 2-d with rows apart; probabilities: (N, C) or (C,)) "
-           "of 2^15 elements or more; F.cross_entropy otherwise",
+           "on contiguous CPU inputs (class indices also 2-d with rows apart) of 2^15 "
+           "elements or more; F.cross_entropy otherwise",
            "CPU; float32/64; int64 targets or probabilities of the input's dtype; weight of "
            "the input's dtype; not empty",
            needs="numba", without="F.cross_entropy"),
@@ -178,8 +178,8 @@ def nll_loss(
            needs="numba"),
     Kernel("cross_entropy", "numpy", "checked", "numpy.cross_entropy:cross_entropy",
            "one compiled pass over the rows (max, exp-sum, target, smoothing)",
-           "class indices, or probabilities of a C-contiguous (N, C) or (C,) float32/64 "
-           "input; 2^15 elements or more", needs="numba",
+           "class indices, or probabilities of a C-contiguous float32/64 input; 2^15 "
+           "elements or more", needs="numba",
            without="one blocked NumPy pass on a thread pool (class indices)"),
     Kernel("cross_entropy", "dask", "checked", "dask:cross_entropy",
            "the NumPy pass per chunk",
@@ -274,8 +274,8 @@ def cross_entropy(
 @kernels(
     Kernel("cross_entropy_and_grad", "torch", "checked", "torch:cross_entropy_and_grad",
            "the NumPy pass's gradient (anyloss::cross_entropy_fused) on contiguous CPU inputs "
-           "(or 2-d with rows apart; probabilities: (N, C) or (C,)); F.cross_entropy and "
-           "autograd otherwise",
+           "(class indices also 2-d with rows apart); F.cross_entropy and autograd "
+           "otherwise",
            "any device; 16-bit floats in float32", needs="numba",
            without="F.cross_entropy and autograd"),
     Kernel("cross_entropy_and_grad", "jax", "checked", "jax:cross_entropy_and_grad",
@@ -289,8 +289,8 @@ def cross_entropy(
     Kernel("cross_entropy_and_grad", "numpy", "checked",
            "numpy.cross_entropy:cross_entropy_and_grad",
            "the compiled pass, writing the gradient once",
-           "class indices, or probabilities of a C-contiguous (N, C) or (C,) float32/64 "
-           "input; 2^15 elements or more", needs="numba",
+           "class indices, or probabilities of a C-contiguous float32/64 input; 2^15 "
+           "elements or more", needs="numba",
            without="the blocked NumPy pass, writing the gradient (class indices)"),
     Kernel("cross_entropy_and_grad", "dask", "checked", "dask:cross_entropy_and_grad",
            "the NumPy pass per chunk",

@@ -305,17 +305,17 @@ def _cross_entropy_route(input, target, weight, ignore_index) -> bool:
 
 def _probability_route(input, target, weight, ignore_index) -> bool:
     """The route of :func:`_cross_entropy_route` for a target of class probabilities: a
-    contiguous float32/float64 ``(N, C)`` or ``(C,)`` input (of ``_ROUTE_MIN_ELEMENTS`` or
-    more, checked by the caller), a target of its dtype and shape that takes no gradient
-    (the operators give none for it), a weight as for class indices, and a negative
-    ``ignore_index`` (torch raises for another, which its kernel then does)."""
+    contiguous float32/float64 ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)`` input (of
+    ``_ROUTE_MIN_ELEMENTS`` or more, checked by the caller), a target of its dtype and shape
+    that takes no gradient (the operators give none for it), a weight as for class indices,
+    and a negative ``ignore_index`` (torch raises for another, which its kernel then does)."""
     if not _numpy_route(input, target, *(() if weight is None else (weight,)), numba=True):
         return False
-    if (input.ndim not in (1, 2) or not input.is_contiguous() or target.dtype != input.dtype
+    if (input.ndim == 0 or not input.is_contiguous() or target.dtype != input.dtype
             or target.shape != input.shape or not target.is_contiguous()
             or target.requires_grad or ignore_index >= 0):
         return False
-    n_classes = input.shape[-1]
+    n_classes = input.shape[0 if input.ndim == 1 else 1]
     return weight is None or (weight.dtype == input.dtype and not weight.requires_grad
                               and weight.shape == (n_classes,) and weight.is_contiguous())
 

@@ -31,8 +31,10 @@ kernels and torch on N threads each (``--threads 1``: the serial copies of the k
 which every Dask chunk runs). ``--pad-to M`` gives every contender the logits as
 ``wide[:, :C]`` of an array whose rows are padded to a multiple of ``M`` columns (a
 vocabulary padded to a multiple of 64, say, and sliced back): rows apart, columns
-adjacent. The ``--probability-shapes`` (float32) have a target of class
-probabilities (each row's sum 1) instead of indices; their floors read it too.
+adjacent. The ``--probability-shapes`` (float32; ``NxC`` or K-dimensional
+``NxCxd1x...``, such as ``16x21x16384`` for a segmentation map of soft labels) have a
+target of class probabilities (each sum over the classes 1) instead of indices; their
+floors read it too.
 ``--repeat 3 --shapes 512x1000 --float64-shapes '' --options-shapes ''
 --probability-shapes ''`` is a quick try.
 """
@@ -173,13 +175,18 @@ def check_agreement(x, target, options) -> float:
 
 def report(shape, repeat: int, dtype=np.float32, with_options: bool = False,
            pad_to: int = 0, probabilities: bool = False) -> None:
-    n, c = shape
+    n, c, *positions = shape  # (N, C, d1, ...): probabilities only
+    if positions and not probabilities:
+        raise SystemExit(f"{shape}: only --probability-shapes take (N, C, d1, ...)")
     g = np.random.default_rng(0)
     width = -(-c // pad_to) * pad_to if pad_to else c
-    x = g.standard_normal((n, width)).astype(dtype)[:, :c]
+    if positions:
+        x = g.standard_normal(shape).astype(dtype)
+    else:
+        x = g.standard_normal((n, width)).astype(dtype)[:, :c]
     target = g.integers(0, c, n)
     if probabilities:
-        target = g.random((n, c)).astype(dtype)
+        target = g.random(shape).astype(dtype)
         target /= target.sum(axis=1, keepdims=True)
     options = {}
     if with_options:
@@ -189,7 +196,7 @@ def report(shape, repeat: int, dtype=np.float32, with_options: bool = False,
     forward, grad = contenders(x, target, options)
     size = x.nbytes
     buf = np.empty_like(x)
-    print(f"\n(N, C) = ({n}, {c}) {np.dtype(dtype).name}"
+    print(f"\n({'N, C, ...' if positions else 'N, C'}) = {tuple(shape)} {np.dtype(dtype).name}"
           f"{', weight + label_smoothing + ignore_index' if with_options else ''}"
           f"{f', x[:, :{c}] of rows of {width}' if width != c else ''}"
           f"{', class probabilities' if probabilities else ''}, "

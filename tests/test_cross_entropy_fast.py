@@ -375,13 +375,16 @@ needs_numba = pytest.mark.skipif(not compiled.HAVE_NUMBA, reason="numba is not i
 
 
 def _probability_problem(shape, dtype, kind="dirichlet"):
-    """``(logits, target)`` of a probability-target case: rows summing to 1, or of any
-    positive sum, or with negative entries (torch does not check probabilities)."""
+    """``(logits, target)`` of a probability-target case, ``shape`` ``(C,)``, ``(N, C)`` or
+    ``(N, C, d1, ...)``: each target summing to 1 over the classes, or of any positive
+    sum, or with negative entries (torch does not check probabilities)."""
     g = np.random.default_rng(zlib.crc32(f"{shape}{kind}".encode()))
     x = (3 * g.standard_normal(shape)).astype(dtype)
     if kind == "dirichlet":
-        target = g.dirichlet(np.ones(shape[-1]), shape[:-1]) if len(shape) > 1 else (
-            g.dirichlet(np.ones(shape[-1])))
+        classes = 0 if len(shape) == 1 else 1
+        others = shape[:classes] + shape[classes + 1:]
+        target = np.ascontiguousarray(
+            np.moveaxis(g.dirichlet(np.ones(shape[classes]), others), -1, classes))
     elif kind == "unnormalised":
         target = g.uniform(0, 3, shape)
     else:  # "signed"
@@ -403,17 +406,23 @@ def _refuse_probability_formula(monkeypatch):
 @pytest.mark.parametrize("options", ["", "weight", "smooth", "smooth/weight"])
 @pytest.mark.parametrize("case", [((300,), "dirichlet"), ((6, 5), "dirichlet"),
                                   ((40, 300), "dirichlet"), ((3, 4500), "dirichlet"),
-                                  ((20, 700), "unnormalised"), ((20, 70), "signed")],
+                                  ((20, 700), "unnormalised"), ((20, 70), "signed"),
+                                  ((4, 30, 6), "dirichlet"), ((2, 300, 5, 100), "dirichlet"),
+                                  ((3, 7, 40), "unnormalised"), ((3, 7, 40), "signed"),
+                                  ((5, 300, 1, 1), "dirichlet")],
                          ids=str)
 def test_probability_rows_equal_torch(case, options, dtype, monkeypatch):
-    """Probability targets of 1-d and 2-d input by the compiled rows (the formula refuses to
-    run), loss and gradient, every reduction, against torch in float64 element by element:
-    rows under and over the lanes (256) and over two chunks (2048 classes), rows of any
-    sum and of signed entries, class weights and label smoothing."""
+    """Probability targets by the compiled rows and columns (the formula refuses to run),
+    loss and gradient, every reduction, against torch in float64 element by element: rows
+    under and over the lanes (256) and over two chunks (2048 classes), K-dimensional input
+    in one block of positions per sample and in several (300 classes: 218 positions a
+    block), ``(N, C, 1, 1)`` by the rows, targets of any sum and of signed entries, class
+    weights and label smoothing."""
     shape, kind = case
     x, target = _probability_problem(shape, dtype, kind)
     g = np.random.default_rng(7)
-    w = g.uniform(0.2, 2.0, shape[-1]).astype(dtype) if "weight" in options else None
+    n_classes = shape[0] if len(shape) == 1 else shape[1]
+    w = g.uniform(0.2, 2.0, n_classes).astype(dtype) if "weight" in options else None
     kwargs = {"label_smoothing": 0.2} if "smooth" in options else {}
     tol = FLOAT64 if dtype == np.float64 else FLOAT32
     for reduction in REDUCTIONS:
@@ -440,8 +449,9 @@ def test_probability_rows_equal_torch(case, options, dtype, monkeypatch):
 @needs_numba
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_probability_rows_decline_what_they_do_not_take(dtype, monkeypatch):
-    """Non-finite logits or targets, K-dim input, a transposed target: the compiled rows
-    decline and the written-once formula answers, as torch has it."""
+    """Non-finite logits or targets (of rows, and of K-dimensional positions), a transposed
+    target (K-dimensional, and 2-d): the compiled rows and columns decline and the
+    written-once formula answers, as torch has it."""
     x, target = _probability_problem((8, 300), dtype)
     cases = []
     for where, value in (("x", np.nan), ("x", np.inf), ("x", -np.inf), ("target", np.inf),
@@ -452,6 +462,10 @@ def test_probability_rows_decline_what_they_do_not_take(dtype, monkeypatch):
             xs[3, :] = -np.inf
         cases.append((xs, ts))
     k_dim = _probability_problem((4, 30, 6), dtype)
+    for where, value in (("x", np.nan), ("x", np.inf), ("target", -np.inf)):
+        xs, ts = k_dim[0].copy(), k_dim[1].copy()
+        (xs if where == "x" else ts)[1, 7, 3] = value
+        cases.append((xs, ts))
     cases.append((k_dim[0], np.ascontiguousarray(
         k_dim[1].transpose(0, 2, 1) / k_dim[1].sum(axis=1)[:, :, None]).transpose(0, 2, 1)))
     cases.append((x, np.asfortranarray(target)))

@@ -17,9 +17,9 @@ wider ``a``) and K-dimensional inputs by blocks of positions, parallel over rows
 on :func:`anyloss.get_threads` threads). Without numba, for other layouts, and
 for the rows holding nan or a non-finite maximum, the NumPy engine: blocks of
 rows small enough to stay in cache, a handful of NumPy calls writing into
-preallocated arrays, on a thread pool. Targets of class probabilities (1-d or
-2-d input) take compiled rows of their own (:func:`cross_entropy_probabilities`;
-without numba, the written-once formula). The Dask backend maps
+preallocated arrays, on a thread pool. Targets of class probabilities take compiled
+rows of their own (K-dimensional input: columns, by blocks of positions;
+:func:`cross_entropy_probabilities`; without numba, the written-once formula). The Dask backend maps
 :func:`cross_entropy_elements`, :func:`cross_entropy_targets` and
 :func:`blocked_cross_entropy_and_grad` over its chunks.
 """
@@ -514,67 +514,108 @@ def _probability_targets(target) -> bool:
 def cross_entropy_probabilities(input, target, weight, *, reduction, label_smoothing,
                                 gradient):
     """``cross_entropy`` of class probabilities (``target`` of ``input``'s shape) by the
-    compiled rows of :func:`.compiled.cross_entropy.probability_rows`, and with
+    compiled rows of :func:`.compiled.cross_entropy.probability_rows` (or, K-dimensional,
+    its columns, :func:`.compiled.cross_entropy.probability_columns`), and with
     ``gradient`` its gradient wrt ``input`` (of the losses' sum for ``'none'``): the loss,
     or ``(loss, grad)``; ``NotImplemented`` where :func:`probability_losses` declines, so
     that the written-once formula answers.
 
     The operands are :func:`anyloss.classification.cross_entropy`'s, checked: a weight is
-    ``(C,)``, and ``ignore_index`` has no effect. ``'mean'`` divides by ``N``, as torch
-    does for probabilities (not by the weights). At 2048 x 32000 float32, against the
-    formula's NumPy calls, which needed twice the input's size beside it: forward 157.2
-    -> 32.0 ms, forward + gradient 576.0 -> 51.2 ms (torch 218-249 and 476-477 ms;
-    ``benchmarks/bench_cross_entropy.py --probability-shapes 2048x32000``, 2026-12-06)."""
-    n = input.shape[0] if input.ndim == 2 else 1
-    scale = (1.0 / n if reduction == "mean" else 1.0) if gradient else None
+    ``(C,)``, and ``ignore_index`` has no effect. ``'mean'`` divides by the number of
+    losses, ``N d1 ... dK`` (1 for a 1-d input), as torch does for probabilities (not by
+    the weights). At 2048 x 32000 float32, against the formula's NumPy calls, which needed
+    twice the input's size beside it: forward 157.2 -> 32.0 ms, forward + gradient 576.0 ->
+    51.2 ms (torch 218-249 and 476-477 ms; ``benchmarks/bench_cross_entropy.py
+    --probability-shapes 2048x32000``, 2026-12-06)."""
+    shape = _probability_loss_shape(input)
+    count = math.prod(shape)
+    scale = (1.0 / count if reduction == "mean" else 1.0) if gradient else None
     result = probability_losses(input, target, weight, label_smoothing=label_smoothing,
                                 gradient_scale=scale)
     if result is NotImplemented:
         return NotImplemented
     losses, grad = result
     if reduction == "none":
-        loss = losses.reshape(input.shape[:-1]).astype(input.dtype)
+        loss = losses.reshape(shape).astype(input.dtype)
     else:
-        loss = reduced_result(float(np.sum(losses)), n, reduction, input.dtype)
+        loss = reduced_result(float(np.sum(losses)), count, reduction, input.dtype)
     return (loss, grad) if gradient else loss
 
 
+def _probability_loss_shape(input) -> tuple[int, ...]:
+    """The shape of the losses of ``input`` ``(C,)``, ``(N, C)`` or ``(N, C, d1, ..., dK)``:
+    ``()``, ``(N,)`` or ``(N, d1, ..., dK)``."""
+    return () if input.ndim == 1 else (input.shape[0], *input.shape[2:])
+
+
 def probability_losses(input, target, weight, *, label_smoothing, gradient_scale=None):
-    """``(losses, grad)``: the losses of class probabilities per row (float64 ``(N,)``; ``(1,)``
-    for a 1-d input) and, for a ``gradient_scale``, the gradient of ``gradient_scale *
+    """``(losses, grad)``: the losses of class probabilities (float64; ``(N,)`` for a 2-d
+    input, ``(1,)`` for a 1-d one, ``(N, d1 ... dK)`` flattened to ``(N, D)`` for a
+    K-dimensional one) and, for a ``gradient_scale``, the gradient of ``gradient_scale *
     sum(losses)`` wrt ``input`` (its shape and dtype; else ``None``), by
-    :func:`.compiled.cross_entropy.probability_rows`. ``NotImplemented`` for what those rows
-    do not take: no numba; an input other than 1-d ``(C,)`` or 2-d ``(N, C)``, C-contiguous
-    float32/float64 of at least one element; a target or weight of another dtype, or not
-    C-contiguous (a weight not ``(C,)``); a row holding a nan or whose maximum is not
-    finite, or whose sums over the target are not finite (torch's conventions there are
-    the formula's). The building block of :func:`cross_entropy_probabilities` and of the
-    Dask backend's chunks."""
-    if not compiled.HAVE_NUMBA or input.dtype not in _FLOATS or input.ndim not in (1, 2):
+    :func:`.compiled.cross_entropy.probability_rows` (``(N, C, 1, ..., 1)`` too) or
+    :func:`.compiled.cross_entropy.probability_columns`. ``NotImplemented`` for what those
+    do not take: no numba; an input that is not C-contiguous float32/float64 of at least
+    one element; a target or weight of another dtype, or not C-contiguous (a weight not
+    ``(C,)``); a row or position holding a nan or whose maximum is not finite, or whose
+    sums over the target are not finite (torch's conventions there are the formula's). The
+    building block of :func:`cross_entropy_probabilities` and of the Dask backend's
+    chunks."""
+    if not compiled.HAVE_NUMBA or input.dtype not in _FLOATS or input.ndim == 0:
         return NotImplemented
     x, p = np.asarray(input), np.asarray(target)
     if x.size == 0 or p.dtype != x.dtype or p.shape != x.shape:
         return NotImplemented
-    x2, p2 = (x.reshape(1, -1), p.reshape(1, -1)) if x.ndim == 1 else (x, p)
-    if not (x2.flags.c_contiguous and p2.flags.c_contiguous):
+    if not (x.flags.c_contiguous and p.flags.c_contiguous):
         return NotImplemented
-    n, c = x2.shape
+    c = x.shape[0 if x.ndim == 1 else 1]
+    n = 1 if x.ndim == 1 else x.shape[0]
+    d = x.size // (n * c)
     if weight is None:
         w = np.ones(c, x.dtype)
     else:
         w = np.asarray(weight)
         if w.dtype != x.dtype or w.shape != (c,) or not w.flags.c_contiguous:
             return NotImplemented
-    losses, bad = np.empty(n), np.empty(n, np.uint8)
     gradient = gradient_scale is not None
-    g = np.empty_like(x2) if gradient else np.empty((0, c), x.dtype)
+    arguments = (w, float(np.sum(w, dtype=np.float64)), float(label_smoothing),
+                 float(gradient_scale) if gradient else 1.0)
     kernels = compiled.load("cross_entropy")
-    rows, blocks = _plain_rows(kernels.probability_rows, x2)
-    rows(blocks, x2, p2, w, float(np.sum(w, dtype=np.float64)), float(label_smoothing),
-         float(gradient_scale) if gradient else 1.0, losses, bad, g)
+    if d == 1:  # rows: (C,), (N, C), or (N, C, 1, ..., 1)
+        x2, p2 = x.reshape(n, c), p.reshape(n, c)
+        losses, bad = np.empty(n), np.empty(n, np.uint8)
+        g = np.empty_like(x2) if gradient else np.empty((0, c), x.dtype)
+        rows, blocks = _plain_rows(kernels.probability_rows, x2)
+        rows(blocks, x2, p2, *arguments, losses, bad, g)
+    else:
+        x3, p3 = x.reshape(n, c, d), p.reshape(n, c, d)
+        losses, bad = np.empty((n, d)), np.empty((n, d), np.uint8)
+        g = np.empty_like(x3) if gradient else np.empty((0, c, d), x.dtype)
+        kernels.probability_columns(x3, p3, *arguments, _probability_width(n, d), losses,
+                                    bad, g)
     if bad.any():
         return NotImplemented
     return losses, (g.reshape(x.shape) if gradient else None)
+
+
+#: The most positions of a block of :func:`.compiled.cross_entropy.probability_columns`.
+#: A block reads ``C`` runs of its width, ``D`` apart, and whole rows of a sample's ``(C,
+#: D)`` are one contiguous read: at (4, 1000, 1024) float32 the forward's kernel took 2.4
+#: ms with blocks of 1024 positions against 3.2-3.7 ms with 256 or 512, and 3.3 ms with
+#: the class-index columns' rule (``65536 // C``: 65); at (16, 21, 16384) and (8, 150,
+#: 4096), 256 to 2048 took about the same (2026-12-06, medians of 11).
+_PROBABILITY_WIDTH = 2048
+
+
+def _probability_width(n: int, d: int) -> int:
+    """The ``width`` of :func:`.compiled.cross_entropy.probability_columns` for ``n``
+    samples of ``d`` positions: up to :data:`_PROBABILITY_WIDTH`, halved (down to 256)
+    while there are fewer blocks than threads (one sample of 1024 positions: two blocks
+    of 512 on two threads)."""
+    width = min(d, _PROBABILITY_WIDTH)
+    while width > 256 and n * -(-d // width) < get_threads():
+        width = -(-width // 2)
+    return width
 
 
 def _ce_reduce(losses, denominator, reduction, dtype, shape):

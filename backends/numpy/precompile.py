@@ -54,8 +54,10 @@ def _cross_entropy(rng, dtype) -> Iterator[tuple]:
     yield (x, t), {"weight": w, "label_smoothing": 0.1}
     yield (_logits(rng, dtype, 16, 64, 64), _classes(rng, 64, 16, 64)), {}  # columns
     yield (_logits(rng, dtype, _N, _C + 8)[:, :_C], t), {}  # rows apart
-    probabilities = rng.random((_N, _C)).astype(dtype)
-    yield (x, probabilities / probabilities.sum(axis=1, keepdims=True)), {}
+    for shape in ((_N, _C), (16, 64, 64)):  # rows; K-dimensional: columns
+        probabilities = rng.random(shape).astype(dtype)
+        logits = x if len(shape) == 2 else _logits(rng, dtype, *shape)
+        yield (logits, probabilities / probabilities.sum(axis=1, keepdims=True)), {}
     if dtype == np.float32:  # float16, through the float32 kernels and the conversions
         yield (x.astype(np.float16), t), {}
 
