@@ -183,7 +183,7 @@ def nll_loss(
            without="one blocked NumPy pass on a thread pool (class indices)"),
     Kernel("cross_entropy", "dask", "checked", "dask:cross_entropy",
            "the NumPy pass per chunk",
-           "class indices, 2-d or more, or probabilities of a 2-d input; known chunks"),
+           "class indices or probabilities, 2-d or more; known chunks"),
 )
 def cross_entropy(
     input: Array,
@@ -294,7 +294,7 @@ def cross_entropy(
            without="the blocked NumPy pass, writing the gradient (class indices)"),
     Kernel("cross_entropy_and_grad", "dask", "checked", "dask:cross_entropy_and_grad",
            "the NumPy pass per chunk",
-           "class indices, 2-d or more, or probabilities of a 2-d input; known chunks"),
+           "class indices or probabilities, 2-d or more; known chunks"),
 )
 def cross_entropy_and_grad(
     input: Array,

@@ -174,9 +174,9 @@ def cross_entropy(input, target, weight, *, ignore_index, reduction, label_smoot
     """Class-index cross entropy as a lazy Dask array: the NumPy blocked pass per chunk.
 
     The class axis is gathered into one chunk; the batch and spatial axes keep
-    their chunks. Nothing is computed here. Class probabilities of a 2-d input take
-    :func:`_probability_cross_entropy`; 1-d inputs, other probability targets and
-    unknown chunk sizes decline.
+    their chunks. Nothing is computed here. Class probabilities of a 2-d or
+    K-dimensional input take :func:`_probability_cross_entropy`; 1-d inputs, other
+    probability targets and unknown chunk sizes decline.
     """
     if _probability_rows(input, target):
         return _probability_cross_entropy(input, target, weight, reduction, label_smoothing)
@@ -214,16 +214,18 @@ def cross_entropy_and_grad(input, target, weight, *, ignore_index, reduction, la
 
 def _probability_rows(input, target) -> bool:
     """Whether :func:`_probability_cross_entropy` takes the call: class probabilities (a
-    floating target of the input's shape) of a 2-d input of known chunk sizes, ``C > 0``."""
-    return (input.ndim == 2 and np.issubdtype(target.dtype, np.floating)
+    floating target of the input's shape) of an input ``(N, C)`` or ``(N, C, d1, ...,
+    dK)`` of known chunk sizes, ``C > 0``."""
+    return (input.ndim >= 2 and np.issubdtype(target.dtype, np.floating)
             and tuple(target.shape) == tuple(input.shape)
             and not any(math.isnan(n) for n in input.shape) and input.shape[1] > 0)
 
 
 def _probability_block(label_smoothing, scale):
-    """The blockwise function of :func:`_probability_cross_entropy`: a row chunk's losses
-    (float64 ``(n,)``), or, for a gradient ``scale``, its gradient of ``scale * sum(losses)``
-    with the losses as one more column (``(n, C + 1)``, the input's dtype). The NumPy rows
+    """The blockwise function of :func:`_probability_cross_entropy`: a chunk's losses
+    (float64, ``(n, d1, ...)``), or, for a gradient ``scale``, its gradient of ``scale *
+    sum(losses)`` with the losses as one more class (``(n, C + 1, d1, ...)``, the input's
+    dtype). The NumPy kernels
     (:func:`anyloss.backends.numpy.cross_entropy.probability_losses`) where they answer,
     else the written-once formula on the chunk."""
 
@@ -240,9 +242,11 @@ def _probability_block(label_smoothing, scale):
                 npx, xb, tb, wb, "sum", label_smoothing) * scale).astype(xb.dtype)
         else:
             losses, grad = result
+            losses = losses.reshape(xb.shape[:1] + xb.shape[2:])
         if grad is None:
             return losses
-        both = np.empty((xb.shape[0], xb.shape[1] + 1), dtype=xb.dtype)
+        n, c, *positions = xb.shape
+        both = np.empty((n, c + 1, *positions), dtype=xb.dtype)
         both[:, :-1] = grad
         both[:, -1] = losses
         return both
@@ -252,32 +256,38 @@ def _probability_block(label_smoothing, scale):
 
 def _probability_cross_entropy(input, target, weight, reduction, label_smoothing,
                                gradient=False):
-    """Cross entropy of class probabilities of a 2-d input, lazily: one NumPy kernel call
-    per row chunk (the class axis gathered into one chunk, the target chunked as the
-    input), the losses in float64, summed over the chunks; ``'mean'`` divides by ``N``.
-    With ``gradient``, ``(loss, grad)``: the chunk's call gives both (its gradient with
-    the losses as one more column, which the two results slice: computed together, each
-    chunk runs once)."""
+    """Cross entropy of class probabilities of an input ``(N, C, ...)``, lazily: one NumPy
+    kernel call per chunk (the class axis gathered into one chunk, the batch and spatial
+    axes keeping theirs, the target chunked as the input), the losses in float64, summed
+    over the chunks; ``'mean'`` divides by the number of losses, ``N d1 ... dK``. With
+    ``gradient``, ``(loss, grad)``: the chunk's call gives both (its gradient with the
+    losses as one more class, which the two results slice: computed together, each chunk
+    runs once)."""
     x = input.rechunk({1: -1})
     t = target.rechunk(x.chunks)
     w_args = () if weight is None else (weight.rechunk(-1), "c")
-    n, c = input.shape
+    spatial = "defghijklmopqrstuvwxyz"[:input.ndim - 2]  # neither n nor c
+    x_index, loss_index = "nc" + spatial, "n" + spatial
+    c = input.shape[1]
+    count = math.prod(input.shape) // c
     if not gradient:
-        losses = da.blockwise(_probability_block(label_smoothing, None), "n", x, "nc", t, "nc",
-                              *w_args, concatenate=True, meta=np.empty((0,), np.float64))
+        losses = da.blockwise(_probability_block(label_smoothing, None), loss_index, x,
+                              x_index, t, x_index, *w_args, concatenate=True,
+                              meta=np.empty((0,) * len(loss_index), np.float64))
         grad = None
     else:
-        scale = 1.0 / n if reduction == "mean" and n else 1.0
-        both = da.blockwise(_probability_block(label_smoothing, scale), "nc", x, "nc", t, "nc",
-                            *w_args, concatenate=True, adjust_chunks={"c": lambda k: k + 1},
-                            meta=np.empty((0, 0), input.dtype))
+        scale = 1.0 / count if reduction == "mean" and count else 1.0
+        both = da.blockwise(_probability_block(label_smoothing, scale), x_index, x, x_index,
+                            t, x_index, *w_args, concatenate=True,
+                            adjust_chunks={"c": lambda k: k + 1},
+                            meta=np.empty((0,) * len(x_index), input.dtype))
         losses, grad = both[:, c].astype("float64"), both[:, :c]
     if reduction == "none":
         loss = losses.astype(input.dtype)
     elif reduction == "sum":
         loss = losses.sum().astype(input.dtype)
     else:
-        loss = divide_or_nan(da, losses.sum(), float(n)).astype(input.dtype)
+        loss = divide_or_nan(da, losses.sum(), float(count)).astype(input.dtype)
     return loss if grad is None else (loss, grad)
 
 

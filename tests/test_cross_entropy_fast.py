@@ -1091,31 +1091,41 @@ def test_dask_fast_path_stays_lazy(reduction):
     assert_close(got_grad, expected_grad, rtol=1e-6, atol=1e-9)
 
 
+#: Dask cases of class probabilities: shape, chunks, where a nan goes, chunks after the
+#: class axis is gathered.
+DASK_PROBABILITIES = {
+    "rows": ((60, 300), ((20, 25, 15), (100, 200)), (17, 4), 3),
+    "k-dim": ((12, 30, 10, 4), ((5, 7), (10, 20), (4, 6), (4,)), (3, 4, 2, 1), 4),
+}
+
+
+@pytest.mark.parametrize("layout", sorted(DASK_PROBABILITIES))
 @pytest.mark.parametrize("engine", ["rows", "formula"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_dask_probabilities_by_row_chunks(dtype, engine, monkeypatch):
-    """Class probabilities of a 2-d Dask array: one NumPy kernel call per row chunk for the
-    loss, one for loss and gradient together (the formula on the chunk where the rows
-    decline: numba switched off here, and a row holding nan in either engine), lazily,
-    equal to torch for every reduction, weight and smoothing included."""
+def test_dask_probabilities_by_row_chunks(dtype, engine, layout, monkeypatch):
+    """Class probabilities of a 2-d or K-dimensional Dask array: one NumPy kernel call per
+    chunk (batch and spatial axes chunked, the class axis gathered) for the loss, one for
+    loss and gradient together (the formula on the chunk where the kernels decline: numba
+    switched off here, and a chunk holding nan in either engine), lazily, equal to torch
+    for every reduction, weight and smoothing included."""
     dask = pytest.importorskip("dask")
     da = pytest.importorskip("dask.array")
     from helpers import CountingScheduler
 
     if engine == "formula":
         _numpy_engine(monkeypatch, False)
-    x, target = _probability_problem((60, 300), dtype)
-    x[17, 4] = np.nan
-    weight = np.random.default_rng(5).uniform(0.5, 2.0, 300).astype(dtype)
+    shape, chunks, nan_at, n_chunks = DASK_PROBABILITIES[layout]
+    x, target = _probability_problem(shape, dtype)
+    x[nan_at] = np.nan
+    weight = np.random.default_rng(5).uniform(0.5, 2.0, shape[1]).astype(dtype)
     calls = []
     rows = numpy_backend.probability_losses
     monkeypatch.setattr(numpy_backend, "probability_losses",
                         lambda *args, **kwargs: calls.append(1) or rows(*args, **kwargs))
     tol = FLOAT64 if dtype == np.float64 else FLOAT32
     for reduction in REDUCTIONS:
-        chunks = ((20, 25, 15), (100, 200))
         dx, dt = da.from_array(x, chunks=chunks), da.from_array(target, chunks=chunks)
-        dw = da.from_array(weight, chunks=150)
+        dw = da.from_array(weight, chunks=shape[1] // 2)
         scheduler = CountingScheduler()
         calls.clear()
         with dask.config.set(scheduler=scheduler):
@@ -1125,7 +1135,7 @@ def test_dask_probabilities_by_row_chunks(dtype, engine, monkeypatch):
             assert scheduler.computes == 0
             got_loss, got_pair_loss, got_grad = dask.compute(loss, *pair)
             assert scheduler.computes == 1
-        assert len(calls) == 6  # three chunks, each once for the loss and once for the pair
+        assert len(calls) == 2 * n_chunks  # each chunk once for the loss, once for the pair
         leaf = torch.tensor(x, dtype=torch.float64, requires_grad=True)
         expected = F.cross_entropy(leaf, torch.tensor(target, dtype=torch.float64),
                                    torch.tensor(weight, dtype=torch.float64),
