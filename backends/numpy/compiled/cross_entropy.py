@@ -859,6 +859,164 @@ def probability_rows(blocks, x, p, w, w_total, eps, coef, losses, bad, g):
                            coef, losses, bad, g)
 
 
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def row_coefficients(t, w, weighted, ignore_index, c, eps, w_total, mean, safe, factor, spread,
+                     hit):
+    """The per-row arguments of :func:`gradient_rows` for targets ``t`` ``(N,)``.
+
+    For ``C = c`` classes: ``safe`` (the target, 0 where ignored), and, with ``coef`` the
+    derivative of the reduced loss by the row's (``1 / sum w_t`` over the rows not ignored
+    for ``mean``, else 1; 0 where ignored),
+
+        factor = coef ((1 - eps) w_t + eps / C W),  spread = coef eps / C,
+        hit = coef (1 - eps) w_t
+
+    computed in float64 and rounded to their arrays' dtype, as
+    ``_CrossEntropyPass.with_gradient`` in :mod:`anyloss.backends.numpy.cross_entropy`
+    has them. Returns -1, or the first row whose target is neither ``ignore_index`` nor
+    a class (nothing else written then)."""
+    n = t.shape[0]
+    weights = 0.0
+    for i in range(n):
+        k = t[i]
+        if k == ignore_index:
+            continue
+        if k < 0 or k >= c:
+            return i
+        weights += np.float64(w[k]) if weighted else 1.0
+    scale = (1.0 / weights if weights != 0 else np.nan) if mean else 1.0
+    for i in range(n):
+        k = t[i]
+        usable = k != ignore_index
+        w_t = (np.float64(w[k]) if weighted else 1.0) if usable else 0.0
+        coef = scale if usable else 0.0
+        safe[i] = k if usable else 0
+        factor[i] = coef * ((1.0 - eps) * w_t + (eps / c) * w_total)
+        spread[i] = coef * (eps / c)
+        hit[i] = coef * (1.0 - eps) * w_t
+    return -1
+
+
+@numba.njit(cache=True, nogil=True, error_model="numpy")
+def row_losses(x, t, w, weighted, ignore_index, eps, w_total, peak, total, smooth, bad, losses):
+    """The losses of class-index cross entropy (float64) from the row pass's results.
+
+        losses[i] = (1 - eps) w_t (lse - z_t) + eps / C (W lse - smooth[i])
+
+    with ``t = t[i]``, ``lse = log(total[i])``, ``z_t = x[i, t] - peak[i]`` (in float64,
+    exact for float32: the shift is no longer the maximum, and a float32 difference would
+    round a confident row's small loss), ``w_t = w[t]`` (1 when not ``weighted``) and
+    ``W`` = ``w_total``; 0 where ``t == ignore_index``. The arithmetic of
+    ``_CrossEntropyPass.losses`` in :mod:`anyloss.backends.numpy.cross_entropy`, one row at
+    a time, without its temporaries.
+
+    Returns ``(sum of the losses, sum of w_t over the rows not ignored, -1)``, both added
+    in order in float64, or stops at the first row whose target is neither ``ignore_index``
+    nor a class, or that the pass flagged ``bad``, and returns its index last (the caller
+    then declines)."""
+    n, c = x.shape
+    loss_sum = 0.0
+    weights = 0.0
+    for i in range(n):
+        k = t[i]
+        if k == ignore_index:
+            losses[i] = 0.0
+            continue
+        if k < 0 or k >= c or bad[i] != 0:
+            return loss_sum, weights, i
+        w_t = np.float64(w[k]) if weighted else 1.0
+        lse = math.log(total[i])
+        loss = w_t * (lse - (np.float64(x[i, k]) - np.float64(peak[i])))
+        if eps > 0:
+            loss = (1.0 - eps) * loss + (eps / c) * (w_total * lse - smooth[i])
+        losses[i] = loss
+        loss_sum += loss
+        weights += w_t
+    return loss_sum, weights, -1
+
+
+@numba.njit(inline="always", fastmath=FLAGS)
+def _column_max(x3, n, j0, j1):
+    """The maximum over the classes of each position ``j0:j1`` of sample ``n`` (a new array
+    of ``x3``'s dtype), a nan winning, by one loop over the contiguous positions per
+    class."""
+    m = x3[n, 0, j0:j1].copy()
+    for c in range(1, x3.shape[1]):
+        v = x3[n, c, j0:j1]
+        for j in range(m.shape[0]):
+            m[j] = v[j] if (v[j] > m[j] or v[j] != v[j]) else m[j]
+    return m
+
+
+@numba.njit(inline="always", fastmath=FLAGS)
+def _column_block(x3, n, j0, j1, w, smoothing, peak, total, smooth, bad, g, write):
+    """Positions ``j0:j1`` of sample ``n``: the column analogue of the row pass, every loop
+    running over the contiguous positions. Returns the float64 totals of the block."""
+    c_count = x3.shape[1]
+    width = j1 - j0
+    m = _column_max(x3, n, j0, j1)
+    s = np.zeros(width, np.float64)
+    sm = np.zeros(width, np.float64)
+    # One loop per case: branches inside the position loop keep it from vectorising. The
+    # float32 exponentials go through ``e`` (x's dtype) before the float64 sums.
+    e = np.empty(width, x3.dtype)
+    for c in range(c_count):
+        v = x3[n, c, j0:j1]
+        o = g[n, c, j0:j1] if write else e
+        for j in range(v.shape[0]):
+            o[j] = exp(v[j] - m[j])
+        for j in range(o.shape[0]):
+            s[j] += o[j]
+        if smoothing:
+            wc = w[c]
+            for j in range(v.shape[0]):
+                sm[j] += wc * (v[j] - m[j])
+    for j in range(width):
+        peak[n, j0 + j] = m[j]
+        total[n, j0 + j] = s[j]
+        smooth[n, j0 + j] = sm[j]
+        bad[n, j0 + j] = 0 if math.isfinite(m[j]) else 1
+    return s
+
+
+@parallel_kernel(cache=True, fastmath=FLAGS, nogil=True)
+def forward_columns(x3, w, smoothing, width, peak, total, smooth, bad):
+    """Per (sample, position) of ``x3`` ``(N, C, D)``: ``peak``, ``total``, ``smooth``, ``bad``
+    ``(N, D)``, by blocks of ``width`` positions."""
+    n_count, d_count = x3.shape[0], x3.shape[2]
+    per = (d_count + width - 1) // width
+    for b in prange(n_count * per):
+        n, j0 = b // per, (b % per) * width
+        j1 = min(j0 + width, d_count)
+        _column_block(x3, n, j0, j1, w, smoothing, peak, total, smooth, bad, x3, False)
+
+
+@parallel_kernel(cache=True, fastmath=FLAGS, nogil=True)
+def gradient_columns(x3, t2, w, smoothing, width, factor, spread, hit, peak, total, smooth, bad,
+                     g):
+    """:func:`forward_columns` and the gradient ``g`` ``(N, C, D)``; positions flagged ``bad``
+    are left to the caller."""
+    n_count, c_count, d_count = x3.shape
+    per = (d_count + width - 1) // width
+    for b in prange(n_count * per):
+        n, j0 = b // per, (b % per) * width
+        j1 = min(j0 + width, d_count)
+        s = _column_block(x3, n, j0, j1, w, smoothing, peak, total, smooth, bad, g, True)
+        nw = j1 - j0
+        scale = np.empty(nw, g.dtype)
+        for j in range(nw):
+            scale[j] = factor[n, j0 + j] / s[j]
+        minus = spread[n, j0:j1]
+        for c in range(c_count):
+            o = g[n, c, j0:j1]
+            wc = w[c] if smoothing else w[0]
+            for j in range(nw):
+                o[j] = o[j] * scale[j] - minus[j] * wc
+        for j in range(nw):
+            if bad[n, j0 + j] == 0:
+                g[n, t2[n, j0 + j], j0 + j] -= hit[n, j0 + j]
+
+
 @numba.njit(inline="always", fastmath=FLAGS)
 def _probability_column_block(x3, p3, n, j0, j1, w, w_total, eps, coef, losses, bad, g, write):
     """Positions ``j0:j1`` of sample ``n`` of :func:`probability_columns`: the sums of
@@ -869,11 +1027,7 @@ def _probability_column_block(x3, p3, n, j0, j1, w, w_total, eps, coef, losses, 
     sums' loop and rescaled on a second one."""
     c_count = x3.shape[1]
     width = j1 - j0
-    m = x3[n, 0, j0:j1].copy()
-    for c in range(1, c_count):
-        v = x3[n, c, j0:j1]
-        for j in range(width):
-            m[j] = v[j] if (v[j] > m[j] or v[j] != v[j]) else m[j]
+    m = _column_max(x3, n, j0, j1)
     # Eight arrays of their own: the four sums as rows of one array, and the exponential
     # read back from ``o``, took 6.8 against 4.4 ms at (16, 21, 16384) float32; float64
     # sums (loaded and stored per class) 6.7 ms (2026-12-06).
@@ -952,153 +1106,3 @@ def probability_columns(x3, p3, w, w_total, eps, coef, width, losses, bad, g):
         else:
             _probability_column_block(x3, p3, n, j0, j1, w, w_total, eps, coef, losses, bad,
                                       x3, False)
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def row_coefficients(t, w, weighted, ignore_index, c, eps, w_total, mean, safe, factor, spread,
-                     hit):
-    """The per-row arguments of :func:`gradient_rows` for targets ``t`` ``(N,)``.
-
-    For ``C = c`` classes: ``safe`` (the target, 0 where ignored), and, with ``coef`` the
-    derivative of the reduced loss by the row's (``1 / sum w_t`` over the rows not ignored
-    for ``mean``, else 1; 0 where ignored),
-
-        factor = coef ((1 - eps) w_t + eps / C W),  spread = coef eps / C,
-        hit = coef (1 - eps) w_t
-
-    computed in float64 and rounded to their arrays' dtype, as
-    ``_CrossEntropyPass.with_gradient`` in :mod:`anyloss.backends.numpy.cross_entropy`
-    has them. Returns -1, or the first row whose target is neither ``ignore_index`` nor
-    a class (nothing else written then)."""
-    n = t.shape[0]
-    weights = 0.0
-    for i in range(n):
-        k = t[i]
-        if k == ignore_index:
-            continue
-        if k < 0 or k >= c:
-            return i
-        weights += np.float64(w[k]) if weighted else 1.0
-    scale = (1.0 / weights if weights != 0 else np.nan) if mean else 1.0
-    for i in range(n):
-        k = t[i]
-        usable = k != ignore_index
-        w_t = (np.float64(w[k]) if weighted else 1.0) if usable else 0.0
-        coef = scale if usable else 0.0
-        safe[i] = k if usable else 0
-        factor[i] = coef * ((1.0 - eps) * w_t + (eps / c) * w_total)
-        spread[i] = coef * (eps / c)
-        hit[i] = coef * (1.0 - eps) * w_t
-    return -1
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy")
-def row_losses(x, t, w, weighted, ignore_index, eps, w_total, peak, total, smooth, bad, losses):
-    """The losses of class-index cross entropy (float64) from the row pass's results.
-
-        losses[i] = (1 - eps) w_t (lse - z_t) + eps / C (W lse - smooth[i])
-
-    with ``t = t[i]``, ``lse = log(total[i])``, ``z_t = x[i, t] - peak[i]`` (in float64,
-    exact for float32: the shift is no longer the maximum, and a float32 difference would
-    round a confident row's small loss), ``w_t = w[t]`` (1 when not ``weighted``) and
-    ``W`` = ``w_total``; 0 where ``t == ignore_index``. The arithmetic of
-    ``_CrossEntropyPass.losses`` in :mod:`anyloss.backends.numpy.cross_entropy`, one row at
-    a time, without its temporaries.
-
-    Returns ``(sum of the losses, sum of w_t over the rows not ignored, -1)``, both added
-    in order in float64, or stops at the first row whose target is neither ``ignore_index``
-    nor a class, or that the pass flagged ``bad``, and returns its index last (the caller
-    then declines)."""
-    n, c = x.shape
-    loss_sum = 0.0
-    weights = 0.0
-    for i in range(n):
-        k = t[i]
-        if k == ignore_index:
-            losses[i] = 0.0
-            continue
-        if k < 0 or k >= c or bad[i] != 0:
-            return loss_sum, weights, i
-        w_t = np.float64(w[k]) if weighted else 1.0
-        lse = math.log(total[i])
-        loss = w_t * (lse - (np.float64(x[i, k]) - np.float64(peak[i])))
-        if eps > 0:
-            loss = (1.0 - eps) * loss + (eps / c) * (w_total * lse - smooth[i])
-        losses[i] = loss
-        loss_sum += loss
-        weights += w_t
-    return loss_sum, weights, -1
-
-
-@numba.njit(inline="always", fastmath=FLAGS)
-def _column_block(x3, n, j0, j1, w, smoothing, peak, total, smooth, bad, g, write):
-    """Positions ``j0:j1`` of sample ``n``: the column analogue of the row pass, every loop
-    running over the contiguous positions. Returns the float64 totals of the block."""
-    c_count = x3.shape[1]
-    width = j1 - j0
-    m = x3[n, 0, j0:j1].copy()
-    for c in range(1, c_count):
-        v = x3[n, c, j0:j1]
-        for j in range(width):
-            m[j] = v[j] if (v[j] > m[j] or v[j] != v[j]) else m[j]
-    s = np.zeros(width, np.float64)
-    sm = np.zeros(width, np.float64)
-    # One loop per case: branches inside the position loop keep it from vectorising. The
-    # float32 exponentials go through ``e`` (x's dtype) before the float64 sums.
-    e = np.empty(width, x3.dtype)
-    for c in range(c_count):
-        v = x3[n, c, j0:j1]
-        o = g[n, c, j0:j1] if write else e
-        for j in range(v.shape[0]):
-            o[j] = exp(v[j] - m[j])
-        for j in range(o.shape[0]):
-            s[j] += o[j]
-        if smoothing:
-            wc = w[c]
-            for j in range(v.shape[0]):
-                sm[j] += wc * (v[j] - m[j])
-    for j in range(width):
-        peak[n, j0 + j] = m[j]
-        total[n, j0 + j] = s[j]
-        smooth[n, j0 + j] = sm[j]
-        bad[n, j0 + j] = 0 if math.isfinite(m[j]) else 1
-    return s
-
-
-@parallel_kernel(cache=True, fastmath=FLAGS, nogil=True)
-def forward_columns(x3, w, smoothing, width, peak, total, smooth, bad):
-    """Per (sample, position) of ``x3`` ``(N, C, D)``: ``peak``, ``total``, ``smooth``, ``bad``
-    ``(N, D)``, by blocks of ``width`` positions."""
-    n_count, d_count = x3.shape[0], x3.shape[2]
-    per = (d_count + width - 1) // width
-    for b in prange(n_count * per):
-        n, j0 = b // per, (b % per) * width
-        j1 = min(j0 + width, d_count)
-        _column_block(x3, n, j0, j1, w, smoothing, peak, total, smooth, bad, x3, False)
-
-
-@parallel_kernel(cache=True, fastmath=FLAGS, nogil=True)
-def gradient_columns(x3, t2, w, smoothing, width, factor, spread, hit, peak, total, smooth, bad,
-                     g):
-    """:func:`forward_columns` and the gradient ``g`` ``(N, C, D)``; positions flagged ``bad``
-    are left to the caller."""
-    n_count, c_count, d_count = x3.shape
-    per = (d_count + width - 1) // width
-    for b in prange(n_count * per):
-        n, j0 = b // per, (b % per) * width
-        j1 = min(j0 + width, d_count)
-        s = _column_block(x3, n, j0, j1, w, smoothing, peak, total, smooth, bad, g, True)
-        nw = j1 - j0
-        scale = np.empty(nw, g.dtype)
-        for j in range(nw):
-            scale[j] = factor[n, j0 + j] / s[j]
-        minus = spread[n, j0:j1]
-        for c in range(c_count):
-            o = g[n, c, j0:j1]
-            wc = w[c] if smoothing else w[0]
-            for j in range(nw):
-                o[j] = o[j] * scale[j] - minus[j] * wc
-        for j in range(nw):
-            if bad[n, j0 + j] == 0:
-                g[n, t2[n, j0 + j], j0 + j] -= hit[n, j0 + j]
-
