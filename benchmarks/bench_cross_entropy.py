@@ -179,7 +179,7 @@ def report(shape, repeat: int, dtype=np.float32, with_options: bool = False,
     if positions and not probabilities:
         raise SystemExit(f"{shape}: only --probability-shapes take (N, C, d1, ...)")
     g = np.random.default_rng(0)
-    width = -(-c // pad_to) * pad_to if pad_to else c
+    width = -(-c // pad_to) * pad_to if pad_to and not positions else c
     if positions:
         x = g.standard_normal(shape).astype(dtype)
     else:

@@ -19,9 +19,9 @@ for the rows holding nan or a non-finite maximum, the NumPy engine: blocks of
 rows small enough to stay in cache, a handful of NumPy calls writing into
 preallocated arrays, on a thread pool. Targets of class probabilities take compiled
 rows of their own (K-dimensional input: columns, by blocks of positions;
-:func:`cross_entropy_probabilities`; without numba, the written-once formula). The Dask backend maps
-:func:`cross_entropy_elements`, :func:`cross_entropy_targets` and
-:func:`blocked_cross_entropy_and_grad` over its chunks.
+:func:`cross_entropy_probabilities`; without numba, the written-once formula). The
+Dask backend maps :func:`cross_entropy_elements`, :func:`cross_entropy_targets`,
+:func:`blocked_cross_entropy_and_grad` and :func:`probability_losses` over its chunks.
 """
 
 from __future__ import annotations
