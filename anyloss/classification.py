@@ -178,8 +178,8 @@ def nll_loss(
            needs="numba"),
     Kernel("cross_entropy", "numpy", "checked", "numpy.cross_entropy:cross_entropy",
            "one compiled pass over the rows (max, exp-sum, target, smoothing)",
-           "class indices, or probabilities of a C-contiguous float32/64 input; 2^15 "
-           "elements or more", needs="numba",
+           "class indices, or probabilities of a C-contiguous input (float16 in "
+           "float32); 2^15 elements or more", needs="numba",
            without="one blocked NumPy pass on a thread pool (class indices)"),
     Kernel("cross_entropy", "dask", "checked", "dask:cross_entropy",
            "the NumPy pass per chunk",
@@ -289,8 +289,8 @@ def cross_entropy(
     Kernel("cross_entropy_and_grad", "numpy", "checked",
            "numpy.cross_entropy:cross_entropy_and_grad",
            "the compiled pass, writing the gradient once",
-           "class indices, or probabilities of a C-contiguous float32/64 input; 2^15 "
-           "elements or more", needs="numba",
+           "class indices, or probabilities of a C-contiguous input (float16 in "
+           "float32); 2^15 elements or more", needs="numba",
            without="the blocked NumPy pass, writing the gradient (class indices)"),
     Kernel("cross_entropy_and_grad", "dask", "checked", "dask:cross_entropy_and_grad",
            "the NumPy pass per chunk",

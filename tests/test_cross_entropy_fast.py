@@ -447,6 +447,43 @@ def test_probability_rows_equal_torch(case, options, dtype, monkeypatch):
 
 
 @needs_numba
+@pytest.mark.parametrize("options", ["", "smooth/weight"])
+@pytest.mark.parametrize("shape", [(40, 300), (4, 30, 6)], ids=str)
+def test_probability_float16_is_the_float32_result_rounded(shape, options, monkeypatch):
+    """float16 logits, probabilities (and weight) give the compiled float32 result on their
+    values, loss and gradient each rounded once to float16, bit for bit, for every reduction
+    (the formula, in NumPy's float16 arithmetic, refuses to run); and that is torch's
+    float64 result within float16's rounding."""
+    x32, target32 = _probability_problem(shape, np.float32)
+    x32, target32 = (a.astype(np.float16).astype(np.float32) for a in (x32, target32))
+    w32 = None
+    if "weight" in options:
+        w32 = np.random.default_rng(7).uniform(0.2, 2.0, shape[1]).astype(np.float16)
+        w32 = w32.astype(np.float32)
+    kwargs = {"label_smoothing": 0.2} if "smooth" in options else {}
+
+    def half(a):
+        return None if a is None else a.astype(np.float16)
+
+    for reduction in REDUCTIONS:
+        loss32, loss32b, grad32 = _both(x32, target32, w32, reduction, kwargs)
+        with monkeypatch.context() as m:
+            _refuse_probability_formula(m)
+            loss, loss2, grad = _both(half(x32), half(target32), half(w32), reduction, kwargs)
+        for got in (loss, loss2):
+            assert got.dtype == np.float16
+        np.testing.assert_array_equal(loss, np.asarray(loss32).astype(np.float16))
+        np.testing.assert_array_equal(loss2, np.asarray(loss32b).astype(np.float16))
+        assert grad.dtype == np.float16
+        np.testing.assert_array_equal(grad, grad32.astype(np.float16))
+        expected = F.cross_entropy(
+            torch.tensor(x32, dtype=torch.float64), torch.tensor(target32, dtype=torch.float64),
+            None if w32 is None else torch.tensor(w32, dtype=torch.float64),
+            reduction=reduction, **kwargs)
+        assert_close(loss.astype(np.float64), expected.numpy(), rtol=1e-3, atol=1e-4)
+
+
+@needs_numba
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_probability_rows_decline_what_they_do_not_take(dtype, monkeypatch):
     """Non-finite logits or targets (of rows, and of K-dimensional positions), a transposed
