@@ -174,7 +174,8 @@ def nll_loss(
     Kernel("cross_entropy", "numpy", "first", "numpy.cross_entropy:cross_entropy_plain",
            "the compiled pass and a compiled loop over the targets, at any size",
            "float32/64 (N, C), C-contiguous or rows apart; int64 targets in range or "
-           "ignored; weight of the input's dtype; no nan or infinite row maximum",
+           "ignored, or probabilities of the input's shape and dtype (C-contiguous); weight "
+           "of the input's dtype; no nan or infinite row maximum",
            needs="numba"),
     Kernel("cross_entropy", "numpy", "checked", "numpy.cross_entropy:cross_entropy",
            "one compiled pass over the rows (max, exp-sum, target, smoothing)",
@@ -284,7 +285,8 @@ def cross_entropy(
            "numpy.cross_entropy:cross_entropy_and_grad_plain",
            "the compiled pass writing the gradient, and compiled loops over the targets, at "
            "any size", "float32/64 (N, C), C-contiguous or rows apart; int64 targets in "
-           "range or ignored; weight of the input's dtype; no nan or infinite row maximum",
+           "range or ignored, or probabilities of the input's shape and dtype "
+           "(C-contiguous); weight of the input's dtype; no nan or infinite row maximum",
            needs="numba"),
     Kernel("cross_entropy_and_grad", "numpy", "checked",
            "numpy.cross_entropy:cross_entropy_and_grad",

@@ -447,6 +447,32 @@ def test_probability_rows_equal_torch(case, options, dtype, monkeypatch):
 
 
 @needs_numba
+@pytest.mark.parametrize("shape", [(6, 5), (300,), (2, 5, 3)], ids=str)
+def test_small_probability_calls_take_the_first_stage(shape, monkeypatch):
+    """Below the checked kernel's 2^15 elements, a plain call of class probabilities is
+    answered by the first-stage kernels (the formula refuses to run), loss and gradient
+    equal to torch for every reduction; a non-negative ``ignore_index`` still raises torch's
+    error (the first stage declines it), and a weight of the wrong size too."""
+    monkeypatch.setattr(numpy_backend, "_CE_MIN_ELEMENTS", 1 << 15)
+    x, target = _probability_problem(shape, np.float64)
+    for reduction in REDUCTIONS:
+        with monkeypatch.context() as m:
+            _refuse_probability_formula(m)
+            loss, loss2, grad = _both(x, target, None, reduction, {"label_smoothing": 0.1})
+        leaf = torch.tensor(x, requires_grad=True)
+        expected = F.cross_entropy(leaf, torch.tensor(target), reduction=reduction,
+                                   label_smoothing=0.1)
+        expected.sum().backward()
+        for got in (loss, loss2):
+            assert_close(got, expected.detach().numpy(), **FLOAT64)
+        assert_close(grad, leaf.grad.numpy(), **FLOAT64)
+    with pytest.raises(ValueError, match="ignore_index is not supported for floating point"):
+        anyloss.cross_entropy(x, target, ignore_index=3)
+    with pytest.raises(ValueError, match="weight tensor should be defined either for all"):
+        anyloss.cross_entropy(x, target, np.ones(shape[0 if len(shape) == 1 else 1] + 1))
+
+
+@needs_numba
 @pytest.mark.parametrize("options", ["", "smooth/weight"])
 @pytest.mark.parametrize("shape", [(40, 300), (4, 30, 6)], ids=str)
 def test_probability_float16_is_the_float32_result_rounded(shape, options, monkeypatch):
