@@ -780,6 +780,18 @@ def gradient_strided_rows(blocks, x, t, w, smoothing, factor, spread, hit, peak,
 # position, by blocks of contiguous positions (:func:`probability_columns`).
 
 
+@numba.njit(forceinline=True)
+def _probability_loss(big_q, s, b, t, eps, spread):
+    """A row's (or position's) loss from its sums, ``Q log S - sum w q' z`` (float64), and
+    ``-0.0`` where that is exactly 0, as torch's is: torch negates its sum of ``w q'
+    log_softmax``, a sum from ``+0.0`` (a one-hot target at a row's only non-vanishing
+    class, or a target of zeros, gives ``-0.0``). Compiled without fast-math flags and
+    inlined by LLVM, which keeps them so: under the kernels' ``nsz`` the zero's sign would
+    be free."""
+    loss = big_q * math.log(s) - ((1.0 - eps) * b + spread * t)
+    return -0.0 if loss == 0.0 else loss
+
+
 @numba.njit(inline="always", fastmath=FLAGS)
 def _probability_sums(v, q, wc, m, o, write):
     """``(S, A, B, T)`` of one chunk (see above) in ``v``'s dtype, the chunk's ``exp(z)``
@@ -830,7 +842,7 @@ def _probability_block(x, p, i0, i1, w, w_total, eps, coef, losses, bad, g):
                 and math.isfinite(t64)):
             continue  # a nan in the row, or a target (or weight) that is not finite
         big_q = (1.0 - eps) * a64 + spread * w_total
-        losses[i] = big_q * math.log(s64) - (1.0 - eps) * b64 - spread * t64
+        losses[i] = _probability_loss(big_q, s64, b64, t64, eps, spread)
         bad[i] = 0
         if write:  # the factors in x's dtype, through an array of it
             factors[0] = coef * big_q / s64
@@ -1074,7 +1086,7 @@ def _probability_column_block(x3, p3, n, j0, j1, w, w_total, eps, coef, losses, 
                 and math.isfinite(b[j]) and math.isfinite(t[j])):
             continue  # as in _probability_block
         big_q = (1.0 - eps) * a[j] + spread * w_total
-        losses[n, i] = big_q * math.log(s[j]) - (1.0 - eps) * b[j] - spread * t[j]
+        losses[n, i] = _probability_loss(big_q, s[j], b[j], t[j], eps, spread)
         bad[n, i] = 0
         scale[j] = coef * big_q / s[j]
     if write:
