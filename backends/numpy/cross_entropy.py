@@ -37,6 +37,7 @@ import numpy as np
 from anyloss._class_index import masks
 from anyloss._threads import get_threads
 from anyloss.backends.numpy import compiled
+from anyloss.backends.numpy.float16 import float16_call
 from anyloss.backends.numpy.results import reduced_result
 
 __all__ = [
@@ -552,25 +553,15 @@ def cross_entropy_probabilities(input, target, weight, *, reduction, label_smoot
 def _probabilities_in_float32(input, target, weight, *, reduction, label_smoothing,
                               gradient):
     """:func:`cross_entropy_probabilities` of float16 operands: the float32 result on their
-    values, rounded once to float16 (as :mod:`.float16` does for the elementwise losses,
-    and the class-index pass for its float16 input); ``NotImplemented`` without numba or
-    for operands that are not all float16 NumPy arrays. NumPy's float16 arithmetic, which
-    the formula would run, converts each operation's operands one element at a time: at
-    2048 x 4096 the forward took 146.8 ms against torch's 13.4 ms (2026-12-06)."""
-    operands = (input, target) + (() if weight is None else (weight,))
-    if not compiled.HAVE_NUMBA or any(type(a) is not np.ndarray or a.dtype != np.float16
-                                      for a in operands):
-        return NotImplemented
-    half = compiled.load("half")
-    result = cross_entropy_probabilities(
-        half.to_float32(input), half.to_float32(target),
-        None if weight is None else half.to_float32(weight), reduction=reduction,
-        label_smoothing=label_smoothing, gradient=gradient)
-    if result is NotImplemented:
-        return NotImplemented
-    loss, grad = result if gradient else (result, None)
-    loss = half.to_float16(loss) if type(loss) is np.ndarray else loss.astype(np.float16)
-    return (loss, half.to_float16(grad)) if gradient else loss
+    values, rounded once to float16, by :func:`.float16.float16_call` (as the elementwise
+    losses take float16, and the class-index pass its float16 input); ``NotImplemented``
+    without numba or for operands that are not all float16 NumPy arrays. NumPy's float16
+    arithmetic, which the formula would run, converts each operation's operands one
+    element at a time: at 2048 x 4096 the forward took 146.8 ms against torch's 13.4 ms
+    (2026-12-06)."""
+    return float16_call(cross_entropy_probabilities, input, target, weight,
+                        reduction=reduction, label_smoothing=label_smoothing,
+                        gradient=gradient)
 
 
 def _probability_loss_shape(input) -> tuple[int, ...]:

@@ -9,10 +9,12 @@ float32 that the loss rounds its sum to, as torch rounds its float32 accumulatio
 conversions are the compiled loops of :mod:`.compiled.half` where numba is installed,
 NumPy's casts otherwise.
 
-Two users:
+Three users:
 
 - :func:`float16_in_float32` decorates the compiled kernels of :mod:`.elementwise`:
   their float32 kernel runs on the converted operands;
+- :func:`float16_call`, the same for one call: the cross entropy of class probabilities
+  (:mod:`.cross_entropy`);
 - the ``'checked'`` kernels below, of the losses without a compiled kernel
   (``l1_loss``, ``mse_loss``, ``margin_ranking_loss``, ``triplet_margin_loss``): anyloss's
   own written-once formula, called again on the float32 values.
@@ -31,8 +33,8 @@ import numpy as np
 
 from anyloss.backends.numpy import compiled
 
-__all__ = ["float16_in_float32", "l1_loss", "mse_loss", "margin_ranking_loss",
-           "triplet_margin_loss"]
+__all__ = ["float16_call", "float16_in_float32", "l1_loss", "mse_loss",
+           "margin_ranking_loss", "triplet_margin_loss"]
 
 _FLOAT16 = np.dtype(np.float16)
 
@@ -54,7 +56,10 @@ def _to_float32(value: Any) -> Any:
 
 
 def _to_float16(result: Any) -> Any:
-    """A float32 result (an array, or a reduced NumPy scalar) rounded to float16."""
+    """A float32 result (an array, a reduced NumPy scalar, or a tuple of them) rounded to
+    float16."""
+    if type(result) is tuple:
+        return tuple(map(_to_float16, result))
     if type(result) is not np.ndarray:
         return result.astype(_FLOAT16)
     if compiled.HAVE_NUMBA:
@@ -67,6 +72,16 @@ def _in_float32(loss: Callable[..., Any], args: tuple, kwargs: dict) -> Any:
     (``NotImplemented`` passed through)."""
     result = loss(*map(_to_float32, args), **{k: _to_float32(v) for k, v in kwargs.items()})
     return result if result is NotImplemented else _to_float16(result)
+
+
+def float16_call(loss: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """``loss(*args, **kwargs)`` on the float32 values of float16 operands, rounded to
+    float16 (a tuple result element by element); ``NotImplemented`` without numba or where
+    not every array operand is a float16 NumPy array. For a NumPy kernel whose compiled
+    code takes float32 and float64 only (the cross entropy of class probabilities)."""
+    if not compiled.HAVE_NUMBA or not _all_float16(args, kwargs):
+        return NotImplemented
+    return _in_float32(loss, args, kwargs)
 
 
 def float16_in_float32(kernel: Callable[..., Any]) -> Callable[..., Any]:
